@@ -1,0 +1,101 @@
+"""What a task is: loads its examples, and scores outputs.
+
+Two kinds, both plain classes holding their loaded examples:
+
+- ``GenerationTask``: chat prompts, greedy generation, ``score(example, output) -> {metric: value}``. Training
+  splits carry demonstrations (``Example.completion``), so the same task trains SDFT/SFT and is evaluated.
+- ``ChoiceTask``: log-likelihood multiple choice on raw text (no chat template), as lm-evaluation-harness does:
+  each choice is a ``(context, continuation)`` request; ``score(item, results) -> {metric: value}``.
+
+The first metric a ``score`` returns is the task's headline number (``primary_metric``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from selfdistill.data import Example
+
+
+class TaskError(ValueError):
+    """A task that cannot be loaded: unknown name, missing data directory or file (user error, exit 2)."""
+
+
+@dataclass(frozen=True)
+class LoglikRequest:
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class LoglikResult:
+    logprob: float
+    """Sum of the continuation tokens' log-probabilities given the context."""
+    is_greedy: bool
+    """Whether every continuation token is the argmax."""
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    id: str
+    requests: tuple[LoglikRequest, ...]
+    """One request per choice."""
+    gold: int
+    """Index of the correct choice."""
+    labels: tuple[int, ...] | None = None
+    """Per-choice truth labels where several choices are right (TruthfulQA MC2)."""
+
+
+class Task:
+    name: ClassVar[str]
+    kind: ClassVar[Literal["generate", "choice"]]
+    primary_metric: ClassVar[str]
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+
+
+class GenerationTask(Task):
+    kind = "generate"
+    max_new_tokens: ClassVar[int] = 256
+
+    def train_examples(self) -> list[Example]:
+        """Examples with demonstrations for training; empty for evaluation-only tasks."""
+        return []
+
+    def test_examples(self) -> list[Example]:
+        raise NotImplementedError
+
+    def score(self, example: Example, output: str) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class ChoiceTask(Task):
+    kind = "choice"
+
+    def test_items(self) -> list[ChoiceItem]:
+        raise NotImplementedError
+
+    def score(self, item: ChoiceItem, results: list[LoglikResult]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def default_data_dir() -> Path:
+    """``$SELFDISTILL_DATA``, else ``../shared/data`` beside the project checkout, else beside the cwd."""
+    if env := os.environ.get("SELFDISTILL_DATA"):
+        return Path(env)
+    beside_checkout = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    if beside_checkout.is_dir():
+        return beside_checkout
+    return Path.cwd().parent / "shared" / "data"
+
+
+def task_dir(data_dir: Path, name: str) -> Path:
+    path = data_dir / name
+    if not path.is_dir():
+        raise TaskError(f"{path}: data set {name!r} not found (set --data-dir or SELFDISTILL_DATA)")
+    return path
