@@ -84,10 +84,7 @@ def embedded_model_dir() -> Path:
 
 
 def load_tokenizer(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    if spec in (DEFAULT_MODEL, TINY_RANDOM):
-        path = str(embedded_model_dir())
-    else:
-        path = _resolve_base(spec)
+    path = str(embedded_model_dir()) if spec in (DEFAULT_MODEL, TINY_RANDOM) else _resolve_base(spec)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

@@ -1,0 +1,194 @@
+"""Command line: subcommands mapped to config dataclasses and the functions that run them.
+
+    selfdistill train --method sdft --data demos.jsonl --max-steps 20 --output runs/x
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+from selfdistill.models import DEFAULT_MODEL
+
+# name -> (module, config class, runner, one-line help); modules import lazily so `--help` stays fast.
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "train": ("selfdistill.train", "TrainConfig", "train", "train with sdft | sft | seqkd on a data file or task"),
+    "generate": ("selfdistill.cli", "GenerateConfig", "generate", "generate an answer to one prompt"),
+    "eval": ("selfdistill.evaluate", "EvalConfig", "run_eval", "evaluate a model on tasks or suites"),
+    "probe": ("selfdistill.probe", "ProbeConfig", "run_probe", "ICL gap: teacher with demo vs student without"),
+    "continual": ("selfdistill.continual", "ContinualConfig", "run_continual", "run a plan of stages, report"),
+    "demo": ("selfdistill.continual", "DemoConfig", "run_demo", "the offline demo on the embedded model"),
+    "report": ("selfdistill.report", "ReportConfig", "run_report_cli", "write report.md and plots for a run dir"),
+}
+
+log = logging.getLogger("selfdistill")
+
+
+@dataclass
+class GenerateConfig:
+    """Generate a reply to one prompt (greedy unless --temperature > 0)."""
+
+    prompt: str
+    """The user message."""
+    model: str = DEFAULT_MODEL
+    """Model spec: smollm2-135m-instruct, tiny-random, a local directory (incl. training outputs), or a hub id."""
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    """0 for greedy decoding."""
+    system: str | None = None
+    """Optional system message."""
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise ValueError("prompt: must not be empty")
+        if self.max_new_tokens <= 0:
+            raise ValueError("max-new-tokens: must be > 0")
+        if self.temperature < 0:
+            raise ValueError("temperature: must be >= 0")
+
+
+def generate(cfg: GenerateConfig) -> str:
+    from selfdistill.data import Example
+    from selfdistill.models import load_model
+    from selfdistill.prompts import student_prompt_ids
+    from selfdistill.rollout import sample
+    from selfdistill.training_setup import resolve_device
+
+    model, tok = load_model(cfg.model, device=resolve_device(cfg.device), trust_remote_code=cfg.trust_remote_code)
+    messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
+        {"role": "user", "content": cfg.prompt}
+    ]
+    ids = student_prompt_ids(tok, Example(tuple(messages)))
+    ro = sample(
+        model, tok, [ids], temperature=cfg.temperature or 1.0, max_new_tokens=cfg.max_new_tokens,
+        do_sample=cfg.temperature > 0,
+    )  # fmt: skip
+    text = tok.decode(ro.completions[0], skip_special_tokens=True).strip()
+    print(text)
+    return text
+
+
+def _config_args(path: Path, config_cls: type) -> list[str]:
+    """Turn a YAML/JSON config file into flags placed before the command line's own (which then win)."""
+    import yaml
+
+    if not path.is_file():
+        raise ValueError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values")
+    known = {f.name for f in fields(config_cls)}
+    args: list[str] = []
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise ValueError(f"{path}: unknown option {key!r}")
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{name.replace('_', '-')}")
+        elif isinstance(value, list):
+            args += [flag, *map(str, value)]
+        elif value is None:
+            args += [flag, "None"]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {info[3]}" for name, info in COMMANDS.items()]
+    return (
+        "usage: selfdistill COMMAND [--help] [--config FILE] [options]\n\n"
+        "Continual fine-tuning from demonstrations without forgetting (SDFT).\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n\nRun `selfdistill COMMAND --help` for a command's options."
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"selfdistill: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from selfdistill.checkpoint import CheckpointError
+    from selfdistill.data import DataError
+    from selfdistill.models import ModelSpecError
+    from selfdistill.prompts import PromptBudgetError
+    from selfdistill.report import ResultsError
+    from selfdistill.tasks.base import TaskError
+    from selfdistill.training_setup import OutputDirError
+
+    return (DataError, ModelSpecError, PromptBudgetError, TaskError, OutputDirError, CheckpointError,
+            ResultsError, FileNotFoundError)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from selfdistill import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        return _fail(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
+    module_name, cls_name, fn_name, _ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    config_cls: type = getattr(module, cls_name)
+    runner: Callable[[Any], Any] = getattr(module, fn_name)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    debug = bool(os.environ.get("SELFDISTILL_DEBUG"))
+    try:
+        if "--config" in rest:
+            i = rest.index("--config")
+            if i + 1 >= len(rest):
+                return _fail("--config: expected a file path")
+            rest = _config_args(Path(rest[i + 1]), config_cls) + rest[:i] + rest[i + 2 :]
+        cfg = tyro.cli(config_cls, args=rest, prog=f"selfdistill {name}", description=config_cls.__doc__)
+    except ValueError as err:
+        if debug:
+            raise
+        return _fail(str(err).splitlines()[0])
+    _quiet_libraries()
+    try:
+        result = runner(cfg)
+    except _user_errors() as err:
+        if debug:
+            raise
+        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except KeyboardInterrupt:
+        print("selfdistill: interrupted", file=sys.stderr)
+        return 130
+    del result
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars are enough; silence per-load bars and advisory warnings from transformers."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

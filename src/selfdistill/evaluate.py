@@ -1,0 +1,394 @@
+"""Evaluation engine: batched log-likelihood and greedy generation, task scoring, and the ``eval`` entry point.
+
+    results = evaluate_tasks(model, tok, [get_task("arc_easy")], limit=200)   # {"arc_easy": {"metrics": ...}}
+
+Log-likelihood follows lm-evaluation-harness: the context's trailing whitespace moves onto the continuation, the
+pair is split at the token boundary of ``encode(context)`` inside ``encode(context + continuation)``, and requests
+are scored on raw text. Requests that share a context run it once: the context's KV cache is computed in one
+forward pass and reused by a second pass over every continuation (multiple-choice items score 2-13 choices on one
+context, so this roughly halves to quarters the work on long-context tasks).
+
+Shapes: B contexts in a batch, R requests (continuations) in a batch, T context positions, L continuation
+positions, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from selfdistill.models import DEFAULT_MODEL, load_model
+from selfdistill.prompts import student_prompt_ids
+from selfdistill.tasks import expand_task_names, get_task
+from selfdistill.tasks.base import ChoiceTask, GenerationTask, LoglikRequest, LoglikResult, Task
+
+log = logging.getLogger(__name__)
+
+# transformers 5.x renamed the KV-cache argument and output `past_key_values` -> `cache` (the old name warns).
+CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+@contextmanager
+def _inference(model: PreTrainedModel) -> Iterator[None]:
+    """Eval mode (dropout off) and no autograd, restoring the caller's train/eval mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _left_pad(
+    seqs: list[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids_BT, mask_BT)`` with every sequence ending at position T - 1."""
+    T = max(len(s) for s in seqs)
+    ids_BT = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask_BT = torch.zeros((len(seqs), T), dtype=torch.long)
+    for b, seq in enumerate(seqs):
+        ids_BT[b, T - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask_BT[b, T - len(seq) :] = 1
+    return ids_BT.to(device), mask_BT.to(device)
+
+
+# ---------------------------------------------------------------------------------------------------- log-likelihood
+def encode_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context and continuation token ids, split as lm-eval does (continuation = tokens of the whole past the context)."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:  # "Answer: " + "A" must tokenize as "Answer:" + " A", the way the model saw such text
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    if not continuation:
+        raise ValueError(f"empty continuation for context {context[-40:]!r}")
+    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if not context:  # condition on BOS (or EOS), as lm-eval does for an empty context
+        cont = tok.encode(continuation, add_special_tokens=False)
+        return ([prefix], cont) if cont[:1] != [prefix] else (cont[:1], cont[1:])
+    whole = tok.encode(context + continuation)
+    ctx = tok.encode(context)
+    return ctx, whole[len(ctx) :]
+
+
+def _batches(
+    encoded: list[tuple[list[int], list[int]]], batch_size: int
+) -> list[list[tuple[tuple[int, ...], list[int]]]]:
+    """Group requests by identical context ids, longest first; a batch holds at most ``batch_size`` requests."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ctx, _) in enumerate(encoded):
+        groups.setdefault(tuple(ctx), []).append(i)
+    chunks = [
+        (ctx, idx[k : k + batch_size]) for ctx, idx in groups.items() for k in range(0, len(idx), batch_size)
+    ]
+    chunks.sort(key=lambda c: -(len(c[0]) + max(len(encoded[i][1]) for i in c[1])))
+    batches: list[list[tuple[tuple[int, ...], list[int]]]] = []
+    for chunk in chunks:
+        if batches and sum(len(idx) for _, idx in batches[-1]) + len(chunk[1]) <= batch_size:
+            batches[-1].append(chunk)
+        else:
+            batches.append([chunk])
+    return batches
+
+
+def _score_batch(model, contexts: list[Sequence[int]], conts: list[list[int]], owner: list[int], pad_id: int):
+    """Score ``conts[r]`` after ``contexts[owner[r]]``: pass 1 caches each context, pass 2 reads every continuation."""
+    device = next(model.parameters()).device
+    ids_BT, mask_BT = _left_pad(contexts, pad_id, device)
+    pos_BT = (mask_BT.cumsum(-1) - 1).clamp(min=0)
+    # logits_to_keep=1: only the last context position's logits are needed (the vocab projection is costly)
+    out = model(
+        input_ids=ids_BT, attention_mask=mask_BT, position_ids=pos_BT, use_cache=True, logits_to_keep=1
+    )
+    first_BV = out.logits[:, -1].float().log_softmax(-1)
+
+    R, L = len(conts), max(len(c) for c in conts)
+    owner_R = torch.tensor(owner, device=device)
+    target_RL = torch.full((R, L), pad_id, dtype=torch.long)
+    valid_RL = torch.zeros((R, L), dtype=torch.bool)
+    for r, cont in enumerate(conts):
+        target_RL[r, : len(cont)] = torch.tensor(cont)
+        valid_RL[r, : len(cont)] = True
+    target_RL, valid_RL = target_RL.to(device), valid_RL.to(device)
+    logp_RLV = first_BV[owner_R].unsqueeze(1)  # predicts each continuation's first token
+    if L > 1:  # feed tokens 0..L-2 of each continuation on top of its context's cache
+        cache = out[CACHE_KEY]
+        cache.reorder_cache(owner_R)  # one cache row per request (rows repeat where contexts are shared)
+        inp_RL = target_RL[:, :-1]
+        mask = torch.cat([mask_BT[owner_R], valid_RL[:, :-1].long()], dim=1)
+        pos_RL = mask_BT.sum(-1)[owner_R, None] + torch.arange(L - 1, device=device)
+        kwargs = {CACHE_KEY: cache, "use_cache": True}
+        logits = model(input_ids=inp_RL, attention_mask=mask, position_ids=pos_RL, **kwargs).logits
+        logp_RLV = torch.cat([logp_RLV, logits.float().log_softmax(-1)], dim=1)
+    token_lp_RL = logp_RLV.gather(-1, target_RL.unsqueeze(-1)).squeeze(-1)
+    greedy_RL = (logp_RLV.argmax(-1) == target_RL) | ~valid_RL
+    sums = token_lp_RL.masked_fill(~valid_RL, 0).double().sum(-1).tolist()
+    greedy = greedy_RL.all(-1).tolist()
+    return [LoglikResult(sums[r], bool(greedy[r]), len(conts[r])) for r in range(R)]
+
+
+def loglikelihood(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    requests: list[LoglikRequest],
+    batch_size: int = 16,
+    progress: bool = True,
+    desc: str = "loglikelihood",
+) -> list[LoglikResult]:
+    """Summed log-probability of each continuation given its context, and whether it is the greedy one; input order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    max_len = getattr(model.config, "max_position_embeddings", None)
+    encoded = []
+    for req in requests:
+        ctx, cont = encode_pair(tok, req.context, req.continuation)
+        if max_len and len(ctx) + len(cont) > max_len + 1:
+            # keep the context's end, as lm-eval's left truncation
+            ctx = ctx[len(ctx) + len(cont) - max_len - 1 :] or ctx[-1:]
+        encoded.append((ctx, cont))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    results: list[LoglikResult | None] = [None] * len(requests)
+    with _inference(model), tqdm(total=len(requests), desc=desc, disable=not progress) as bar:
+        for batch in _batches(encoded, batch_size):
+            index = [i for _, idx in batch for i in idx]
+            owner = [b for b, (_, idx) in enumerate(batch) for _ in idx]
+            scored = _score_batch(
+                model, [ctx for ctx, _ in batch], [encoded[i][1] for i in index], owner, pad_id
+            )
+            for i, res in zip(index, scored, strict=True):
+                results[i] = res
+            bar.update(len(index))
+    return results  # type: ignore[return-value]
+
+
+# -------------------------------------------------------------------------------------------------------- generation
+def _eos_ids(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tok.eos_token_id is not None:
+        ids.add(tok.eos_token_id)
+    return sorted(ids)
+
+
+def generate(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    prompt_ids: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[str]:
+    """Greedy completions (special tokens dropped, cut at EOS) of left-padded prompt batches; input order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if any(not p for p in prompt_ids):
+        raise ValueError("generate: empty prompt")
+    eos = _eos_ids(model, tok)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id, eos_token_id=eos, use_cache=True
+    )
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+    outputs = [""] * len(prompt_ids)
+    with _inference(model), tqdm(total=len(order), desc=desc, disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            ids_BT, mask_BT = _left_pad([prompt_ids[i] for i in index], pad_id, device)
+            out = model.generate(input_ids=ids_BT, attention_mask=mask_BT, generation_config=gen_cfg)
+            for b, i in enumerate(index):
+                new = out[b, ids_BT.shape[1] :].tolist()
+                cut = next((k for k, t in enumerate(new) if t in eos), len(new))
+                outputs[i] = tok.decode(new[:cut], skip_special_tokens=True)
+            bar.update(len(index))
+    return outputs
+
+
+# ----------------------------------------------------------------------------------------------------------- scoring
+def subset_indices(n: int, limit: int | None, seed: int = 0) -> list[int]:
+    """The items ``--limit`` evaluates: all of them, or ``limit`` drawn with ``random.Random(seed)``, in file order."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), limit))
+
+
+def _choice_rows(
+    model, tok, task: ChoiceTask, limit: int | None, seed: int, **opts: Any
+) -> list[dict[str, Any]]:
+    items = task.test_items()
+    items = [items[i] for i in subset_indices(len(items), limit, seed)]
+    requests = [req for item in items for req in item.requests]
+    results = loglikelihood(model, tok, requests, desc=task.name, **opts)
+    rows, k = [], 0
+    for item in items:
+        res = results[k : k + len(item.requests)]
+        k += len(item.requests)
+        row = {"id": item.id, "logprobs": [r.logprob for r in res], "is_greedy": [r.is_greedy for r in res]}
+        row |= {"gold": item.gold, "labels": list(item.labels) if item.labels else None}
+        rows.append(row | {"scores": task.score(item, res)})
+    return rows
+
+
+def _generation_rows(
+    model, tok, task: GenerationTask, limit: int | None, seed: int, **opts: Any
+) -> list[dict]:
+    examples = task.test_examples()
+    index = subset_indices(len(examples), limit, seed)
+    prompts = [student_prompt_ids(tok, examples[i]) for i in index]
+    outputs = generate(model, tok, prompts, task.max_new_tokens, desc=task.name, **opts)
+    return [
+        {"id": str(i), "prediction": out, "gold": examples[i].answer, "scores": task.score(examples[i], out)}
+        for i, out in zip(index, outputs, strict=True)
+    ]
+
+
+def aggregate(scores: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float | None]]:
+    """Mean and standard error (sample std / sqrt(n)) of each per-item metric, in the order items report them.
+
+    A per-item ``logprob`` also yields ``perplexity = exp(-mean logprob)``, as lm-eval aggregates LAMBADA.
+    """
+    metrics: dict[str, float] = {}
+    stderr: dict[str, float | None] = {}
+    for name in dict.fromkeys(m for s in scores for m in s):
+        values = [s[name] for s in scores if name in s]
+        n = len(values)
+        mean = math.fsum(values) / n
+        metrics[name] = mean
+        stderr[name] = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None
+    if "logprob" in metrics:
+        metrics["perplexity"] = math.exp(-metrics["logprob"])
+        stderr["perplexity"] = None
+    return metrics, stderr
+
+
+def evaluate_tasks(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    tasks: list[Task],
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    predictions_path: Path | None = None,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Score each task on its test items (or a seeded ``limit`` subset); optionally write per-item predictions."""
+    results: dict[str, dict] = {}
+    opts = {"batch_size": batch_size, "progress": progress}
+    with ExitStack() as stack:
+        pred_file = (
+            stack.enter_context(Path(predictions_path).open("w", encoding="utf-8"))
+            if predictions_path
+            else None
+        )
+        for task in tasks:
+            start = time.perf_counter()
+            if isinstance(task, ChoiceTask):
+                rows = _choice_rows(model, tok, task, limit, seed, **opts)
+            elif isinstance(task, GenerationTask):
+                rows = _generation_rows(model, tok, task, limit, seed, **opts)
+            else:
+                raise TypeError(f"{task.name}: not a ChoiceTask or GenerationTask")
+            metrics, stderr = aggregate([row["scores"] for row in rows])
+            seconds = time.perf_counter() - start
+            results[task.name] = {"metrics": metrics, "stderr": stderr, "n": len(rows)}
+            results[task.name] |= {"primary": task.primary_metric, "seconds": round(seconds, 2)}
+            log.info("%s: %s (n=%d, %.1f s)", task.name, metrics, len(rows), seconds)
+            if pred_file is not None:
+                for row in rows:
+                    pred_file.write(json.dumps({"task": task.name, **row}, default=str) + "\n")
+                pred_file.flush()
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------ entry point
+@dataclass
+class EvalConfig:
+    model: str = DEFAULT_MODEL
+    """Model spec: smollm2-135m-instruct, tiny-random, a model or training-output directory, or a hub id."""
+    tasks: list[str] = field(default_factory=lambda: ["prior"])
+    """Task names, suites (``prior``) or ``PATH.jsonl[:scorer]`` user tasks."""
+    limit: int | None = None
+    """Evaluate a fixed seeded subset of at most this many items per task (all items when unset)."""
+    output: Path | None = None
+    """Results JSON file; per-item predictions go beside it as ``<stem>.predictions.jsonl``."""
+    data_dir: Path | None = None
+    """Directory of the evaluation data sets (default: ``$SELFDISTILL_DATA`` or ``../shared/data``)."""
+    batch_size: int = 16
+    """Requests (log-likelihood) or prompts (generation) per forward batch."""
+    seed: int = 0
+    """Seed of the ``limit`` subset."""
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    trust_remote_code: bool = False
+    """Allow custom model code from the model directory or hub."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, str) or not self.tasks or not all(self.tasks):
+            raise ValueError(f"tasks: expected a non-empty list of task names, got {self.tasks!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit: must be >= 1 or unset, got {self.limit}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"device: {self.device!r} is not auto, cpu, cuda, cuda:N or mps") from None
+        self.output = Path(self.output) if self.output is not None else None
+        self.data_dir = Path(self.data_dir) if self.data_dir is not None else None
+
+
+def predictions_path_for(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.predictions.jsonl")
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """Task, metric, value ± stderr, n, seconds; the primary metric first."""
+    lines = [f"{'task':<16} {'metric':<11} {'value':>17} {'n':>6} {'seconds':>8}"]
+    for name, res in results.items():
+        for k, (metric, value) in enumerate(res["metrics"].items()):
+            err = res["stderr"].get(metric)
+            shown = f"{value:.4f} ± {err:.4f}" if err is not None else f"{value:.4f}"
+            tail = f"{res['n']:>6} {res['seconds']:>8.1f}" if k == 0 else ""
+            lines.append(f"{name if k == 0 else '':<16} {metric:<11} {shown:>17} {tail}".rstrip())
+    return "\n".join(lines)
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    """Load the model, evaluate the tasks, print a table; write ``{"config", "results"}`` JSON to ``cfg.output``."""
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    names = expand_task_names(cfg.tasks)
+    # Resolve every task before loading the model, so a bad name fails fast.
+    tasks = [get_task(name, cfg.data_dir) for name in names]
+    model, tok = load_model(
+        cfg.model, dtype=torch.float32, device=device, trust_remote_code=cfg.trust_remote_code
+    )
+    preds = predictions_path_for(cfg.output) if cfg.output else None
+    if cfg.output:
+        cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    results = evaluate_tasks(
+        model, tok, tasks, limit=cfg.limit, seed=cfg.seed, batch_size=cfg.batch_size, predictions_path=preds
+    )
+    print(format_table(results))
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    report = {"config": config | {"tasks": names}, "results": results}
+    if cfg.output:
+        tmp = cfg.output.with_name(f".{cfg.output.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, cfg.output)
+    return report

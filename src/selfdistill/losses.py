@@ -1,0 +1,227 @@
+"""Per-token distillation and SFT losses: pure tensor functions, logits in, ``loss_BT`` out.
+
+    loss = masked_mean(distill_loss(student_logits_BTV, teacher_logits_BTV, tokens_BT), mask_BT)
+
+Shapes: B batch, T completion tokens, V vocabulary, K top-k bins (the teacher's k tokens, plus one tail
+bucket when k < V). The student is p = π_θ, the teacher is q. Every function upcasts to float32 and returns
+float32. The primitives differentiate both arguments; ``distill_loss`` treats the teacher as a constant.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+DIVERGENCES = ("forward", "reverse", "jsd")
+SUPPORTS = ("full", "topk", "sampled")
+
+
+def _logprobs(logits_BTV: Tensor) -> Tensor:
+    return torch.log_softmax(logits_BTV.float(), dim=-1)
+
+
+def _gather(logp_BTV: Tensor, ids_BT: Tensor) -> Tensor:
+    # Negative ids (padding, -100) read token 0; callers zero or mask those positions.
+    return logp_BTV.gather(-1, ids_BT.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+
+
+def _kl(loga_BTV: Tensor, logb_BTV: Tensor) -> Tensor:
+    """KL(a || b) over the last axis, from log-probabilities. Bins where a has no mass add exactly 0."""
+    # where() before the product, so 0 * (-inf - -inf) makes no NaN in the value or the gradient.
+    log_ratio_BTV = torch.where(torch.isneginf(loga_BTV), 0.0, loga_BTV - logb_BTV)
+    return (loga_BTV.exp() * log_ratio_BTV).sum(-1)
+
+
+def _jsd(logp_BTV: Tensor, logq_BTV: Tensor, beta: float) -> Tensor:
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    # The mixture formula vanishes at both ends (m becomes p, resp. q), so the endpoints are defined as the KLs.
+    if beta == 0.0:
+        return _kl(logq_BTV, logp_BTV)
+    if beta == 1.0:
+        return _kl(logp_BTV, logq_BTV)
+    logm_BTV = torch.logaddexp(logq_BTV + math.log(beta), logp_BTV + math.log1p(-beta))
+    return beta * _kl(logq_BTV, logm_BTV) + (1.0 - beta) * _kl(logp_BTV, logm_BTV)
+
+
+def _divergence(logp_BTV: Tensor, logq_BTV: Tensor, divergence: str, beta: float) -> Tensor:
+    if divergence == "forward":
+        return _kl(logq_BTV, logp_BTV)
+    if divergence == "reverse":
+        return _kl(logp_BTV, logq_BTV)
+    if divergence == "jsd":
+        return _jsd(logp_BTV, logq_BTV, beta)
+    raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+
+
+def forward_kl(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor) -> Tensor:
+    """KL(q || p) = Σ_v q (log q - log p), loss_BT. Mass-covering; what SDFT ran for every reported result."""
+    return _kl(_logprobs(teacher_logits_BTV), _logprobs(student_logits_BTV))
+
+
+def reverse_kl(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor) -> Tensor:
+    """KL(p || q) = Σ_v p (log p - log q), loss_BT. Mode-seeking."""
+    return _kl(_logprobs(student_logits_BTV), _logprobs(teacher_logits_BTV))
+
+
+def jsd(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, beta: float = 0.5) -> Tensor:
+    """Generalized Jensen-Shannon divergence, loss_BT, in TRL GKD's ``generalized_jsd_loss`` convention:
+
+        m = β·q + (1-β)·p,    JSD_β = β·KL(q || m) + (1-β)·KL(p || m).
+
+    β = 0 returns forward KL(q || p) and β = 1 reverse KL(p || q), exactly (special cases: the formula itself
+    tends to 0 at both ends, so JSD_β is not continuous there). β = 0.5 is the symmetric JSD, at most log 2.
+    """
+    return _jsd(_logprobs(student_logits_BTV), _logprobs(teacher_logits_BTV), beta)
+
+
+def topk_kl(
+    student_logits_BTV: Tensor,
+    teacher_logits_BTV: Tensor,
+    k: int,
+    divergence: str = "forward",
+    beta: float = 0.5,
+) -> Tensor:
+    """Divergence over K bins shared by p and q: the teacher's top-k tokens plus one tail bucket holding
+    each distribution's remaining mass, loss_BT. ``divergence`` is "forward", "reverse" or "jsd" (with
+    ``beta``, as in :func:`jsd`). With k >= V there is no tail and the value equals the full-vocab one.
+    Coarse-graining never increases a divergence, so this is a lower bound on the full-vocab value.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    logp_BTV, logq_BTV = _logprobs(student_logits_BTV), _logprobs(teacher_logits_BTV)
+    vocab = logq_BTV.shape[-1]
+    top_BTk = logq_BTV.topk(min(k, vocab), dim=-1).indices
+    logp_BTK, logq_BTK = logp_BTV.gather(-1, top_BTk), logq_BTV.gather(-1, top_BTk)
+    if k < vocab:
+        # Tail as a logsumexp over the complement, not log(1 - Σ top-k): exact even when the top-k hold
+        # nearly all the mass, where the subtraction would cancel to 0 or below.
+        in_top_BTV = torch.zeros_like(logq_BTV, dtype=torch.bool).scatter_(-1, top_BTk, True)
+        tail_p_BT1 = logp_BTV.masked_fill(in_top_BTV, -math.inf).logsumexp(-1, keepdim=True)
+        tail_q_BT1 = logq_BTV.masked_fill(in_top_BTV, -math.inf).logsumexp(-1, keepdim=True)
+        logp_BTK = torch.cat([logp_BTK, tail_p_BT1], dim=-1)
+        logq_BTK = torch.cat([logq_BTK, tail_q_BT1], dim=-1)
+    return _divergence(logp_BTK, logq_BTK, divergence, beta)
+
+
+def sampled_kl(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor) -> Tensor:
+    """log p(y_t) - log q(y_t) at the sampled token y_t, loss_BT: the single-sample estimate of REVERSE KL(p || q).
+
+    Its expectation is KL(p || q) only if y_t ~ p, i.e. sampled from this student at temperature 1; a single
+    value can be negative. Its direct gradient is ∇log p(y_t), whose expectation under y_t ~ p is zero: it is
+    not a gradient of the KL. ``distill_loss(support="sampled")`` therefore attaches the score-function
+    (REINFORCE) gradient sg[log p(y_t) - log q(y_t)]·∇log p(y_t) instead, per token (future tokens ignored).
+    """
+    logp_BT = _gather(_logprobs(student_logits_BTV), tokens_BT)
+    return logp_BT - _gather(_logprobs(teacher_logits_BTV), tokens_BT)
+
+
+def _sampled_surrogate(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor) -> Tensor:
+    kl_BT = sampled_kl(student_logits_BTV, teacher_logits_BTV, tokens_BT)
+    reward_BT = kl_BT.detach()
+    # Value is kl_BT; gradient is reward·∇log p(y), since kl_BT - reward_BT is 0 with gradient ∇log p(y).
+    return reward_BT + reward_BT * (kl_BT - reward_BT)
+
+
+def token_nll(logits_BTV: Tensor, targets_BT: Tensor) -> Tensor:
+    """-log p(target), loss_BT. Negative targets (e.g. -100) give 0, like ``F.cross_entropy``'s ignore_index."""
+    nll_BT = -_gather(_logprobs(logits_BTV), targets_BT)
+    return torch.where(targets_BT >= 0, nll_BT, 0.0)
+
+
+def masked_mean(loss_BT: Tensor, mask_BT: Tensor) -> Tensor:
+    """Mean over the masked-in tokens of each sequence, then mean over sequences that have any, as a scalar.
+
+    Sequences with an all-zero mask are left out of the outer mean; if every one is empty the result is 0
+    and still connected to the graph, so ``backward()`` works on it.
+    """
+    keep_BT = mask_BT.bool()
+    # where(), not a product: masked-out entries get exactly zero gradient even if they hold inf or NaN.
+    kept_BT = torch.where(keep_BT, loss_BT.float(), 0.0)
+    count_B = keep_BT.sum(-1)
+    per_seq_B = kept_BT.sum(-1) / count_B.clamp(min=1)
+    n_seqs = (count_B > 0).sum()
+    return per_seq_B.sum() / n_seqs.clamp(min=1)
+
+
+def _map_chunks(fn: Callable[..., Tensor], chunk_size: int, *tensors_BT_: Tensor) -> Tensor:
+    """Apply fn to T-chunks and concatenate along T. Under grad each chunk is checkpointed, so only one
+    chunk's fp32 [B, chunk, V] temporaries are alive at a time, in the forward and in the backward pass."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    use_checkpoint = torch.is_grad_enabled() and any(x.requires_grad for x in tensors_BT_)
+    outs = []
+    for chunk in zip(*(x.split(chunk_size, dim=1) for x in tensors_BT_), strict=True):
+        outs.append(checkpoint(fn, *chunk, use_reentrant=False) if use_checkpoint else fn(*chunk))
+    return torch.cat(outs, dim=1)
+
+
+def _check_shapes(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor) -> None:
+    if student_logits_BTV.shape != teacher_logits_BTV.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits_BTV.shape)} and teacher logits "
+            f"{tuple(teacher_logits_BTV.shape)} must have the same [B, T, V] shape"
+        )
+    if tokens_BT.shape != student_logits_BTV.shape[:2]:
+        raise ValueError(
+            f"tokens {tuple(tokens_BT.shape)} must be [B, T] = {tuple(student_logits_BTV.shape[:2])}"
+        )
+
+
+def distill_loss(
+    student_logits_BTV: Tensor,
+    teacher_logits_BTV: Tensor,
+    tokens_BT: Tensor,
+    *,
+    divergence: str = "forward",
+    support: str = "full",
+    k: int = 20,
+    beta: float = 0.5,
+    chunk_size: int = 64,
+) -> Tensor:
+    """Per-token SDFT loss, loss_BT, with the teacher as a constant and memory bounded by T-chunks.
+
+    ``support``: "full" (exact over V), "topk" (teacher's top-k + tail, see :func:`topk_kl`) or "sampled"
+    (ignores ``divergence``: reverse KL estimated at the sampled ``tokens_BT`` with the REINFORCE gradient,
+    see :func:`sampled_kl`). ``divergence``: "forward" KL(q||p), "reverse" KL(p||q), "jsd" (with ``beta``).
+    """
+    if support not in SUPPORTS:
+        raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if support == "topk" and k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    _check_shapes(student_logits_BTV, teacher_logits_BTV, tokens_BT)
+
+    def full(s_BTV: Tensor, t_BTV: Tensor, _tokens_BT: Tensor) -> Tensor:
+        return _divergence(_logprobs(s_BTV), _logprobs(t_BTV), divergence, beta)
+
+    def topk(s_BTV: Tensor, t_BTV: Tensor, _tokens_BT: Tensor) -> Tensor:
+        return topk_kl(s_BTV, t_BTV, k, divergence, beta)
+
+    fn = {"full": full, "topk": topk, "sampled": _sampled_surrogate}[support]
+    return _map_chunks(fn, chunk_size, student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT)
+
+
+def _stats_chunk(s_BTV: Tensor, t_BTV: Tensor, tokens_BT: Tensor) -> Tensor:
+    logp_BTV = _logprobs(s_BTV)
+    gap_BT = _gather(_logprobs(t_BTV), tokens_BT) - _gather(logp_BTV, tokens_BT)
+    # KL against log-weights 0 is Σ p·log p, with 0·log 0 = 0 where the student puts no mass.
+    entropy_BT = -_kl(logp_BTV, torch.zeros_like(logp_BTV))
+    return torch.stack([gap_BT, entropy_BT], dim=-1)
+
+
+@torch.no_grad()
+def token_stats(
+    student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor, *, chunk_size: int = 64
+) -> dict[str, Tensor]:
+    """No-grad diagnostics, each [B, T] float32: "teacher_minus_student_logprob" = log q(y_t) - log p(y_t)
+    (positive where the teacher likes the sampled token more) and "student_entropy" = -Σ_v p log p."""
+    _check_shapes(student_logits_BTV, teacher_logits_BTV, tokens_BT)
+    stats_BT2 = _map_chunks(_stats_chunk, chunk_size, student_logits_BTV, teacher_logits_BTV, tokens_BT)
+    gap_BT, entropy_BT = stats_BT2.unbind(-1)
+    return {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}

@@ -1,0 +1,155 @@
+"""On-policy sampling and sequence packing.
+
+    ro = sample(model, tok, prompt_ids, temperature=1.0, max_new_tokens=128)
+    batch = pack(prompt_ids, completion_ids, pad_id)   # [left-padded prompt | right-padded completion]
+
+Shapes: B rows, P prompt columns (left padded), C completion columns (right padded), L = P + C.
+Packing every prompt to the same width P puts completion token t at column P + t in every row, so teacher and
+student logits for the same completion line up even though their prompts differ in length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+
+@dataclass
+class Rollout:
+    completions: list[list[int]]
+    """Sampled token ids per row, up to and including the first EOS (no padding)."""
+    prompt_index: list[int]
+    """Which input prompt each row came from (rows = prompts × num_generations, grouped by prompt)."""
+    sample_logprobs: list[list[float]]
+    """Log-probabilities of the sampled tokens under the sampling distribution (temperature applied)."""
+    hit_cap: list[bool]
+    """Rows that reached max_new_tokens without EOS."""
+
+
+@dataclass
+class Packed:
+    input_ids_BL: Tensor
+    attention_mask_BL: Tensor
+    position_ids_BL: Tensor
+    completion_ids_BC: Tensor
+    completion_mask_BC: Tensor
+    prompt_width: int
+
+    @property
+    def num_completion(self) -> int:
+        return self.completion_ids_BC.shape[1]
+
+    def to(self, device: torch.device | str) -> Packed:
+        return Packed(
+            *(t.to(device) for t in (self.input_ids_BL, self.attention_mask_BL, self.position_ids_BL)),
+            self.completion_ids_BC.to(device),
+            self.completion_mask_BC.to(device),
+            self.prompt_width,
+        )
+
+
+def eos_ids(tok: PreTrainedTokenizerBase, model: torch.nn.Module | None = None) -> list[int]:
+    """Every token id that ends a turn: the tokenizer's EOS plus the model's generation_config EOS ids."""
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if gen_eos is not None:
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+    return sorted(ids)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+def pack(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int) -> Packed:
+    """``[left-padded prompt | completion | right padding]`` rows with mask-aware position ids."""
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+    width = max(1, max(len(c) for c in completions))
+    comp_ids = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    comp_mask = torch.zeros((len(completions), width), dtype=torch.long)
+    for i, c in enumerate(completions):
+        comp_ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        comp_mask[i, : len(c)] = 1
+    mask = torch.cat([prompt_mask, comp_mask], dim=1)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return Packed(
+        torch.cat([prompt_ids, comp_ids], dim=1), mask, position_ids, comp_ids, comp_mask, prompt_ids.shape[1]
+    )
+
+
+def completion_logits(model: torch.nn.Module, packed: Packed) -> Tensor:
+    """Logits predicting each completion token, ``[B, C, V]``; the LM head runs on completion positions only."""
+    out = model(
+        input_ids=packed.input_ids_BL,
+        attention_mask=packed.attention_mask_BL,
+        position_ids=packed.position_ids_BL,
+        logits_to_keep=packed.num_completion + 1,
+        use_cache=False,
+    )
+    return out.logits[:, :-1]
+
+
+def cut_at_eos(ids: Sequence[int], stop: set[int]) -> tuple[list[int], bool]:
+    """Tokens up to and including the first stop id; and whether none was found."""
+    for i, t in enumerate(ids):
+        if t in stop:
+            return list(ids[: i + 1]), False
+    return list(ids), True
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    tok: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[int]],
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 128,
+    num_generations: int = 1,
+    do_sample: bool = True,
+) -> Rollout:
+    """Sample ``num_generations`` completions per prompt with the KV cache (HF ``generate``)."""
+    rows = [p for p in prompts for _ in range(num_generations)]
+    prompt_index = [i for i in range(len(prompts)) for _ in range(num_generations)]
+    device = next(model.parameters()).device
+    ids, mask = left_pad(rows, tok.pad_token_id)
+    stop = eos_ids(tok, model)
+    was_training = model.training
+    model.eval()
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
+    out = model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        do_sample=do_sample,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stop,
+        pad_token_id=tok.pad_token_id,
+        output_logits=True,
+        return_dict_in_generate=True,
+        **sampling,
+    )
+    model.train(was_training)
+    new_BC = out.sequences[:, ids.shape[1] :].cpu()
+    # Raw logits (before temperature/top-p), so the log-probs are of the sampling distribution at `temperature`.
+    logits_BCV = torch.stack(out.logits, dim=1).float().cpu()
+    logprobs_BC = torch.log_softmax(logits_BCV / (temperature if do_sample else 1.0), dim=-1)
+    logprobs_BC = logprobs_BC.gather(-1, new_BC.unsqueeze(-1)).squeeze(-1)
+    completions, sample_logprobs, hit_cap = [], [], []
+    for row, lp in zip(new_BC.tolist(), logprobs_BC.tolist(), strict=True):
+        comp, capped = cut_at_eos(row, set(stop))
+        completions.append(comp)
+        sample_logprobs.append(lp[: len(comp)])
+        hit_cap.append(capped)
+    return Rollout(completions, prompt_index, sample_logprobs, hit_cap)

@@ -1,0 +1,366 @@
+"""The training loop for ``sdft`` (default), ``sft`` and ``seqkd``: setup → loop → save, in one file.
+
+    train(TrainConfig(data="demos.jsonl", method="sdft", output=Path("runs/x"), max_steps=20))
+
+One step of SDFT reads top to bottom: sample y from the student without the demonstration → teacher logits on
+[teacher_prompt(x, c), y] (no grad) → student logits on [x, y] → divergence per token → backward → clip → step →
+EMA teacher update → log. SFT uses the demonstration as the completion and token NLL as the loss; seqkd samples y
+from the teacher with the demonstration in context, then does SFT on it. The methods differ only in where the
+completion comes from and which loss runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from selfdistill import losses
+from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from selfdistill.models import DEFAULT_MODEL, load_model
+from selfdistill.prompts import resolve_template, student_prompt_ids, teacher_prompt_ids
+from selfdistill.rollout import completion_logits, eos_ids, pack, sample
+from selfdistill.teacher import Teacher
+from selfdistill.training_setup import (
+    autocast,
+    load_training_examples,
+    prepare_output,
+    resolve_device,
+    save_final,
+    wrap_lora,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Train a causal LM on demonstrations with SDFT, SFT or seqkd."""
+
+    data: str
+    """Training data: a JSONL file, a saved HF dataset directory, or a registered task name (its train split)."""
+    method: Literal["sdft", "sft", "seqkd"] = "sdft"
+    """sdft: on-policy self-distillation; sft: NLL on the demonstration; seqkd: SFT on teacher generations."""
+    model: str = DEFAULT_MODEL
+    """Model spec: smollm2-135m-instruct, tiny-random, a local HF directory, or a hub id."""
+    output: Path = Path("runs/train")
+    """Output directory (config.json, metrics.jsonl, checkpoints/, the final model)."""
+    overwrite: bool = False
+    """Allow writing into a non-empty output directory."""
+    resume: bool = False
+    """Continue the run in --output from its latest checkpoint."""
+    data_dir: Path | None = None
+    """Where registered task data lives (default: $SELFDISTILL_DATA or ../shared/data)."""
+
+    lr: float = 1e-5
+    """Peak learning rate (AdamW)."""
+    max_steps: int | None = None
+    """Optimizer steps; default: enough for --epochs over the data."""
+    epochs: float = 1.0
+    """Passes over the data when --max-steps is not given."""
+    batch_size: int = 8
+    """Prompts per micro-batch (each sampled --num-generations times)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    warmup_ratio: float = 0.1
+    """Fraction of steps of linear warmup before the cosine decay."""
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute precision: bf16 autocast over fp32 master weights where supported (auto), or plain fp32."""
+    device: str = "auto"
+    """cpu, cuda, cuda:1, ... (auto: cuda when available)."""
+
+    temperature: float = 1.0
+    """Sampling temperature of rollouts."""
+    top_p: float = 1.0
+    num_generations: int = 1
+    """Samples per prompt."""
+    max_new_tokens: int = 128
+    """Longest sampled completion."""
+    teacher: Literal["ema", "frozen", "live"] = "ema"
+    """Teacher weights: EMA of the student, frozen at the start of this run, or the student itself."""
+    ema_rate: float = 0.01
+    """EMA rate α: φ ← (1−α)·φ + α·θ after every optimizer step."""
+    teacher_template: str = "paper"
+    """Teacher prompt template: paper, chat-turn, or a format string with {prompt} and {demonstration}."""
+    divergence: Literal["forward", "reverse", "jsd"] = "forward"
+    """Per-token divergence: forward KL(teacher‖student) (what the paper ran), reverse, or JSD."""
+    jsd_beta: float = 0.5
+    support: Literal["full", "topk", "sampled"] = "full"
+    """Vocabulary support of the divergence: full, the teacher's top-k plus a tail bucket, or the sampled token."""
+    topk: int = 20
+    skip_first_tokens: int = 3
+    """Completion tokens excluded from the SDFT loss at the start (teacher artifacts)."""
+    max_teacher_prompt_tokens: int = 2048
+    """Teacher prompt budget; the demonstration (never the question) is cut to fit."""
+    truncate_demonstration: bool = True
+    """Cut over-long demonstrations (counted in the logs); with --no-truncate-demonstration, fail instead."""
+    loss_chunk_size: int = 64
+    """Completion tokens per chunk when computing the divergence (bounds memory)."""
+
+    lora: bool = False
+    """Train a LoRA adapter (peft) instead of all weights."""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    merge: bool = False
+    """With --lora, also write the merged model to OUTPUT/merged."""
+
+    save_every: int = 50
+    """Checkpoint every N optimizer steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    trust_remote_code: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
+            raise ValueError(f"{name.replace('_', '-')}: {why}")
+
+        checks = [
+            ("lr", self.lr > 0, "must be > 0"),
+            ("max_steps", self.max_steps is None or self.max_steps > 0, "must be > 0"),
+            ("epochs", self.epochs > 0, "must be > 0"),
+            ("batch_size", self.batch_size > 0, "must be > 0"),
+            ("grad_accum", self.grad_accum > 0, "must be > 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
+            ("temperature", self.temperature > 0, "must be > 0"),
+            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+            ("num_generations", self.num_generations > 0, "must be > 0"),
+            ("max_new_tokens", self.max_new_tokens > 0, "must be > 0"),
+            ("ema_rate", 0 < self.ema_rate <= 1, "must be in (0, 1]"),
+            ("jsd_beta", 0 <= self.jsd_beta <= 1, "must be in [0, 1]"),
+            ("topk", self.topk > 0, "must be > 0"),
+            ("skip_first_tokens", self.skip_first_tokens >= 0, "must be >= 0"),
+            ("max_teacher_prompt_tokens", self.max_teacher_prompt_tokens > 0, "must be > 0"),
+            ("loss_chunk_size", self.loss_chunk_size > 0, "must be > 0"),
+            ("lora_r", self.lora_r > 0, "must be > 0"),
+            ("save_every", self.save_every >= 0, "must be >= 0"),
+            ("keep_checkpoints", self.keep_checkpoints > 0, "must be > 0"),
+            ("merge", self.lora or not self.merge, "needs --lora"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                bad(name, why)
+        if self.divergence == "jsd" and self.support == "topk":
+            bad("divergence", "jsd is not supported with --support topk")
+        resolve_template(self.teacher_template)
+        self.output = Path(self.output)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_order(num_examples: int, batch_size: int, seed: int, batch_index: int) -> list[int]:
+    """Example indices of micro-batch ``batch_index``: a fresh seeded permutation every epoch, no example dropped."""
+    per_epoch = math.ceil(num_examples / batch_size)
+    epoch, pos = divmod(batch_index, per_epoch)
+    perm = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return perm[pos * batch_size : (pos + 1) * batch_size]
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run training to completion (or resume it); return the output directory holding the final model."""
+    # ---------------------------------------------------------------- setup
+    examples = load_training_examples(cfg)
+    _seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model, tok = load_model(cfg.model, device=device, trust_remote_code=cfg.trust_remote_code)
+    if cfg.lora:
+        model = wrap_lora(model, cfg)
+    model.train()
+    stop_ids = eos_ids(tok, model)
+    end_of_turn = stop_ids[0] if tok.eos_token_id is None else tok.eos_token_id
+
+    student_prompts = [student_prompt_ids(tok, ex) for ex in examples]
+    teacher_prompts, n_truncated = [], 0
+    if cfg.method != "sft":
+        for ex in examples:
+            ids, cut = teacher_prompt_ids(
+                tok, ex, cfg.teacher_template,
+                max_tokens=cfg.max_teacher_prompt_tokens,
+                truncate_demonstration=cfg.truncate_demonstration,
+            )  # fmt: skip
+            teacher_prompts.append(ids)
+            n_truncated += cut
+    if n_truncated:
+        log.warning("%d of %d demonstrations truncated to fit the teacher prompt budget", n_truncated, len(examples))
+    demos = [tok(ex.completion, add_special_tokens=False)["input_ids"] + [end_of_turn] for ex in examples]
+    prepare_output(cfg, config_dict(cfg))  # only now: bad data, model or prompts must leave nothing behind
+
+    steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum))
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    teacher = Teacher(model, cfg.teacher if cfg.method != "sft" else "live", cfg.ema_rate)
+
+    step = 0
+    if cfg.resume and (ckpt := latest_checkpoint(cfg.output)) is not None:
+        state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher)
+        step = state["step"]
+        log.info("resumed from %s at step %d", ckpt, step)
+    _truncate_metrics(cfg.output / "metrics.jsonl", step)
+
+    def checkpoint(at: int) -> None:
+        save_checkpoint(
+            cfg.output, at, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher,
+            state={"examples_seen": at * cfg.batch_size * cfg.grad_accum, "total_steps": total_steps},
+            keep=cfg.keep_checkpoints,
+        )  # fmt: skip
+
+    interrupted = []
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    log.info(
+        "training %s | %s | %d examples | %d steps | %s%s",
+        cfg.method, cfg.model, len(examples), total_steps, device, " | LoRA" if cfg.lora else "",
+    )  # fmt: skip
+    bar = tqdm(total=total_steps, initial=step, desc=cfg.method, unit="step", disable=not cfg.progress)
+    metrics_file = (cfg.output / "metrics.jsonl").open("a")
+    redirect = logging_redirect_tqdm()
+    redirect.__enter__()  # step lines print above the progress bar instead of through it
+    try:
+        # ------------------------------------------------------------ loop
+        while step < total_steps:
+            t0 = time.perf_counter()
+            stats: dict[str, list[float]] = {}
+            for micro in range(cfg.grad_accum):
+                idx = batch_order(len(examples), cfg.batch_size, cfg.seed, step * cfg.grad_accum + micro)
+                # -------- completion: the student's own sample (sdft), the demo (sft), or the teacher's (seqkd)
+                if cfg.method == "sft":
+                    rows, completions, capped = idx, [demos[i] for i in idx], [False] * len(idx)
+                else:
+                    source = teacher.model if cfg.method == "seqkd" else model
+                    prompts = [(teacher_prompts if cfg.method == "seqkd" else student_prompts)[i] for i in idx]
+                    with autocast(cfg.precision, device):
+                        ro = sample(
+                            source, tok, prompts, temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_new_tokens=cfg.max_new_tokens, num_generations=cfg.num_generations,
+                        )  # fmt: skip
+                    rows, completions, capped = [idx[j] for j in ro.prompt_index], ro.completions, ro.hit_cap
+                student_batch = pack([student_prompts[i] for i in rows], completions, tok.pad_token_id).to(device)
+                mask_BC = student_batch.completion_mask_BC.clone()
+                # -------- loss
+                with autocast(cfg.precision, device):
+                    if cfg.method == "sdft":
+                        mask_BC[:, : cfg.skip_first_tokens] = 0
+                        teacher_batch = pack([teacher_prompts[i] for i in rows], completions, tok.pad_token_id)
+                        with torch.no_grad():
+                            teacher_logits = completion_logits(teacher.model, teacher_batch.to(device))
+                        student_logits = completion_logits(model, student_batch)
+                        loss_BC = losses.distill_loss(
+                            student_logits, teacher_logits, student_batch.completion_ids_BC,
+                            divergence=cfg.divergence, support=cfg.support, k=cfg.topk, beta=cfg.jsd_beta,
+                            chunk_size=cfg.loss_chunk_size,
+                        )  # fmt: skip
+                    else:
+                        student_logits = completion_logits(model, student_batch)
+                        loss_BC = losses.token_nll(student_logits, student_batch.completion_ids_BC)
+                    loss = losses.masked_mean(loss_BC, mask_BC)
+                (loss / cfg.grad_accum).backward()
+                # -------- diagnostics (no grad)
+                with torch.no_grad():
+                    _collect(stats, "loss", loss.item())
+                    if cfg.method == "sdft":
+                        kl = loss_BC if (cfg.divergence, cfg.support) == ("forward", "full") else None
+                        if kl is None:
+                            kl = losses.distill_loss(
+                                student_logits, teacher_logits, student_batch.completion_ids_BC,
+                                chunk_size=cfg.loss_chunk_size,
+                            )  # fmt: skip
+                        _collect(stats, "kl", losses.masked_mean(kl.detach(), mask_BC).item())
+                        extra = losses.token_stats(student_logits, teacher_logits, student_batch.completion_ids_BC)
+                        for name, val_BC in extra.items():
+                            _collect(stats, name, losses.masked_mean(val_BC, mask_BC).item())
+                    _collect(stats, "completion_length", float(np.mean([len(c) for c in completions])))
+                    _collect(stats, "hit_length_cap", float(np.mean(capped)))
+            # ------------------------------------------------------------ step
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            if not (math.isfinite(grad_norm.item()) and all(math.isfinite(v) for v in stats["loss"])):
+                raise FloatingPointError(
+                    f"step {step + 1}: non-finite loss or gradient (loss {stats['loss']}, grad norm "
+                    f"{grad_norm.item()}); stopped before the update, last good checkpoint kept in "
+                    f"{cfg.output / 'checkpoints'}"
+                )
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            teacher.update(model)
+            step += 1
+            # ------------------------------------------------------------ log
+            record = {"step": step, **{k: float(np.mean(v)) for k, v in stats.items()}}
+            record |= {
+                "grad_norm": grad_norm.item(),
+                "lr": lr,
+                "demonstrations_truncated": n_truncated,
+                "seconds_per_step": time.perf_counter() - t0,
+            }
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+            log.info(_format_record(record, total_steps))
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", s_per_step=f"{record['seconds_per_step']:.1f}")
+            if interrupted or (cfg.save_every and step % cfg.save_every == 0 and step < total_steps):
+                checkpoint(step)
+            if interrupted:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        log.warning("interrupted at step %d; checkpoint saved; continue with --resume", step)
+        raise
+    finally:
+        redirect.__exit__(None, None, None)
+        bar.close()
+        metrics_file.close()
+        signal.signal(signal.SIGINT, previous_handler)
+
+    # ---------------------------------------------------------------- save
+    checkpoint(step)
+    save_final(model, tok, cfg)
+    log.info("done: model saved to %s", cfg.output)
+    return cfg.output
+
+
+def _collect(stats: dict[str, list[float]], key: str, value: float) -> None:
+    stats.setdefault(key, []).append(value)
+
+
+def _format_record(record: dict, total: int) -> str:
+    parts = [f"step {record['step']}/{total}", f"loss {record['loss']:.4f}"]
+    if "kl" in record:
+        parts.append(f"kl {record['kl']:.4f}")
+    parts += [f"len {record['completion_length']:.0f}", f"lr {record['lr']:.1e}"]
+    parts.append(f"{record['seconds_per_step']:.1f} s/step")
+    return " | ".join(parts)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop log lines past the checkpoint so no step appears twice."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}

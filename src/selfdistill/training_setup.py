@@ -1,0 +1,120 @@
+"""Setup pieces of the training loop kept out of train.py: data source, output dir, device, precision, LoRA, saving.
+
+    examples = load_training_examples(cfg); prepare_output(cfg, config); model = wrap_lora(model, cfg)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from selfdistill.data import DataError, Example, read_examples
+
+if TYPE_CHECKING:
+    from selfdistill.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class OutputDirError(ValueError):
+    """An output directory that would be overwritten, or a resume with nothing to resume."""
+
+
+def load_training_examples(cfg: TrainConfig) -> list[Example]:
+    """Examples from a JSONL file / HF dataset dir, or the train split of a registered task."""
+    path = Path(cfg.data)
+    if path.exists():
+        return read_examples(path)
+    from selfdistill.tasks import TASKS, get_task
+
+    if cfg.data in TASKS:
+        task = get_task(cfg.data, cfg.data_dir)
+        examples = task.train_examples() if task.kind == "generate" else []
+        if not examples:
+            raise DataError(f"task {cfg.data!r} has no training split with demonstrations")
+        return examples
+    raise DataError(f"{cfg.data}: no such file, dataset directory or task")
+
+
+_OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged")
+
+
+def prepare_output(cfg: TrainConfig, config: dict) -> None:
+    """Create the output dir and write config.json; refuse to clobber a non-empty dir without --overwrite."""
+    out = cfg.output
+    if cfg.resume:
+        if not (out / "config.json").is_file():
+            raise OutputDirError(f"{out}: nothing to resume (no config.json); drop --resume to start a new run")
+        saved = json.loads((out / "config.json").read_text())
+        changed = sorted(k for k in saved if k not in ("resume", "overwrite", "progress") and saved[k] != config[k])
+        if changed:
+            log.warning("resuming with changed settings: %s", ", ".join(changed))
+    elif out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            raise OutputDirError(f"{out}: output directory exists and is not empty (use --overwrite or --resume)")
+        for name in _OWN_OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX")
+    return False
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast over fp32 master weights (pure-bf16 weights barely move at small learning rates)."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def wrap_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules
+    lora_config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora_config)
+    # Record the spec we loaded from, so `load_model(OUTPUT)` can find the base again (e.g. the embedded model).
+    model.peft_config["default"].base_model_name_or_path = cfg.model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("LoRA r=%d on %s: %.2f M trainable parameters", cfg.lora_r, targets, trainable / 1e6)
+    return model
+
+
+def save_final(model: torch.nn.Module, tok, cfg: TrainConfig) -> None:
+    """HF format: the full model, or the LoRA adapter (plus OUTPUT/merged with --merge)."""
+    model.save_pretrained(cfg.output)
+    tok.save_pretrained(cfg.output)
+    if cfg.lora and cfg.merge:
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.save_pretrained(cfg.output / "merged")
+        tok.save_pretrained(cfg.output / "merged")
