@@ -83,8 +83,17 @@ def embedded_model_dir() -> Path:
     return target
 
 
+def _tokenizer_source(spec: str) -> str:
+    if spec in (DEFAULT_MODEL, TINY_RANDOM):
+        return str(embedded_model_dir())
+    if (Path(spec) / "tokenizer_config.json").is_file():
+        return spec
+    base = _resolve_base(spec)
+    return base if base == spec else _tokenizer_source(base)
+
+
 def load_tokenizer(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    path = str(embedded_model_dir()) if spec in (DEFAULT_MODEL, TINY_RANDOM) else _resolve_base(spec)
+    path = _tokenizer_source(spec)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

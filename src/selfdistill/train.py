@@ -336,7 +336,7 @@ def train(cfg: TrainConfig) -> Path:
 
     # ---------------------------------------------------------------- save
     checkpoint(step)
-    save_final(model, tok, cfg)
+    save_final(model, tok, cfg, config_dict(cfg))
     log.info("done: model saved to %s", cfg.output)
     return cfg.output
 

@@ -44,16 +44,20 @@ def load_training_examples(cfg: TrainConfig) -> list[Example]:
 
 
 _OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged")
+TRAIN_CONFIG = "train_config.json"
+"""The resolved training config. It is also config.json until the run ends, when the saved model's HF config
+takes that name and carries the training config under the key ``selfdistill``."""
 
 
 def prepare_output(cfg: TrainConfig, config: dict) -> None:
     """Create the output dir and write config.json; refuse to clobber a non-empty dir without --overwrite."""
     out = cfg.output
     if cfg.resume:
-        if not (out / "config.json").is_file():
-            raise OutputDirError(f"{out}: nothing to resume (no config.json); drop --resume to start a new run")
-        saved = json.loads((out / "config.json").read_text())
-        changed = sorted(k for k in saved if k not in ("resume", "overwrite", "progress") and saved[k] != config[k])
+        if not (out / TRAIN_CONFIG).is_file():
+            raise OutputDirError(f"{out}: nothing to resume (no {TRAIN_CONFIG}); drop --resume to start a new run")
+        saved = json.loads((out / TRAIN_CONFIG).read_text())
+        ignore = ("resume", "overwrite", "progress")
+        changed = sorted(k for k in saved if k not in ignore and saved[k] != config.get(k))
         if changed:
             log.warning("resuming with changed settings: %s", ", ".join(changed))
     elif out.exists() and any(out.iterdir()):
@@ -66,7 +70,10 @@ def prepare_output(cfg: TrainConfig, config: dict) -> None:
             elif target.exists():
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    text = json.dumps(config, indent=2) + "\n"
+    (out / TRAIN_CONFIG).write_text(text)
+    if not (cfg.resume and (out / "config.json").is_file()):
+        (out / "config.json").write_text(text)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -110,8 +117,9 @@ def wrap_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     return model
 
 
-def save_final(model: torch.nn.Module, tok, cfg: TrainConfig) -> None:
+def save_final(model: torch.nn.Module, tok, cfg: TrainConfig, config: dict) -> None:
     """HF format: the full model, or the LoRA adapter (plus OUTPUT/merged with --merge)."""
+    model.config.selfdistill = config  # unknown keys round-trip through HF configs
     model.save_pretrained(cfg.output)
     tok.save_pretrained(cfg.output)
     if cfg.lora and cfg.merge:

@@ -264,9 +264,10 @@ class IFEvalTask(GenerationTask):
 
     Metrics per prompt: ``inst_strict`` / ``inst_loose`` (share of its checked instructions followed),
     ``prompt_strict`` / ``prompt_loose`` (all of them followed), ``num_checked`` and ``num_unsupported``
-    (instructions checked, and those whose id has no checker here).
-    The mean of ``inst_*`` over prompts weights prompts equally; :meth:`aggregate` gives the instruction-level
-    accuracy of the paper (each instruction weighted equally) and the count of unsupported instructions.
+    (instructions checked, and those whose id has no checker here). A prompt with nothing checkable reports the
+    counts only, so a mean over items leaves it out of the accuracies. The mean of ``inst_*`` over prompts weights
+    prompts equally; :meth:`aggregate` gives the instruction-level accuracy of the paper (each instruction
+    weighted equally) and the total count of unsupported instructions.
     """
 
     name = "ifeval"
@@ -314,10 +315,8 @@ class IFEvalTask(GenerationTask):
         checked = [(s, lo) for _, s, lo in results if s is not None]
         n = len(checked)
         counts = {"num_checked": float(n), "num_unsupported": float(len(results) - n)}
-        if not n:  # nothing checkable: NaN, so an average shows the gap instead of hiding it
-            return {
-                key: math.nan for key in ("inst_strict", "inst_loose", "prompt_strict", "prompt_loose")
-            } | counts
+        if not n:  # nothing checkable: no accuracy at all, so a mean over items leaves this one out of it
+            return counts
         return {
             "inst_strict": sum(s for s, _ in checked) / n,
             "inst_loose": sum(lo for _, lo in checked) / n,

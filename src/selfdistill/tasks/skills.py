@@ -222,7 +222,7 @@ class SciKnowEvalChemTask(GenerationTask):
 
 def _norm_words(text: str) -> str:
     """Lowercase words without punctuation or articles: "The Zorgon–Calidus government." -> "zorgon calidus government"."""
-    words = re.sub(r"[^\w]+", " ", text.lower()).split()
+    words = re.sub(r"[\W_]+", " ", text.lower()).split()
     return " ".join(w for w in words if w not in ("a", "an", "the"))
 
 
@@ -257,9 +257,8 @@ class FictionalKnowledgeTask(GenerationTask):
     primary_metric = "acc_lenient"
     max_new_tokens = 32
     probe: ClassVar[str] = "gen"
-    PROMPT: ClassVar[str] = (
-        "Continue the text with the few words that come next. Reply with those words only.\n\n{text}"
-    )
+    # A fill-in-the-blank question: asked to "continue the text", the 135M chat model echoes the probe instead.
+    PROMPT: ClassVar[str] = "{text} ___\n\nWhat words fill the blank? Answer with the words only."
 
     def _probes(self, kind: str) -> list[Example]:
         path = task_dir(self.data_dir, "fictional_knowledge") / "fictional_knowledge.json"
