@@ -13,6 +13,7 @@ import torch
 
 from selfdistill.cli import main
 from selfdistill.data import Example
+from selfdistill.evaluate import subset_indices
 from selfdistill.prompts import TEACHER_TEMPLATES, student_prompt_ids
 from selfdistill.probe import ProbeConfig, demo_logprobs, mean_se, run_probe, sample_kl, token_f1, verdict
 
@@ -21,7 +22,12 @@ FAST = {"model": "tiny-random", "max_new_tokens": 4, "sample_tokens": 6, "num_sa
 ROWS = [
     {"prompt": "What is 2+3?", "completion": "2+3 = 5. The answer is 5.", "answer": "5"},
     {"prompt": "Name a primary color.", "completion": "Red is a primary color.", "answer": ["red", "blue"]},
-    {"prompt": "Capital of Italy?", "completion": "Rome.", "context": "Rome is the capital.", "answer": "Rome"},
+    {
+        "prompt": "Capital of Italy?",
+        "completion": "Rome.",
+        "context": "Rome is the capital.",
+        "answer": "Rome",
+    },
 ]
 
 
@@ -40,7 +46,9 @@ def _check_report(report: dict, templates: list[str], n: int) -> None:
         assert 0 <= r["teacher"] <= 1 and -1 <= r["gap"] <= 1
         assert r["gap"] == pytest.approx(r["teacher"] - s["score"])
         assert r["kl"] >= 0 and r["demo_logp_teacher"] <= 0 and r["demo_logp_student"] == s["demo_logp"]
-    assert report["verdict"]["template"] in templates and isinstance(report["verdict"]["clearly_better"], bool)
+    assert report["verdict"]["template"] in templates and isinstance(
+        report["verdict"]["clearly_better"], bool
+    )
     assert len(report["items"]) == n and all(set(templates) < set(item) for item in report["items"])
 
 
@@ -57,17 +65,6 @@ def test_probe_jsonl_with_answers_writes_json_and_prints_table(tmp_path, capsys)
     assert all(name in printed for name in TEACHER_TEMPLATES)
 
 
-def test_probe_without_answers_scores_token_f1_and_takes_a_subset(tmp_path):
-    rows = [{k: v for k, v in r.items() if k != "answer"} for r in ROWS]
-    rows.append({"prompt": "No demonstration here."})  # left out: nothing to probe
-    data = _jsonl(tmp_path / "demos.jsonl", rows)
-    cfg = ProbeConfig(data=data, limit=2, templates=["chat-turn"], **FAST)
-    report = run_probe(cfg)
-    _check_report(report, ["chat-turn"], n=2)
-    assert report["metric"] == "token_f1" and report["config"]["limit"] == 2
-    assert [i["source"] for i in report["items"]] == [i["source"] for i in run_probe(cfg)["items"]]  # seeded
-
-
 @pytest.mark.skipif(not (DATA / "gsm8k").is_dir(), reason=f"no gsm8k data under {DATA}")
 def test_probe_registered_task(tmp_path):
     report = run_probe(ProbeConfig(task="gsm8k", data_dir=DATA, limit=2, output=tmp_path / "p.json", **FAST))
@@ -76,14 +73,22 @@ def test_probe_registered_task(tmp_path):
     assert all(i["source"].startswith("gsm8k/train") for i in report["items"])
 
 
-def test_cli_probe(tmp_path, capsys):
-    data = _jsonl(tmp_path / "qa.jsonl", ROWS[:2])
-    out = tmp_path / "probe.json"
+def test_cli_probe_without_answers_scores_token_f1_on_a_seeded_subset(tmp_path, capsys):
+    rows = [{k: v for k, v in r.items() if k != "answer"} for r in ROWS]
+    rows.append({"prompt": "No demonstration here."})  # left out: nothing to probe
+    data, out = _jsonl(tmp_path / "demos.jsonl", rows), tmp_path / "probe.json"
     flags = ["--model", "tiny-random", "--max-new-tokens", "3", "--sample-tokens", "5", "--no-progress"]
-    assert main(["probe", "--data", str(data), "--templates", "paper", "--output", str(out), *flags]) == 0
-    assert list(json.loads(out.read_text())["templates"]) == ["paper"]
-    assert main(["probe", "--data", str(data), "--task", "gsm8k", *flags]) == 2
-    assert "data: give exactly one of" in capsys.readouterr().err
+    args = ["probe", "--data", str(data), "--limit", "2", "--templates", "chat-turn", "--output", str(out)]
+    assert main(args + flags) == 0
+    report = json.loads(out.read_text())
+    _check_report(report, ["chat-turn"], n=2)
+    assert report["metric"] == "token_f1"
+    assert [i["source"] for i in report["items"]] == [f"{data}:{k + 1}" for k in subset_indices(3, 2, seed=0)]
+    try:
+        code = main(["probe", "--data", str(data), "--task", "gsm8k", *flags])
+    except SystemExit as exc:  # tyro reports a __post_init__ error itself
+        code = exc.code
+    assert code == 2 and "data: give exactly one of" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------- measurements
@@ -94,7 +99,7 @@ def _prompts(tok) -> list[list[int]]:
 def test_kl_is_zero_when_teacher_prompt_is_the_student_prompt(tiny):
     model, tok = tiny
     prompts = _prompts(tok)
-    cfg = ProbeConfig(data=Path("x.jsonl"), sample_tokens=8, num_samples=2, batch_size=2, progress=False)
+    cfg = ProbeConfig(data=Path("x.jsonl"), sample_tokens=8, num_samples=2, batch_size=4, progress=False)
     kl = sample_kl(model, tok, prompts, {"same": prompts, "other": [p[:1] + p for p in prompts]}, cfg)
     assert len(kl["same"]) == len(kl["other"]) >= 1
     assert max(abs(v) for v in kl["same"]) < 1e-5
@@ -136,7 +141,9 @@ def test_verdict_rule():
     small = verdict("acc", student, {"paper": _row(0.15, 0.05, 0.0)})  # certain but below MIN_GAP
     assert not small["clearly_better"]
     assert verdict("acc", student, {"paper": _row(0.3, 0.2, 0.0)})["clearly_better"]  # every item improved
-    tie = verdict("acc", student, {"paper": _row(0.1, 0.0, 0.0, -3.0), "chat-turn": _row(0.1, 0.0, 0.0, -0.5)})
+    tie = verdict(
+        "acc", student, {"paper": _row(0.1, 0.0, 0.0, -3.0), "chat-turn": _row(0.1, 0.0, 0.0, -0.5)}
+    )
     assert tie["template"] == "chat-turn"  # tie broken by the demonstration's likelihood under the teacher
 
 

@@ -8,6 +8,7 @@ Examples carry a stable ``source`` id such as ``pubmedqa/21645374``.
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 import re
@@ -178,32 +179,31 @@ class SciKnowEvalChemTask(GenerationTask):
     @cached_property
     def _split(self) -> tuple[list[Example], list[Example]]:
         root = task_dir(self.data_dir, "sciknoweval_chem_l3")
-        examples: list[Example] = []
+        rows: list[tuple[str, Example]] = []  # (question text without options, example)
         for stem in self.FILES:
             for i, r in enumerate(_read_jsonl(root / f"{stem}.jsonl")):
+                if r["type"] != "mcq-4-choices":
+                    continue
                 options = "\n".join(
                     f"{k}. {t}" for k, t in zip(r["choices"]["label"], r["choices"]["text"], strict=True)
                 )
                 prompt = f"{r['prompt']['default']}\n\nQuestion: {r['question']}\n{options}\nAnswer:"
-                examples.append(
-                    Example(
-                        _user(prompt), r["answerKey"], None, r["answerKey"], f"sciknoweval_chem/{stem}_{i}"
-                    )
+                example = Example(
+                    _user(prompt), r["answerKey"], None, r["answerKey"], f"sciknoweval_chem/{stem}_{i}"
                 )
-        questions = sorted({e.question for e in examples})
+                rows.append((r["question"], example))
+        questions = sorted({q for q, _ in rows})
         random.Random(0).shuffle(questions)
-        per_question: dict[str, int] = {}
-        for e in examples:
-            per_question[e.question] = per_question.get(e.question, 0) + 1
+        sizes = collections.Counter(q for q, _ in rows)
         test_questions: set[str] = set()
         taken = 0
         for q in questions:
             if taken >= self.num_test:
                 break
             test_questions.add(q)
-            taken += per_question[q]
-        train = [e for e in examples if e.question not in test_questions]
-        test = [e for e in examples if e.question in test_questions]
+            taken += sizes[q]
+        train = [e for q, e in rows if q not in test_questions]
+        test = [e for q, e in rows if q in test_questions]
         return train, test
 
     def train_examples(self) -> list[Example]:
