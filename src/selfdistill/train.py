@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +27,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from selfdistill import losses
 from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -34,6 +35,7 @@ from selfdistill.prompts import resolve_template, student_prompt_ids, teacher_pr
 from selfdistill.rollout import completion_logits, eos_ids, pack, sample
 from selfdistill.teacher import Teacher
 from selfdistill.training_setup import (
+    ConfigError,
     autocast,
     load_training_examples,
     prepare_output,
@@ -179,6 +181,17 @@ def batch_order(num_examples: int, batch_size: int, seed: int, batch_index: int)
     return perm[pos * batch_size : (pos + 1) * batch_size]
 
 
+def warmup_cosine(warmup: int, total: int):
+    """LR multiplier per step: linear warmup that starts above zero (no wasted step), then cosine decay."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return factor
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run training to completion (or resume it); return the output directory holding the final model."""
     # ---------------------------------------------------------------- setup
@@ -186,6 +199,8 @@ def train(cfg: TrainConfig) -> Path:
     _seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model, tok = load_model(cfg.model, device=device, trust_remote_code=cfg.trust_remote_code)
+    if cfg.support == "topk" and cfg.topk > model.config.vocab_size:
+        raise ConfigError(f"topk: {cfg.topk} is larger than the vocabulary ({model.config.vocab_size} tokens)")
     if cfg.lora:
         model = wrap_lora(model, cfg)
     model.train()
@@ -212,7 +227,9 @@ def train(cfg: TrainConfig) -> Path:
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(int(cfg.warmup_ratio * total_steps), total_steps)
+    )
     teacher = Teacher(model, cfg.teacher if cfg.method != "sft" else "live", cfg.ema_rate)
 
     step = 0
@@ -225,12 +242,18 @@ def train(cfg: TrainConfig) -> Path:
     def checkpoint(at: int) -> None:
         save_checkpoint(
             cfg.output, at, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher,
-            state={"examples_seen": at * cfg.batch_size * cfg.grad_accum, "total_steps": total_steps},
+            state={
+                "examples_seen": at * cfg.batch_size * cfg.grad_accum,
+                "total_steps": total_steps,
+                "config": config_dict(cfg),
+            },
             keep=cfg.keep_checkpoints,
         )  # fmt: skip
 
+    # Ctrl-C finishes the current step, saves a checkpoint, then stops (main thread only: signals live there).
     interrupted = []
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    on_main = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if on_main else None
     log.info(
         "training %s | %s | %d examples | %d steps | %s%s",
         cfg.method, cfg.model, len(examples), total_steps, device, " | LoRA" if cfg.lora else "",
@@ -297,10 +320,11 @@ def train(cfg: TrainConfig) -> Path:
             # ------------------------------------------------------------ step
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             if not (math.isfinite(grad_norm.item()) and all(math.isfinite(v) for v in stats["loss"])):
+                last_good = latest_checkpoint(cfg.output)
                 raise FloatingPointError(
                     f"step {step + 1}: non-finite loss or gradient (loss {stats['loss']}, grad norm "
-                    f"{grad_norm.item()}); stopped before the update, last good checkpoint kept in "
-                    f"{cfg.output / 'checkpoints'}"
+                    f"{grad_norm.item()}); stopped before the update; last good checkpoint: "
+                    f"{last_good or 'none yet'} (lower --lr, or check the data, then --resume)"
                 )
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -332,7 +356,8 @@ def train(cfg: TrainConfig) -> Path:
         redirect.__exit__(None, None, None)
         bar.close()
         metrics_file.close()
-        signal.signal(signal.SIGINT, previous_handler)
+        if on_main:
+            signal.signal(signal.SIGINT, previous_handler)
 
     # ---------------------------------------------------------------- save
     checkpoint(step)
@@ -355,11 +380,23 @@ def _format_record(record: dict, total: int) -> str:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop log lines past the checkpoint so no step appears twice."""
+    """On resume, drop log lines past the checkpoint so no step appears twice.
+
+    A line torn by a kill mid-write is dropped too; the file is replaced atomically, so a kill here loses nothing.
+    """
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in lines))
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def config_dict(cfg: TrainConfig) -> dict:
