@@ -14,8 +14,8 @@ import torch
 from selfdistill.cli import main
 from selfdistill.data import Example
 from selfdistill.evaluate import subset_indices
-from selfdistill.prompts import TEACHER_TEMPLATES, student_prompt_ids
 from selfdistill.probe import ProbeConfig, demo_logprobs, mean_se, run_probe, sample_kl, token_f1, verdict
+from selfdistill.prompts import TEACHER_TEMPLATES, student_prompt_ids
 
 DATA = Path(os.environ.get("SELFDISTILL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 FAST = {"model": "tiny-random", "max_new_tokens": 4, "sample_tokens": 6, "num_samples": 1, "progress": False}
@@ -125,7 +125,7 @@ def test_token_f1_and_mean_se():
     assert token_f1("red", "Red is a primary color.") == pytest.approx(2 * 1 / (1 + 5))
     assert token_f1("", "x") == 0.0
     assert mean_se([1.0, 0.0, 1.0, 0.0]) == (0.5, pytest.approx(math.sqrt(1 / 3 / 4)))
-    assert mean_se([0.3]) == (0.3, None) and math.isnan(mean_se([])[0])
+    assert mean_se([0.3]) == (0.3, None) and mean_se([]) == (None, None)
 
 
 def _row(teacher: float, gap: float, gap_se: float | None, logp: float = -1.0) -> dict:

@@ -9,6 +9,8 @@ them, or only the LoRA adapter), ``teacher.safetensors`` (EMA/frozen shadow), ``
 ``scheduler.pt`` (tensors and numbers only, read back with ``weights_only=True``), ``rng.pt``, and ``state.json``
 (step, data position, config). A checkpoint is written into a hidden temporary directory, flushed, and renamed
 into place, so a crash at any moment leaves either the previous checkpoint or the new one, never half of one.
+Directories being replaced or pruned are first renamed out of the ``step-`` namespace, then deleted; leftovers
+of a killed writer (``.tmp-*``, ``.old-*``) are never read and are removed by the next save.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from safetensors.torch import load_file, save_file
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
+_TMP, _OLD = ".tmp-", ".old-"
+_OBJECTS = ("optimizer", "scheduler", "rng")
 
 
 class CheckpointError(RuntimeError):
@@ -55,15 +59,20 @@ def _write_files(tmp: Path, tensors: dict[str, dict[str, torch.Tensor]], objects
 
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "python": json.dumps(random.getstate()),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     py = json.loads(state["python"])
     random.setstate((py[0], tuple(py[1]), py[2]))
     kind, keys, *rest = state["numpy"]
@@ -85,27 +94,61 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``."""
-    root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
+    """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``.
+
+    Raises CheckpointError (one line) when the disk refuses the write (full, read-only); the previous
+    checkpoints are left as they were.
+    """
+    root = Path(run_dir) / CHECKPOINTS
     final = root / f"{_PREFIX}{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    tmp = None
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}{final.name}-", dir=root))
         tensors = {"trainable": trainable_state(model)}
         if teacher_state := teacher.state_dict():
             tensors["teacher"] = teacher_state
-        objects = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+        objects = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+        }
         _write_files(tmp, tensors, objects, {**state, "step": step})
-        if final.exists():  # a rerun reaching the same step: replace, the new one is complete
-            shutil.rmtree(final)
+        # A rerun reaching the same step (resumed after the final checkpoint): rename the old one aside, then
+        # the new one in; only between these two renames is there no step-N, and earlier checkpoints cover it.
+        replaced = _retire(final) if final.exists() else None
         os.rename(tmp, final)
         _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            reason = err.strerror or str(err)
+            raise CheckpointError(
+                f"{final}: cannot write checkpoint ({reason}); earlier checkpoints in {root} are kept"
+            ) from err
         raise
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(_retire(old), ignore_errors=True)
     return final
+
+
+def _retire(path: Path) -> Path:
+    """Rename a checkpoint out of the ``step-`` namespace (atomic), so a half-deleted one is never listed."""
+    target = path.with_name(f"{_OLD}{path.name}-{os.getpid()}")
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(path, target)
+    return target
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Temporary and retired directories a killed writer left behind."""
+    for p in root.iterdir():
+        if p.name.startswith((_TMP, _OLD)) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -130,23 +173,54 @@ def load_checkpoint(
     scheduler: Any,
     teacher: Any,
 ) -> dict[str, Any]:
-    """Restore everything saved by ``save_checkpoint`` in place and return its ``state.json``."""
+    """Restore everything saved by ``save_checkpoint`` in place and return its ``state.json``.
+
+    Every file is read in full and the parameters checked before anything is restored.
+    Raises CheckpointError (one line) for anything unreadable or mismatched.
+    """
     try:
-        state = json.loads((ckpt / "state.json").read_text())
-        params = load_file(ckpt / "trainable.safetensors")
+        state, params, teacher_params, objects = read_checkpoint(ckpt)
         own = trainable_state(model)
         if set(params) != set(own):
             raise CheckpointError(f"{ckpt}: trained parameters do not match this model (LoRA vs full?)")
+        for name, value in params.items():
+            if value.shape != own[name].shape or value.dtype != own[name].dtype:
+                raise CheckpointError(
+                    f"{ckpt}: parameter {name!r} is {value.dtype} {tuple(value.shape)}, "
+                    f"the model has {own[name].dtype} {tuple(own[name].shape)}"
+                )
+        if bool(teacher_params) != bool(teacher.state_dict()):
+            raise CheckpointError(
+                f"{ckpt}: teacher state does not match this run (--teacher or --method changed?)"
+            )
         with torch.no_grad():
             for name, value in params.items():
                 own[name].copy_(value)
-        if (ckpt / "teacher.safetensors").is_file():
-            teacher.load_state_dict(load_file(ckpt / "teacher.safetensors"))
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-        set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True))
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"{ckpt}: cannot load checkpoint ({err})") from err
+        teacher.load_state_dict(teacher_params)
+        optimizer.load_state_dict(objects["optimizer"])
+        scheduler.load_state_dict(objects["scheduler"])
+        set_rng_state(objects["rng"])
+    except CheckpointError:
+        raise
+    except Exception as err:  # a damaged file surfaces as many types (SafetensorError, UnpicklingError, ...)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{ckpt}: cannot load checkpoint ({reason})") from err
     return state
+
+
+def read_checkpoint(
+    ckpt: Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state, trainable, teacher, objects)`` read from disk without unpickling anything but tensors and numbers.
+
+    ``teacher`` is empty for a live teacher; ``objects`` holds the optimizer, scheduler and RNG states.
+    """
+    ckpt = Path(ckpt)
+    state = json.loads((ckpt / "state.json").read_text())
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or state["step"] < 0:
+        raise CheckpointError(f"{ckpt}: state.json has no valid 'step'")
+    params = load_file(ckpt / "trainable.safetensors")
+    teacher_file = ckpt / "teacher.safetensors"
+    teacher_params = load_file(teacher_file) if teacher_file.is_file() else {}
+    objects = {name: torch.load(ckpt / f"{name}.pt", weights_only=True) for name in _OBJECTS}
+    return state, params, teacher_params, objects

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -119,9 +120,28 @@ def _usage() -> str:
     )
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 2) -> int:
     print(f"selfdistill: error: {message}", file=sys.stderr)
-    return 2
+    return code
+
+
+def _validation_errors_as_value_errors() -> contextlib.AbstractContextManager:
+    """tyro draws a multi-line box around a ValueError from a config's ``__post_init__``; re-raise it instead, so
+    it prints as our one line. Uses tyro's private parse-error hook; where that is missing, tyro's box stays."""
+    errors = getattr(tyro, "_errors", None)
+    on_parse_error = getattr(errors, "on_parse_error", None)
+    failure = getattr(errors, "InstantiationFailure", None)
+    if on_parse_error is None or failure is None:
+        return contextlib.nullcontext()
+
+    def hook(event: Any) -> None:
+        if isinstance(event, failure):
+            message = str(getattr(event, "message", event))
+            # a value tyro could not convert ("abc" for a float) names its flag; __post_init__ messages already do
+            display = getattr(getattr(event, "argument", None), "display_name", None)
+            raise ValueError(f"{display()}: {message}" if callable(display) else message)
+
+    return on_parse_error(hook)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -131,10 +151,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from selfdistill.prompts import PromptBudgetError
     from selfdistill.report import ResultsError
     from selfdistill.tasks.base import TaskError
-    from selfdistill.training_setup import OutputDirError
+    from selfdistill.training_setup import ConfigError, OutputDirError
 
     return (DataError, ModelSpecError, PromptBudgetError, TaskError, OutputDirError, CheckpointError,
-            ResultsError, FileNotFoundError)  # fmt: skip
+            ConfigError, ResultsError, FileNotFoundError)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             if i + 1 >= len(rest):
                 return _fail("--config: expected a file path")
             rest = _config_args(Path(rest[i + 1]), config_cls) + rest[:i] + rest[i + 2 :]
-        cfg = tyro.cli(config_cls, args=rest, prog=f"selfdistill {name}", description=config_cls.__doc__)
+        with _validation_errors_as_value_errors():
+            cfg = tyro.cli(config_cls, args=rest, prog=f"selfdistill {name}", description=config_cls.__doc__)
     except ValueError as err:
         if debug:
             raise
@@ -174,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except FloatingPointError as err:  # training diverged: not the input's fault, so not exit code 2
+        if debug:
+            raise
+        return _fail(str(err).splitlines()[0], code=3)
     except KeyboardInterrupt:
         print("selfdistill: interrupted", file=sys.stderr)
         return 130
@@ -182,11 +207,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_libraries() -> None:
-    """Our own progress bars are enough; silence per-load bars and advisory warnings from transformers."""
+    """Our own progress bars are enough; silence per-load bars and advisory warnings from transformers and the
+    hub client (whose retry notices would otherwise precede an error's one line)."""
+    import huggingface_hub
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()
 
 
 if __name__ == "__main__":

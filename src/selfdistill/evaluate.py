@@ -14,14 +14,16 @@ positions, V vocabulary.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ from selfdistill.tasks.base import ChoiceTask, GenerationTask, LoglikRequest, Lo
 log = logging.getLogger(__name__)
 
 # transformers 5.x renamed the KV-cache argument and output `past_key_values` -> `cache` (the old name warns).
+MIN_SHARED_PREFIX = 16
+"""Token length from which a prompt shared by every request is computed once (shorter ones are not worth it)."""
 CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
@@ -54,9 +58,7 @@ def _inference(model: PreTrainedModel) -> Iterator[None]:
         model.train(was_training)
 
 
-def _left_pad(
-    seqs: list[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_pad(seqs: list[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ids_BT, mask_BT)`` with every sequence ending at position T - 1."""
     T = max(len(s) for s in seqs)
     ids_BT = torch.full((len(seqs), T), pad_id, dtype=torch.long)
@@ -86,8 +88,11 @@ def encode_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -
 
 def _batches(
     encoded: list[tuple[list[int], list[int]]], batch_size: int
-) -> list[list[tuple[tuple[int, ...], list[int]]]]:
-    """Group requests by identical context ids, longest first; a batch holds at most ``batch_size`` requests."""
+) -> list[list[tuple[tuple, list[int]]]]:
+    """Group requests by identical context ids, longest first; a batch holds at most ``batch_size`` requests.
+
+    A batch is a list of ``(context ids, request indices)``: the context runs once for all its requests.
+    """
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ctx, _) in enumerate(encoded):
         groups.setdefault(tuple(ctx), []).append(i)
@@ -95,7 +100,7 @@ def _batches(
         (ctx, idx[k : k + batch_size]) for ctx, idx in groups.items() for k in range(0, len(idx), batch_size)
     ]
     chunks.sort(key=lambda c: -(len(c[0]) + max(len(encoded[i][1]) for i in c[1])))
-    batches: list[list[tuple[tuple[int, ...], list[int]]]] = []
+    batches: list[list[tuple[tuple, list[int]]]] = []
     for chunk in chunks:
         if batches and sum(len(idx) for _, idx in batches[-1]) + len(chunk[1]) <= batch_size:
             batches[-1].append(chunk)
@@ -104,15 +109,23 @@ def _batches(
     return batches
 
 
-def _score_batch(model, contexts: list[Sequence[int]], conts: list[list[int]], owner: list[int], pad_id: int):
-    """Score ``conts[r]`` after ``contexts[owner[r]]``: pass 1 caches each context, pass 2 reads every continuation."""
+def _score_batch(
+    model, contexts: list[Sequence[int]], conts: list[list[int]], owner: list[int], pad_id: int, prefix
+):
+    """Score ``conts[r]`` after ``prefix + contexts[owner[r]]``: pass 1 caches each context, pass 2 reads every
+    continuation. ``prefix`` is ``(cache, P)`` of a shared prompt already run, or None."""
     device = next(model.parameters()).device
     ids_BT, mask_BT = _left_pad(contexts, pad_id, device)
-    pos_BT = (mask_BT.cumsum(-1) - 1).clamp(min=0)
+    B, P = len(contexts), prefix[1] if prefix else 0
+    past = {}
+    if prefix:  # rows: [shared prefix | left padding | own context]; a copy, as the forward pass extends it
+        past = {CACHE_KEY: copy.deepcopy(prefix[0])}
+        past[CACHE_KEY].reorder_cache(torch.zeros(B, dtype=torch.long, device=device))
+    mask_BT = torch.cat([torch.ones((B, P), dtype=torch.long, device=device), mask_BT], dim=1)
+    pos_BT = (mask_BT.cumsum(-1) - 1).clamp(min=0)[:, P:]
+    inputs = {"input_ids": ids_BT, "attention_mask": mask_BT, "position_ids": pos_BT, **past}
     # logits_to_keep=1: only the last context position's logits are needed (the vocab projection is costly)
-    out = model(
-        input_ids=ids_BT, attention_mask=mask_BT, position_ids=pos_BT, use_cache=True, logits_to_keep=1
-    )
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
     first_BV = out.logits[:, -1].float().log_softmax(-1)
 
     R, L = len(conts), max(len(c) for c in conts)
@@ -162,12 +175,19 @@ def loglikelihood(
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     results: list[LoglikResult | None] = [None] * len(requests)
     with _inference(model), tqdm(total=len(requests), desc=desc, disable=not progress) as bar:
+        # A prompt that every request starts with (a few-shot primer) is run once; batches reuse its KV cache.
+        shared = os.path.commonprefix([ctx for ctx, _ in encoded]) if len(encoded) > 1 else []
+        shared = shared[: min(len(ctx) for ctx, _ in encoded) - 1]  # each context keeps a token of its own
+        prefix = None
+        if len(shared) >= MIN_SHARED_PREFIX:
+            ids = torch.tensor([shared], device=next(model.parameters()).device)
+            prefix = (model(input_ids=ids, use_cache=True, logits_to_keep=1)[CACHE_KEY], len(shared))
+            encoded = [(ctx[len(shared) :], cont) for ctx, cont in encoded]
         for batch in _batches(encoded, batch_size):
             index = [i for _, idx in batch for i in idx]
             owner = [b for b, (_, idx) in enumerate(batch) for _ in idx]
-            scored = _score_batch(
-                model, [ctx for ctx, _ in batch], [encoded[i][1] for i in index], owner, pad_id
-            )
+            contexts = [ctx for ctx, _ in batch]
+            scored = _score_batch(model, contexts, [encoded[i][1] for i in index], owner, pad_id, prefix)
             for i, res in zip(index, scored, strict=True):
                 results[i] = res
             bar.update(len(index))
@@ -177,10 +197,7 @@ def loglikelihood(
 # -------------------------------------------------------------------------------------------------------- generation
 def _eos_ids(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> list[int]:
     eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tok.eos_token_id is not None:
-        ids.add(tok.eos_token_id)
-    return sorted(ids)
+    return sorted({*(eos if isinstance(eos, list) else [eos]), tok.eos_token_id} - {None})
 
 
 def generate(
@@ -193,10 +210,8 @@ def generate(
     desc: str = "generate",
 ) -> list[str]:
     """Greedy completions (special tokens dropped, cut at EOS) of left-padded prompt batches; input order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if any(not p for p in prompt_ids):
-        raise ValueError("generate: empty prompt")
+    if batch_size < 1 or any(not p for p in prompt_ids):
+        raise ValueError(f"generate: batch_size must be >= 1 (got {batch_size}) and prompts non-empty")
     eos = _eos_ids(model, tok)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
     gen_cfg = GenerationConfig(
@@ -226,9 +241,7 @@ def subset_indices(n: int, limit: int | None, seed: int = 0) -> list[int]:
     return sorted(random.Random(seed).sample(range(n), limit))
 
 
-def _choice_rows(
-    model, tok, task: ChoiceTask, limit: int | None, seed: int, **opts: Any
-) -> list[dict[str, Any]]:
+def _choice_rows(model, tok, task: ChoiceTask, limit: int | None, seed: int, **opts: Any) -> list[dict]:
     items = task.test_items()
     items = [items[i] for i in subset_indices(len(items), limit, seed)]
     requests = [req for item in items for req in item.requests]
@@ -289,51 +302,48 @@ def evaluate_tasks(
     """Score each task on its test items (or a seeded ``limit`` subset); optionally write per-item predictions."""
     results: dict[str, dict] = {}
     opts = {"batch_size": batch_size, "progress": progress}
-    with ExitStack() as stack:
-        pred_file = (
-            stack.enter_context(Path(predictions_path).open("w", encoding="utf-8"))
-            if predictions_path
-            else None
-        )
-        for task in tasks:
-            start = time.perf_counter()
-            if isinstance(task, ChoiceTask):
-                rows = _choice_rows(model, tok, task, limit, seed, **opts)
-            elif isinstance(task, GenerationTask):
-                rows = _generation_rows(model, tok, task, limit, seed, **opts)
-            else:
-                raise TypeError(f"{task.name}: not a ChoiceTask or GenerationTask")
-            metrics, stderr = aggregate([row["scores"] for row in rows])
-            seconds = time.perf_counter() - start
-            results[task.name] = {"metrics": metrics, "stderr": stderr, "n": len(rows)}
-            results[task.name] |= {"primary": task.primary_metric, "seconds": round(seconds, 2)}
-            log.info("%s: %s (n=%d, %.1f s)", task.name, metrics, len(rows), seconds)
-            if pred_file is not None:
-                for row in rows:
-                    pred_file.write(json.dumps({"task": task.name, **row}, default=str) + "\n")
-                pred_file.flush()
+    if predictions_path:
+        Path(predictions_path).write_text("")
+    for task in tasks:
+        start = time.perf_counter()
+        if isinstance(task, ChoiceTask):
+            rows = _choice_rows(model, tok, task, limit, seed, **opts)
+        elif isinstance(task, GenerationTask):
+            rows = _generation_rows(model, tok, task, limit, seed, **opts)
+        else:
+            raise TypeError(f"{task.name}: not a ChoiceTask or GenerationTask")
+        metrics, stderr = aggregate([row["scores"] for row in rows])
+        seconds = time.perf_counter() - start
+        results[task.name] = {"metrics": metrics, "stderr": stderr, "n": len(rows)}
+        results[task.name] |= {"primary": task.primary_metric, "seconds": round(seconds, 2)}
+        log.info("%s: %s (n=%d, %.1f s)", task.name, metrics, len(rows), seconds)
+        if predictions_path:  # appended task by task, so a crash keeps what was finished
+            with Path(predictions_path).open("a", encoding="utf-8") as f:
+                f.writelines(json.dumps({"task": task.name, **row}, default=str) + "\n" for row in rows)
     return results
 
 
 # ------------------------------------------------------------------------------------------------------ entry point
 @dataclass
 class EvalConfig:
+    """Evaluate a model on tasks and suites: ``selfdistill eval --tasks prior --limit 200 --output results.json``."""
+
     model: str = DEFAULT_MODEL
     """Model spec: smollm2-135m-instruct, tiny-random, a model or training-output directory, or a hub id."""
     tasks: list[str] = field(default_factory=lambda: ["prior"])
-    """Task names, suites (``prior``) or ``PATH.jsonl[:scorer]`` user tasks."""
+    """Task names, suites (prior = the prior-capability set) or PATH.jsonl[:scorer] user tasks."""
     limit: int | None = None
     """Evaluate a fixed seeded subset of at most this many items per task (all items when unset)."""
     output: Path | None = None
-    """Results JSON file; per-item predictions go beside it as ``<stem>.predictions.jsonl``."""
+    """Results JSON file; per-item predictions go beside it as <stem>.predictions.jsonl."""
     data_dir: Path | None = None
-    """Directory of the evaluation data sets (default: ``$SELFDISTILL_DATA`` or ``../shared/data``)."""
+    """Directory of the evaluation data sets (default: $SELFDISTILL_DATA, else ../shared/data)."""
     batch_size: int = 16
     """Requests (log-likelihood) or prompts (generation) per forward batch."""
     seed: int = 0
     """Seed of the ``limit`` subset."""
     device: str = "auto"
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    """auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps."""
     trust_remote_code: bool = False
     """Allow custom model code from the model directory or hub."""
 
@@ -344,17 +354,10 @@ class EvalConfig:
             raise ValueError(f"limit: must be >= 1 or unset, got {self.limit}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError:
-                raise ValueError(f"device: {self.device!r} is not auto, cpu, cuda, cuda:N or mps") from None
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device: {self.device!r} is not auto, cpu, cuda, cuda:N or mps")
         self.output = Path(self.output) if self.output is not None else None
         self.data_dir = Path(self.data_dir) if self.data_dir is not None else None
-
-
-def predictions_path_for(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.predictions.jsonl")
 
 
 def format_table(results: dict[str, dict]) -> str:
@@ -373,12 +376,14 @@ def run_eval(cfg: EvalConfig) -> dict:
     """Load the model, evaluate the tasks, print a table; write ``{"config", "results"}`` JSON to ``cfg.output``."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     names = expand_task_names(cfg.tasks)
-    # Resolve every task before loading the model, so a bad name fails fast.
+    # Resolve every task and read its data before loading the model, so a bad name or a missing file fails fast.
     tasks = [get_task(name, cfg.data_dir) for name in names]
+    for task in tasks:
+        task.test_items() if isinstance(task, ChoiceTask) else task.test_examples()
     model, tok = load_model(
         cfg.model, dtype=torch.float32, device=device, trust_remote_code=cfg.trust_remote_code
     )
-    preds = predictions_path_for(cfg.output) if cfg.output else None
+    preds = cfg.output.with_name(f"{cfg.output.stem}.predictions.jsonl") if cfg.output else None
     if cfg.output:
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
     results = evaluate_tasks(

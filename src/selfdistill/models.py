@@ -94,7 +94,13 @@ def _tokenizer_source(spec: str) -> str:
 
 def load_tokenizer(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     path = _tokenizer_source(spec)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as err:  # a hub id that does not exist or cannot be reached (no network, no cache)
+        raise ModelSpecError(
+            f"{spec}: not a known model spec ({DEFAULT_MODEL}, {TINY_RANDOM}), a model directory, "
+            f"or a reachable hub id ({str(err).splitlines()[0]})"
+        ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -128,9 +128,7 @@ def load_probe_examples(cfg: ProbeConfig) -> tuple[list[Example], Callable[[Exam
         return examples, lambda ex, out: task.score(ex, out)[metric], metric, task.max_new_tokens
     examples = [ex for ex in read_examples(cfg.data, require_completion=False) if ex.completion]
     if not examples:
-        raise DataError(
-            f"{cfg.data}: no rows with a demonstration ('completion', 'demonstration', 'response')"
-        )
+        raise DataError(f"{cfg.data}: no rows with a demonstration (completion, demonstration or response)")
     if all(ex.answer is not None for ex in examples):
         for ex in examples:
             if problem := check_answer(cfg.scorer, ex.answer):
@@ -141,10 +139,10 @@ def load_probe_examples(cfg: ProbeConfig) -> tuple[list[Example], Callable[[Exam
     return examples, lambda ex, out: token_f1(out, ex.completion), "token_f1", 128
 
 
-def mean_se(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and its standard error (sample std / sqrt(n)); NaN mean when empty, no SE below 2 values."""
+def mean_se(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and its standard error (sample std / sqrt(n)); no mean when empty, no SE below 2 values."""
     if (n := len(values)) == 0:
-        return math.nan, None
+        return None, None
     mean = math.fsum(values) / n
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None
 
@@ -241,7 +239,8 @@ def format_table(report: dict) -> str:
     ]
     for name, r in report["templates"].items():
         teacher, gap = _pm(r["teacher"], r["teacher_stderr"]), _pm(r["gap"], r["gap_stderr"], "+")
-        numbers = f"{r['kl']:.3f}", f"{s['demo_logp']:.3f}", f"{r['demo_logp_teacher']:.3f}"
+        kl = "n/a" if r["kl"] is None else f"{r['kl']:.3f}"  # every sample ended within skip_first_tokens
+        numbers = kl, f"{s['demo_logp']:.3f}", f"{r['demo_logp_teacher']:.3f}"
         lines.append(line(name[:13], teacher, _pm(s["score"], s["stderr"]), gap, *numbers))
     return "\n".join([*lines, f"verdict: {report['verdict']['text']}"])
 

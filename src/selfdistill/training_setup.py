@@ -9,6 +9,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class OutputDirError(ValueError):
-    """An output directory that would be overwritten, or a resume with nothing to resume."""
+    """An output directory that would be overwritten, or a resume of something that is not a training run."""
+
+
+class ConfigError(ValueError):
+    """A setting that does not fit the loaded model or data (checked after loading; a user error, exit code 2)."""
 
 
 def load_training_examples(cfg: TrainConfig) -> list[Example]:
@@ -50,12 +55,22 @@ takes that name and carries the training config under the key ``selfdistill``.""
 
 
 def prepare_output(cfg: TrainConfig, config: dict) -> None:
-    """Create the output dir and write config.json; refuse to clobber a non-empty dir without --overwrite."""
+    """Create the output dir and write config.json; refuse to clobber a non-empty dir without --overwrite.
+
+    With --resume, a missing or empty output dir starts a new run: a run killed before it wrote anything is
+    continued by the same command, and `--resume` can always be passed when rerunning after a crash.
+    """
     out = cfg.output
-    if cfg.resume:
+    # (a hidden .tmp file is what a kill during the very first write leaves; it does not make a run)
+    if cfg.resume and not (out.is_dir() and any(not p.name.endswith(".tmp") for p in out.iterdir())):
+        log.info("%s: nothing to resume yet; starting a new run", out)
+    elif cfg.resume:
         if not (out / TRAIN_CONFIG).is_file():
-            raise OutputDirError(f"{out}: nothing to resume (no {TRAIN_CONFIG}); drop --resume to start a new run")
-        saved = json.loads((out / TRAIN_CONFIG).read_text())
+            raise OutputDirError(f"{out}: not a training run (no {TRAIN_CONFIG}); nothing to resume there")
+        try:
+            saved = json.loads((out / TRAIN_CONFIG).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise OutputDirError(f"{out / TRAIN_CONFIG}: unreadable ({err}); cannot resume") from None
         ignore = ("resume", "overwrite", "progress")
         changed = sorted(k for k in saved if k not in ignore and saved[k] != config.get(k))
         if changed:
@@ -71,9 +86,16 @@ def prepare_output(cfg: TrainConfig, config: dict) -> None:
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config, indent=2) + "\n"
-    (out / TRAIN_CONFIG).write_text(text)
+    _write_atomic(out / TRAIN_CONFIG, text)
     if not (cfg.resume and (out / "config.json").is_file()):
-        (out / "config.json").write_text(text)
+        _write_atomic(out / "config.json", text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A kill mid-write must not leave a torn file that a later --resume cannot parse."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -58,10 +58,11 @@ def _need(path: Path) -> Path:
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
-    with _need(path).open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
+    for n, line in enumerate(_need(path).read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise TaskError(f"{path}:{n}: not valid JSON ({err})") from None
     return rows
 
 

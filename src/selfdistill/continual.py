@@ -1,0 +1,311 @@
+"""Run a continual-learning plan: per method, train stage after stage from the same base, evaluate every task
+after every stage, and write ``results.json`` (after each stage) and the report.
+
+    selfdistill continual examples/tiny.yaml --output runs/tiny      # or: selfdistill demo
+
+Layout of a run directory: ``plan.json`` (the resolved plan), ``results.json`` (schema in ``report.py``),
+``<method>/stage<k>-<name>/`` (the training output of that stage: config, metrics.jsonl, the model) with
+``eval.json`` and ``predictions.jsonl`` beside it, ``base/`` (the shared stage-0 evaluation), ``report.md`` and PNGs.
+A rerun with the same plan and output skips every finished stage, and inside an unfinished stage continues from
+its latest checkpoint. The teacher of stage k starts as a copy of the model at the start of stage k, because each
+stage is a fresh ``train`` call whose teacher is built from the model it loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import tyro
+import yaml
+
+from selfdistill.evaluate import evaluate_tasks
+from selfdistill.models import load_model
+from selfdistill.plan import EvalTask, Plan, Stage, load_plan, parse_plan
+from selfdistill.report import RESULTS_FILE, write_report
+from selfdistill.tasks import get_task
+from selfdistill.tasks.base import Task, default_data_dir
+from selfdistill.train import TrainConfig, train
+from selfdistill.training_setup import OutputDirError, resolve_device
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "plan.json"
+TRAINED_MARK = "trained.json"
+"""Written into a stage directory once its training returned: a rerun then goes straight to its evaluation."""
+DEMO_PLAN = """\
+# The offline demo (`selfdistill demo`): SmolLM2-135M-Instruct learns two project-generated skills in a row,
+# once with SFT and once with SDFT, from the same start; every task is evaluated after every stage.
+# `selfdistill demo` runs this plan (it is embedded in selfdistill/continual.py) and adds arc_easy and piqa
+# (50 items each) to the prior tasks when the data directory holds them.
+model: smollm2-135m-instruct
+output: runs/demo
+seed: 0
+train:                          # for both methods and both stages
+  batch_size: 8
+  max_new_tokens: 40            # the skills' answers are 10-25 tokens; this caps the student's rollouts
+  save_every: 10
+methods:
+  sft:
+    lr: 5.0e-5
+  sdft:
+    lr: 5.0e-5
+    teacher_template: chat-turn # the demonstration as an earlier answer: a 135M teacher copies it (12/12)
+    skip_first_tokens: 0        # the format is decided in the first tokens; chat-turn adds no preamble to skip
+stages:
+  - {task: record_json, steps: 20}
+  - {task: ticket_line, steps: 20}
+eval:
+  limit: 32                     # test items per task (a fixed seeded subset)
+  batch_size: 16
+  max_new_tokens: 40
+  prior: [prior_probe]
+"""
+"""The demo's plan, kept in the code so an installed package has it; ``examples/demo.yaml`` is the same plan."""
+
+
+@dataclass
+class ContinualConfig:
+    """Run a plan of sequential training stages for each method; evaluate after every stage; write a report."""
+
+    plan: tyro.conf.Positional[Path]
+    """The plan file (YAML): model, methods, stages, evaluation suite (see docs/continual.md)."""
+    output: Path | None = None
+    """Run directory (default: the plan's `output`)."""
+    overwrite: bool = False
+    """Start over: delete this plan's results and stage directories in the output first."""
+    device: str = "auto"
+    """cpu, cuda, cuda:1, ... (auto: cuda when available)."""
+    prune_checkpoints: bool = True
+    """Delete a finished stage's training checkpoints (its final model stays; only unfinished stages resume)."""
+    progress: bool = True
+    """Progress bars for training and evaluation."""
+
+    def __post_init__(self) -> None:
+        load_plan(self.plan, self.output)  # a bad plan is a one-line error before anything runs
+
+
+# ---------------------------------------------------------------- results.json
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a killed run leaves the previous results, never half of them
+
+
+def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]:
+    """A fresh results dict, or the one a previous run of the same plan left (refusing a changed plan)."""
+    results_path, plan_path = run_dir / RESULTS_FILE, run_dir / PLAN_FILE
+    if overwrite:
+        for name in (RESULTS_FILE, PLAN_FILE, "base", *plan.methods):
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    if plan_path.is_file():
+        saved = json.loads(plan_path.read_text(encoding="utf-8"))
+        if saved != plan.fingerprint():
+            changed = sorted(k for k in {*saved, *plan.fingerprint()} if saved.get(k) != plan.fingerprint().get(k))
+            raise OutputDirError(
+                f"{run_dir}: holds a run of a different plan (changed: {', '.join(changed)}); "
+                "use another --output, or --overwrite to start over"
+            )
+        if results_path.is_file():
+            log.info("resuming the run in %s", run_dir)
+            return json.loads(results_path.read_text(encoding="utf-8"))
+    elif run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise OutputDirError(f"{run_dir}: exists and is not a run of this plan (no {PLAN_FILE}); use another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(plan_path, plan.fingerprint())
+    return {
+        "version": 1,
+        "model": plan.model,
+        "stage_tasks": [stage.name for stage in plan.stages],
+        "prior_tasks": [task.spec for task in plan.prior],
+        "methods": {label: {"config": overrides, "stages": []} for label, overrides in plan.methods.items()},
+    }
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _load_tasks(plan: Plan) -> list[tuple[str, Task, int | None]]:
+    """Every evaluated task as ``(column name, task, limit)``, loaded now so a missing data set fails first."""
+    entries: list[tuple[str, EvalTask]] = [(s.name, s.test) for s in plan.stages] + [(t.spec, t) for t in plan.prior]
+    out = []
+    for name, entry in entries:
+        task = get_task(entry.spec, plan.data_dir)
+        if task.kind == "generate":
+            task.test_examples()
+            if plan.eval_max_new_tokens:  # an instance attribute shadows the class's budget for this run only
+                task.max_new_tokens = min(task.max_new_tokens, plan.eval_max_new_tokens)
+        else:
+            task.test_items()
+        out.append((name, task, entry.limit))
+    return out
+
+
+def _evaluate(model_spec: str, plan: Plan, tasks, out_dir: Path, device: torch.device, progress: bool) -> dict:
+    """Every task's scores for one model; ``eval.json`` and per-item ``predictions.jsonl`` go into ``out_dir``."""
+    model, tok = load_model(model_spec, device=device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores: dict[str, Any] = {}
+    with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as predictions:
+        for name, task, limit in tasks:
+            part = out_dir / f".{name}.predictions.tmp"  # evaluate_tasks writes one file per call
+            result = evaluate_tasks(model, tok, [task], limit=limit, seed=plan.seed, batch_size=plan.eval_batch_size,
+                                    predictions_path=part, progress=progress)  # fmt: skip
+            scores[name] = next(iter(result.values()))
+            for line in part.read_text(encoding="utf-8").splitlines():
+                predictions.write(json.dumps({**json.loads(line), "task": name}) + "\n")
+            part.unlink()
+    _write_json(out_dir / "eval.json", scores)
+    del model
+    return scores
+
+
+def _summary(scores: dict[str, Any]) -> str:
+    return " · ".join(f"{name} {entry['metrics'][entry['primary']]:.3f}" for name, entry in scores.items())
+
+
+# ---------------------------------------------------------------- one stage
+
+
+def _stage_dir(method: str, k: int, stage: Stage) -> str:
+    return f"{method}/stage{k}-{stage.name}"
+
+
+def _next_model(stage_dir: Path, overrides: dict[str, Any]) -> str:
+    """The model a stage hands on: its full output, or (LoRA) the merged copy, so the next stage adapts it afresh."""
+    return str(stage_dir / "merged") if overrides.get("lora") else str(stage_dir)
+
+
+def _train_stage(plan: Plan, method: str, k: int, stage: Stage, start_model: str, run_dir: Path,
+                 cfg: ContinualConfig) -> float:  # fmt: skip
+    """Train stage k (or finish it from its latest checkpoint); return the training seconds."""
+    out = run_dir / _stage_dir(method, k, stage)
+    mark = out / TRAINED_MARK
+    if mark.is_file():
+        return float(json.loads(mark.read_text(encoding="utf-8"))["train_seconds"])
+    overrides = plan.train_overrides(method, stage)
+    resume = (out / "train_config.json").is_file() or (out / "config.json").is_file()
+    train_cfg = TrainConfig(
+        data=stage.data, model=start_model, output=out, resume=resume, overwrite=not resume, data_dir=plan.data_dir,
+        seed=plan.seed, device=cfg.device, progress=cfg.progress, max_steps=stage.steps,
+        **({"epochs": stage.epochs} if stage.epochs else {}), **{**overrides, "merge": bool(overrides.get("lora"))},
+    )  # fmt: skip
+    start = time.perf_counter()
+    train(train_cfg)
+    seconds = time.perf_counter() - start
+    _write_json(mark, {"train_seconds": seconds})
+    return seconds
+
+
+def _finish_stage(run_dir: Path, results: dict, method: str, entry: dict, prune: bool) -> None:
+    results["methods"][method]["stages"].append(entry)
+    _write_json(run_dir / RESULTS_FILE, results)
+    if prune and entry["train_dir"]:
+        shutil.rmtree(run_dir / entry["train_dir"] / "checkpoints", ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
+    """Run (or resume) ``plan`` into ``plan.output``; return the path of ``report.md``."""
+    run_dir = plan.output
+    tasks = _load_tasks(plan)
+    results = _start_results(plan, run_dir, cfg.overwrite)
+    device = resolve_device(cfg.device)
+    n = len(plan.stages)
+    base = next((m["stages"][0] for m in results["methods"].values() if m["stages"]), None)
+    if base is None:
+        log.info("== base model %s: evaluating %d tasks", plan.model, len(tasks))
+        start = time.perf_counter()
+        scores = _evaluate(plan.model, plan, tasks, run_dir / "base", device, cfg.progress)
+        log.info("== base: %s (%.0f s)", _summary(scores), time.perf_counter() - start)
+        base = {"index": 0, "name": "base", "train_task": None, "train_dir": None, "train_seconds": 0.0,
+                "eval": scores}  # fmt: skip
+    for method, record in results["methods"].items():
+        if not record["stages"]:  # the same base model for every method: evaluated once, recorded for each
+            _finish_stage(run_dir, results, method, dict(base), prune=False)
+        model_spec = plan.model
+        for k, stage in enumerate(plan.stages, start=1):
+            stage_dir = run_dir / _stage_dir(method, k, stage)
+            overrides = plan.train_overrides(method, stage)
+            if any(s["index"] == k for s in record["stages"]):
+                log.info("== [%s] stage %d/%d %s: done, skipped", method, k, n, stage.name)
+                model_spec = _next_model(stage_dir, overrides)
+                continue
+            what = f"{stage.steps} steps" if stage.steps else f"{stage.epochs:g} epochs"
+            log.info("== [%s] stage %d/%d %s: training %s (%s) from %s", method, k, n, stage.name,
+                     overrides["method"], what, model_spec)  # fmt: skip
+            seconds = _train_stage(plan, method, k, stage, model_spec, run_dir, cfg)
+            model_spec = _next_model(stage_dir, overrides)
+            log.info("== [%s] stage %d/%d %s: trained in %.0f s; evaluating", method, k, n, stage.name, seconds)
+            scores = _evaluate(model_spec, plan, tasks, stage_dir / "eval", device, cfg.progress)
+            log.info("== [%s] stage %d/%d %s: %s", method, k, n, stage.name, _summary(scores))
+            entry = {"index": k, "name": stage.name, "train_task": stage.data, "train_dir":
+                     _stage_dir(method, k, stage), "train_seconds": seconds, "eval": scores}  # fmt: skip
+            _finish_stage(run_dir, results, method, entry, cfg.prune_checkpoints)
+    report = write_report(run_dir)
+    print(f"report: {report}")
+    return report
+
+
+def run_continual(cfg: ContinualConfig) -> Path:
+    """``selfdistill continual PLAN.yaml``: validate the plan, then run or resume it."""
+    return run_plan(load_plan(cfg.plan, cfg.output), cfg)
+
+
+# ---------------------------------------------------------------- the offline demo
+
+
+@dataclass
+class DemoConfig:
+    """The offline demo: SFT vs SDFT on the embedded model over two project-generated skills, then a report."""
+
+    output: Path = Path("runs/demo")
+    """Run directory."""
+    overwrite: bool = False
+    """Start over instead of resuming a previous demo in the same directory."""
+    quick: bool = False
+    """A smoke version (few steps, few eval items): checks the pipeline in minutes; numbers mean little."""
+    data_dir: Path | None = None
+    """Real evaluation sets (default: $SELFDISTILL_DATA or ../shared/data); used when present, skipped if not."""
+    device: str = "auto"
+    progress: bool = True
+
+
+def demo_plan(cfg: DemoConfig) -> Plan:
+    """The shipped demo plan, plus a small real prior-capability subset when its data sets are on disk."""
+    raw = yaml.safe_load(DEMO_PLAN)
+
+    data_dir = cfg.data_dir or default_data_dir()
+    real = [{"task": name, "limit": 50} for name in ("arc_easy", "piqa") if (data_dir / name).is_dir()]
+    raw["eval"]["prior"] += real
+    raw["data_dir"] = str(data_dir) if real else None
+    if cfg.quick:
+        for stage in raw["stages"]:
+            stage["steps"] = 2
+        raw["eval"]["limit"] = 8
+        for entry in raw["eval"]["prior"]:
+            if isinstance(entry, dict):
+                entry["limit"] = 8
+    return parse_plan(raw, "demo plan", Path.cwd(), cfg.output)
+
+
+def run_demo(cfg: DemoConfig) -> Path:
+    """``selfdistill demo``: run the demo plan; the last line says where the report is."""
+    start = time.perf_counter()
+    continual = ContinualConfig(plan=Path("demo plan"), output=cfg.output, overwrite=cfg.overwrite, device=cfg.device,
+                                progress=cfg.progress)  # fmt: skip
+    report = run_plan(demo_plan(cfg), continual)
+    print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; open {report} (plots beside it)")
+    return report

@@ -1,0 +1,351 @@
+"""Continual-learning plans: a YAML file → a validated ``Plan`` (methods × ordered stages × evaluation suite).
+
+    plan = load_plan(Path("examples/tiny.yaml"))        # raises PlanError("tiny.yaml: stages[1].steps: must be > 0")
+
+A plan names the model, the methods to compare (each a set of ``TrainConfig`` overrides), the stages trained in
+order (a registered task, or a data file plus the task that tests it), and what is evaluated after every stage::
+
+    model: smollm2-135m-instruct
+    output: runs/demo                  # relative to the working directory
+    seed: 0
+    train: {batch_size: 8}             # TrainConfig overrides for every method and stage
+    methods:
+      sft: {lr: 2.0e-5}                # the method (sdft | sft | seqkd) is the key, or `method:`
+      sdft: {lr: 2.0e-5, teacher_template: chat-turn}
+    stages:
+      - {task: record_json, steps: 20}
+      - {data: my_demos.jsonl, test: my_test.jsonl:exact, name: mine, epochs: 1, train: {lr: 1.0e-5}}
+    eval:
+      limit: 50                        # items per task (a seeded subset), unless the task sets its own
+      prior: [prior_probe, {task: arc_easy, limit: 100}]
+
+Data paths (``data``, ``test``) are relative to the plan file. Every error is one line naming the field path.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from selfdistill.models import DEFAULT_MODEL
+from selfdistill.tasks import SUITES, TASKS
+from selfdistill.train import TrainConfig
+
+METHODS = ("sdft", "sft", "seqkd")
+MANAGED = ("data", "model", "output", "resume", "overwrite", "data_dir", "max_steps", "epochs")
+"""TrainConfig fields the runner sets itself (from the plan's model, stages and output)."""
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be run; the message is one line: ``file: field.path: what is wrong``."""
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    spec: str
+    """A registered task name or ``PATH.jsonl[:scorer]``."""
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    """The column of the accuracy matrix, and part of the stage's directory name."""
+    data: str
+    """What TrainConfig trains on: a task name or a data file path."""
+    test: EvalTask
+    steps: int | None
+    epochs: float | None
+    train: dict[str, Any]
+    """Overrides for this stage, every method."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    output: Path
+    data_dir: Path | None
+    seed: int
+    methods: dict[str, dict[str, Any]]
+    """Method label → TrainConfig overrides (plan-wide ``train`` merged in, ``method`` always set)."""
+    stages: tuple[Stage, ...]
+    prior: tuple[EvalTask, ...]
+    eval_batch_size: int
+    eval_max_new_tokens: int | None
+    """Cap on every generation task's completion length during evaluation (None: each task's own)."""
+
+    def train_overrides(self, method: str, stage: Stage) -> dict[str, Any]:
+        return {**self.methods[method], **stage.train}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption (everything but where it is written)."""
+        return _plain({k: v for k, v in asdict(self).items() if k != "output"})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+# ---------------------------------------------------------------- checking values
+
+
+class _Fields:
+    """Reads a mapping at ``path``, keeps track of which keys were used, and rejects the rest."""
+
+    def __init__(self, where: str, path: str, value: Any, required: tuple[str, ...] = ()):
+        self.where, self.path = where, path
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a mapping, got {_kind(value)}")
+        self.value = value
+        for key in value:
+            if not isinstance(key, str):
+                self.fail(path, f"keys must be strings, got {key!r}")
+        for key in required:
+            if key not in value:
+                self.fail(self.sub(key), "missing (required)")
+
+    def sub(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, path: str, why: str) -> typing.NoReturn:
+        raise PlanError(f"{self.where}: {path or '(top level)'}: {why}")
+
+    def reject_unknown(self, known: typing.Iterable[str]) -> None:
+        known = tuple(known)
+        for key in self.value:
+            if key not in known:
+                self.fail(self.sub(key), f"unknown key; expected one of {', '.join(known)}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, check=None, why: str = "") -> Any:
+        if key not in self.value or self.value[key] is None:
+            return default
+        value = self.value[key]
+        if kind is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            value = _float_or_none(value)
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            self.fail(self.sub(key), f"expected {_name(kind)}, got {value!r}")
+        if not isinstance(value, kind if kind is not float else (int, float)):
+            self.fail(self.sub(key), f"expected {_name(kind)}, got {_kind(self.value[key])} {self.value[key]!r}")
+        if check is not None and not check(value):
+            self.fail(self.sub(key), why)
+        return value
+
+
+def _float_or_none(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({str: "a string", int: "an integer", float: "a number", dict: "a mapping",
+                        list: "a list", bool: "true/false"}.get(k, k.__name__) for k in kinds)  # fmt: skip
+
+
+_TRAIN_HINTS = typing.get_type_hints(TrainConfig)
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (a TrainConfig annotation), or raise TypeError saying what was expected."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg)
+            except TypeError as err:
+                errors.append(str(err))
+        raise TypeError(" or ".join(errors))
+    if origin is Literal:
+        if value not in args:
+            raise TypeError(f"one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError("a list")
+        return [_coerce(item, args[0]) for item in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError("true/false")
+        return value
+    if hint is float:
+        value = _float_or_none(value) if isinstance(value, str) else value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("an integer")
+        return value
+    if hint in (str, Path):
+        if not isinstance(value, str):
+            raise TypeError("a string")
+        return value
+    raise TypeError(f"a {hint}")
+
+
+def _train_overrides(f: _Fields, path: str, value: Any, allow_method: bool) -> dict[str, Any]:
+    """TrainConfig overrides at ``path``, typed and checked alone (so a bad value is blamed on where it was set)."""
+    section = _Fields(f.where, path, value)
+    out: dict[str, Any] = {}
+    for key, item in section.value.items():
+        name = key.replace("-", "_")
+        if name in MANAGED:
+            section.fail(section.sub(key), "set by the plan (model, stages' steps/epochs, output, data_dir)")
+        if name not in TRAIN_FIELDS or (name == "method" and not allow_method):
+            section.fail(section.sub(key), "unknown training option" + ("" if name != "method" else " here"))
+        try:
+            out[name] = _coerce(item, _TRAIN_HINTS[name])
+        except TypeError as err:
+            section.fail(section.sub(key), f"expected {err}, got {item!r}")
+    _check_train(f, path, out)
+    return out
+
+
+def _check_train(f: _Fields, path: str, overrides: dict[str, Any]) -> None:
+    """Run TrainConfig's own validation on ``overrides``; its message names the option."""
+    try:
+        TrainConfig(data="-", **overrides)
+    except ValueError as err:
+        option, _, why = str(err).partition(": ")
+        name = option.replace("-", "_")
+        f.fail(f"{path}.{name}" if name in overrides else path, why or str(err))
+
+
+# ---------------------------------------------------------------- reading a plan
+
+
+def _eval_task(f: _Fields, path: str, value: Any, base: Path, default_limit: int | None) -> EvalTask:
+    if isinstance(value, str):
+        value = {"task": value}
+    entry = _Fields(f.where, path, value, required=("task",))
+    entry.reject_unknown(("task", "limit"))
+    spec = _task_spec(entry, "task", base)
+    limit = entry.get("limit", int, default_limit, lambda n: n > 0, "must be > 0")
+    return EvalTask(spec, limit)
+
+
+def _task_spec(f: _Fields, key: str, base: Path) -> str:
+    """A registered task name (not a suite: each column is one task) or an existing ``PATH.jsonl[:scorer]``."""
+    spec = f.get(key, str, check=lambda s: bool(s.strip()), why="must not be empty")
+    if spec in TASKS:
+        return spec
+    if spec in SUITES:
+        f.fail(f.sub(key), f"{spec!r} is a suite; list its tasks one by one: {', '.join(SUITES[spec])}")
+    path, _, scorer = spec.partition(":") if not (base / spec).exists() else (spec, "", "")
+    if path.endswith(".jsonl"):
+        resolved = base / path
+        if not resolved.is_file():
+            f.fail(f.sub(key), f"{resolved}: no such file")
+        return str(resolved) + (f":{scorer}" if scorer else "")
+    f.fail(f.sub(key), f"unknown task {spec!r}; known: {', '.join(sorted(TASKS))}; or PATH.jsonl[:scorer]")
+
+
+def _stage(f: _Fields, k: int, value: Any, base: Path, limit: int | None) -> Stage:
+    path = f"stages[{k}]"
+    s = _Fields(f.where, path, value)
+    s.reject_unknown(("task", "data", "test", "name", "steps", "epochs", "limit", "train"))
+    if ("task" in s.value) == ("data" in s.value):
+        s.fail(path, "give either 'task' (a registered task) or 'data' (a training file) with 'test'")
+    if "task" in s.value:
+        if "test" in s.value:
+            s.fail(s.sub("test"), "only with 'data' (a task is tested on its own test split)")
+        data = _task_spec(s, "task", base)
+        if data not in TASKS:
+            s.fail(s.sub("task"), "must be a registered task; for a file use 'data' and 'test'")
+        test, name = EvalTask(data, None), data
+    else:
+        data_path = base / s.get("data", str, check=lambda x: bool(x.strip()), why="must not be empty")
+        if not data_path.exists():
+            s.fail(s.sub("data"), f"{data_path}: no such file or dataset directory")
+        if "test" not in s.value:
+            s.fail(s.sub("test"), "missing (required with 'data': a task name or PATH.jsonl[:scorer])")
+        data, test, name = str(data_path), EvalTask(_task_spec(s, "test", base), None), data_path.stem
+    name = s.get("name", str, name, lambda x: x.strip() and "/" not in x, "must be a non-empty name without '/'")
+    steps = s.get("steps", int, None, lambda n: n > 0, "must be > 0")
+    epochs = s.get("epochs", float, None, lambda x: x > 0, "must be > 0")
+    if (steps is None) == (epochs is None):
+        s.fail(path, "give exactly one of 'steps' or 'epochs'")
+    limit = s.get("limit", int, limit, lambda n: n > 0, "must be > 0")
+    train = _train_overrides(s, s.sub("train"), s.value.get("train") or {}, allow_method=False)
+    return Stage(name, data, EvalTask(test.spec, limit), steps, epochs, train)
+
+
+def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> Plan:
+    """Validate a decoded plan; ``base`` resolves relative data paths; ``output`` overrides the plan's."""
+    f = _Fields(where, "", raw, required=("methods", "stages"))
+    f.reject_unknown(("model", "output", "data_dir", "seed", "train", "methods", "stages", "eval"))
+    model = f.get("model", str, DEFAULT_MODEL)
+    out = output or Path(f.get("output", str, "runs/" + Path(where).stem))
+    data_dir = f.get("data_dir", str)
+    seed = f.get("seed", int, 0)
+    common = _train_overrides(f, "train", f.value.get("train") or {}, allow_method=False)
+
+    m = _Fields(where, "methods", f.value["methods"])
+    if not m.value:
+        m.fail("methods", "must name at least one method (e.g. sft: {} and sdft: {})")
+    methods = {}
+    for label, value in m.value.items():
+        overrides = _train_overrides(f, m.sub(label), value or {}, allow_method=True)
+        overrides.setdefault("method", label if label in METHODS else None)
+        if overrides["method"] is None:
+            m.fail(m.sub(label), f"set 'method' (one of {', '.join(METHODS)}) or name the method by it")
+        if "/" in label or not label.strip():
+            m.fail(m.sub(label), "a method label must be a non-empty name without '/'")
+        methods[label] = {"method": overrides.pop("method"), **common, **overrides}
+        _check_train(f, m.sub(label), methods[label])
+
+    e = _Fields(where, "eval", f.value.get("eval") or {})
+    e.reject_unknown(("limit", "batch_size", "max_new_tokens", "prior"))
+    limit = e.get("limit", int, None, lambda n: n > 0, "must be > 0")
+    batch_size = e.get("batch_size", int, 16, lambda n: n > 0, "must be > 0")
+    max_new = e.get("max_new_tokens", int, None, lambda n: n > 0, "must be > 0")
+    prior_raw = e.get("prior", list, [])
+    prior = tuple(_eval_task(e, f"eval.prior[{i}]", v, base, limit) for i, v in enumerate(prior_raw))
+
+    stages_raw = f.get("stages", list, check=bool, why="must list at least one stage")
+    stages = tuple(_stage(f, k, value, base, limit) for k, value in enumerate(stages_raw))
+    for method in methods:  # the merged options must make a valid TrainConfig at every stage
+        for k, stage in enumerate(stages):
+            _check_train(f, f"stages[{k}].train", {**methods[method], **stage.train})
+    names = [s.name for s in stages] + [t.spec for t in prior]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        f.fail("stages", f"task {dup!r} appears twice (stage names and prior tasks must be distinct)")
+    return Plan(model, Path(out), Path(data_dir) if data_dir else None, seed, methods, stages, prior, batch_size,
+                max_new)  # fmt: skip
+
+
+def load_plan(path: Path, output: Path | None = None) -> Plan:
+    """Read and validate a YAML plan file (``yaml.safe_load``); every error is a one-line PlanError."""
+    path = Path(path)
+    if not path.is_file():
+        raise PlanError(f"{path}: plan file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise PlanError(f"{path}: not valid YAML{at}: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise PlanError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    return parse_plan(raw, str(path), path.parent, output)
