@@ -46,8 +46,8 @@ def test_record_json_scorer():
     assert task.score(example, reordered)["acc"] == 1.0  # key order and spacing are free
     assert task.score(example, f"```json\n{example.answer}\n```")["acc"] == 1.0  # a code fence is stripped
     wrong_key = json.dumps({("name" if k == "person" else k): v for k, v in record.items()})
-    wrong_type = json.dumps({**record, "age_years": str(record["age_years"])})
-    for output in (wrong_key, wrong_type, "", "{not json", f"{record['person']} is {record['age_years']}."):
+    wrong_type = json.dumps({**record, "age": str(record["age"])})
+    for output in (wrong_key, wrong_type, "", "{not json", f"{record['person']} is {record['age']}."):
         assert task.score(example, output)["acc"] == 0.0
 
 

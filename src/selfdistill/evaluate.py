@@ -313,6 +313,8 @@ def evaluate_tasks(
         else:
             raise TypeError(f"{task.name}: not a ChoiceTask or GenerationTask")
         metrics, stderr = aggregate([row["scores"] for row in rows])
+        if custom := getattr(task, "aggregate", None):  # e.g. IFEval weighs each instruction, not each prompt
+            metrics |= custom([row["scores"] for row in rows])
         seconds = time.perf_counter() - start
         results[task.name] = {"metrics": metrics, "stderr": stderr, "n": len(rows)}
         results[task.name] |= {"primary": task.primary_metric, "seconds": round(seconds, 2)}

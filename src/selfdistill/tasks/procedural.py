@@ -1,7 +1,7 @@
 """Skills the project generates itself (seeded, offline, exact scorers), and prior-capability probes.
 
     task = TASKS["record_json"](data_dir)     # data_dir is not used: the examples are generated
-    task.score(task.test_examples()[0], '{"person": "Ava Novak", "age_years": 34, "home": "Porto"}')
+    task.score(task.test_examples()[0], '{"person": "Ava Novak", "age": 34, "home": "Porto"}')
 
 The skills are output formats the base model cannot guess from the prompt: the prompt asks for "a record" or
 "a ticket line", and only the demonstration shows what that is. A teacher that sees the demonstration can copy the
@@ -86,17 +86,17 @@ class RecordJSONTask(ProceduralTask):
     """Skill A: turn a sentence about a person into a one-line JSON record with fixed, unguessable keys.
 
     Prompt: ``Make a record: Ava Novak is 34 years old and lives in Porto.``
-    Answer: ``{"person": "Ava Novak", "age_years": 34, "home": "Porto"}``. Metric ``acc``: the output (code fences
+    Answer: ``{"person": "Ava Novak", "age": 34, "home": "Porto"}``. Metric ``acc``: the output (code fences
     stripped) parses as a JSON object equal to the answer's (key order and spacing free).
     """
 
     name = "record_json"
-    max_new_tokens = 40  # answers are 24-29 tokens
+    max_new_tokens = 40  # answers are 22-27 tokens
 
     def make(self, rng: random.Random) -> tuple[str, str]:
         person = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
         age, city = rng.randint(18, 80), rng.choice(CITIES)
-        record = {"person": person, "age_years": age, "home": city}
+        record = {"person": person, "age": age, "home": city}
         return f"Make a record: {person} is {age} years old and lives in {city}.", json.dumps(record)
 
     def score(self, example: Example, output: str) -> dict[str, float]:
