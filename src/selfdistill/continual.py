@@ -4,8 +4,8 @@ after every stage, and write ``results.json`` (after each stage) and the report.
     selfdistill continual examples/tiny.yaml --output runs/tiny      # or: selfdistill demo
 
 Layout of a run directory: ``plan.json`` (the resolved plan), ``results.json`` (schema in ``report.py``),
-``<method>/stage<k>-<name>/`` (the training output of that stage: config, metrics.jsonl, the model) with
-``eval.json`` and ``predictions.jsonl`` beside it, ``base/`` (the shared stage-0 evaluation), ``report.md`` and PNGs.
+``<method>/stage<k>-<name>/`` (the training output of that stage: config, metrics.jsonl, the model; ``eval/`` with
+``eval.json`` and per-item ``predictions.jsonl``), ``base/`` (the shared stage-0 evaluation), ``report.md`` and PNGs.
 A rerun with the same plan and output skips every finished stage, and inside an unfinished stage continues from
 its latest checkpoint. The teacher of stage k starts as a copy of the model at the start of stage k, because each
 stage is a fresh ``train`` call whose teacher is built from the model it loads.
@@ -50,7 +50,7 @@ output: runs/demo
 seed: 0
 train:                          # for both methods and both stages
   batch_size: 8
-  max_new_tokens: 40            # the skills' answers are 10-25 tokens; this caps the student's rollouts
+  max_new_tokens: 40            # the skills' answers are 7-27 tokens; this caps the student's rollouts
   save_every: 10
 methods:
   sft:
@@ -65,7 +65,6 @@ stages:
 eval:
   limit: 32                     # test items per task (a fixed seeded subset)
   batch_size: 16
-  max_new_tokens: 40
   prior: [prior_probe]
 """
 """The demo's plan, kept in the code so an installed package has it; ``examples/demo.yaml`` is the same plan."""
@@ -127,7 +126,7 @@ def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]
         "version": 1,
         "model": plan.model,
         "stage_tasks": [stage.name for stage in plan.stages],
-        "prior_tasks": [task.spec for task in plan.prior],
+        "prior_tasks": [task.name for task in plan.prior],
         "methods": {label: {"config": overrides, "stages": []} for label, overrides in plan.methods.items()},
     }
 
@@ -137,7 +136,7 @@ def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]
 
 def _load_tasks(plan: Plan) -> list[tuple[str, Task, int | None]]:
     """Every evaluated task as ``(column name, task, limit)``, loaded now so a missing data set fails first."""
-    entries: list[tuple[str, EvalTask]] = [(s.name, s.test) for s in plan.stages] + [(t.spec, t) for t in plan.prior]
+    entries: list[tuple[str, EvalTask]] = [(s.name, s.test) for s in plan.stages] + [(t.name, t) for t in plan.prior]
     out = []
     for name, entry in entries:
         task = get_task(entry.spec, plan.data_dir)

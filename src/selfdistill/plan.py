@@ -51,6 +51,11 @@ class EvalTask:
     """A registered task name or ``PATH.jsonl[:scorer]``."""
     limit: int | None
 
+    @property
+    def name(self) -> str:
+        """The column name in results: the task name, or a file task's stem."""
+        return self.spec if self.spec in TASKS else Path(self.spec.rpartition(".jsonl")[0]).name
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -326,7 +331,7 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
     for method in methods:  # the merged options must make a valid TrainConfig at every stage
         for k, stage in enumerate(stages):
             _check_train(f, f"stages[{k}].train", {**methods[method], **stage.train})
-    names = [s.name for s in stages] + [t.spec for t in prior]
+    names = [s.name for s in stages] + [t.name for t in prior]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         f.fail("stages", f"task {dup!r} appears twice (stage names and prior tasks must be distinct)")
