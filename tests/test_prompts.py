@@ -62,7 +62,7 @@ def test_earlier_turns_are_kept():
 
 def test_question_is_never_truncated(tok):
     rng = random.Random(0)
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     for trial in range(60):
         question = f"QSTART {trial} " + " ".join(rng.choices(words, k=rng.randint(1, 60))) + " QEND"
         demo = "DSTART " + " ".join(rng.choices(words, k=rng.randint(1, 300)))

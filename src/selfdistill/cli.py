@@ -148,13 +148,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from selfdistill.checkpoint import CheckpointError
     from selfdistill.data import DataError
     from selfdistill.models import ModelSpecError
+    from selfdistill.plan import PlanError
     from selfdistill.prompts import PromptBudgetError
     from selfdistill.report import ResultsError
     from selfdistill.tasks.base import TaskError
     from selfdistill.training_setup import ConfigError, OutputDirError
 
     return (DataError, ModelSpecError, PromptBudgetError, TaskError, OutputDirError, CheckpointError,
-            ConfigError, ResultsError, FileNotFoundError)  # fmt: skip
+            ConfigError, ResultsError, PlanError, FileNotFoundError)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

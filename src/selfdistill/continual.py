@@ -87,9 +87,6 @@ class ContinualConfig:
     progress: bool = True
     """Progress bars for training and evaluation."""
 
-    def __post_init__(self) -> None:
-        load_plan(self.plan, self.output)  # a bad plan is a one-line error before anything runs
-
 
 # ---------------------------------------------------------------- results.json
 
