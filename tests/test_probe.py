@@ -99,7 +99,7 @@ def _prompts(tok) -> list[list[int]]:
 def test_kl_is_zero_when_teacher_prompt_is_the_student_prompt(tiny):
     model, tok = tiny
     prompts = _prompts(tok)
-    cfg = ProbeConfig(data=Path("x.jsonl"), sample_tokens=8, num_samples=2, batch_size=4, progress=False)
+    cfg = ProbeConfig(data=Path("x.jsonl"), sample_tokens=6, num_samples=1, batch_size=4, progress=False)
     kl = sample_kl(model, tok, prompts, {"same": prompts, "other": [p[:1] + p for p in prompts]}, cfg)
     assert len(kl["same"]) == len(kl["other"]) >= 1
     assert max(abs(v) for v in kl["same"]) < 1e-5

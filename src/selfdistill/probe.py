@@ -216,9 +216,10 @@ def verdict(metric: str, student: dict, templates: dict[str, dict]) -> dict:
     row, gap, se = templates[best], templates[best]["gap"], templates[best]["gap_stderr"]
     clearly = gap >= MIN_GAP and se is not None and gap >= 2 * se
     shown = f"{metric} {row['teacher']:.2f} vs {student['score']:.2f}, gap {gap:+.2f} ± {se or 0:.2f}"
-    judged = "clearly better" if clearly else f"NOT clearly better (needs gap >= {MIN_GAP} and >= 2 SE)"
+    judged = "clearly better than student" if clearly else "NOT clearly better than student"
+    needs = "" if clearly else f" (that needs gap >= {MIN_GAP} and >= 2 SE)"
     hint = "SDFT has a signal here" if clearly else "expect little for SDFT to learn"
-    text = f"best template '{best}' ({shown}): teacher {judged} than student -> {hint}"
+    text = f"best template '{best}' ({shown}): teacher {judged}{needs} -> {hint}"
     return {"template": best, "clearly_better": clearly, "text": text}
 
 
