@@ -108,16 +108,19 @@ def test_disk_full_while_checkpointing_keeps_previous(data_file, tmp_path, capsy
     assert state["step"] == 1
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_continues(data_file, tmp_path, capsys):
-    """A real SIGINT (as Ctrl-C sends) mid-run: the step finishes, a checkpoint is written, exit 130."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_signal_saves_a_checkpoint_and_resume_continues(data_file, tmp_path, capsys, signum):
+    """A real SIGINT (Ctrl-C) or SIGTERM (a scheduler's stop) mid-run: the step finishes, a checkpoint is written,
+    exit 128 + signal; the handlers in place before the run are back afterwards."""
     out = tmp_path / "run"
     steps_file = out / "metrics.jsonl"
+    handlers_before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
     def press_ctrl_c() -> None:  # once the first step is logged
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not (steps_file.exists() and steps_file.read_text().strip()):
             time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signum)
 
     args = _args(data_file, out, "--method", "sft", "--max-steps", "5", "--save-every", "0")
     presser = threading.Thread(target=press_ctrl_c, daemon=True)
@@ -126,8 +129,9 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(data_file, tmp_path, cap
     code = main(args)
     presser.join()
     err = capsys.readouterr().err
-    assert code == 130 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == "selfdistill: interrupted"
+    assert code == 128 + signum and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"selfdistill: interrupted ({signal.Signals(signum).name})"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers_before
     saved = list_checkpoints(out)
     assert len(saved) == 1
     stopped_at = read_checkpoint(saved[0])[0]["step"]

@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -200,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(str(err).splitlines()[0], code=3)
-    except KeyboardInterrupt:
-        print("selfdistill: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # the shell's convention: 128 + the signal (130 Ctrl-C, 143 SIGTERM)
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"selfdistill: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     del result
     return 0
 

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,6 +45,14 @@ from selfdistill.training_setup import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on a signal (after saving a checkpoint, unless it was a second Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -250,10 +258,17 @@ def train(cfg: TrainConfig) -> Path:
             keep=cfg.keep_checkpoints,
         )  # fmt: skip
 
-    # Ctrl-C finishes the current step, saves a checkpoint, then stops (main thread only: signals live there).
-    interrupted = []
+    # Ctrl-C or SIGTERM (what schedulers send before a kill) finishes the current step, saves a checkpoint, then
+    # stops; a second Ctrl-C stops at once (the last checkpoint stays valid: saves are atomic). Main thread only.
+    interrupted: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if interrupted and signum == signal.SIGINT:
+            raise TrainingInterrupted(signum)
+        interrupted.append(signum)
+
     on_main = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if on_main else None
+    previous_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
     log.info(
         "training %s | %s | %d examples | %d steps | %s%s",
         cfg.method, cfg.model, len(examples), total_steps, device, " | LoRA" if cfg.lora else "",
@@ -348,16 +363,14 @@ def train(cfg: TrainConfig) -> Path:
             if interrupted or (cfg.save_every and step % cfg.save_every == 0 and step < total_steps):
                 checkpoint(step)
             if interrupted:
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        log.warning("interrupted at step %d; checkpoint saved; continue with --resume", step)
-        raise
+                log.warning("interrupted at step %d; checkpoint saved; continue with --resume", step)
+                raise TrainingInterrupted(interrupted[0])
     finally:
         redirect.__exit__(None, None, None)
         bar.close()
         metrics_file.close()
-        if on_main:
-            signal.signal(signal.SIGINT, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
 
     # ---------------------------------------------------------------- save
     checkpoint(step)
