@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
-CURVE_KEYS = ("loss", "kl")
+CURVE_KEYS = ("loss", "kl", "student_entropy")
 DPI = 110
 
 
@@ -319,17 +319,21 @@ def _plot_training(results: Mapping[str, Any], run_dir: Path, method: str, path:
                     ys.append(float(row[key]))
         offset += max(steps, default=0.0)
     keys = [key for key in CURVE_KEYS if series[key][0]]
+    labels = {key: key for key in keys}
+    if "kl" in keys and series["kl"] == series["loss"]:  # forward KL on the full vocabulary: the loss is the KL
+        keys.remove("kl")
+        labels["loss"] = "loss (= KL)"
     if not keys:
         return False
     figure = _new_figure(7.0, 2.6 * len(keys))
     for ax, key in zip(np.atleast_1d(figure.subplots(len(keys), 1, sharex=True, squeeze=False)).ravel(), keys,
                        strict=True):
-        ax.plot(*series[key], marker=".", label=key)
+        ax.plot(*series[key], marker=".", label=labels[key])
         for start, name in boundaries:
             ax.axvline(start + 0.5, color="0.5", linestyle="--", linewidth=1)
             ax.annotate(name, (start + 0.5, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
                         textcoords="offset points", fontsize=8, color="0.3")
-        ax.set_ylabel(key)
+        ax.set_ylabel(labels[key])
         ax.grid(alpha=0.3)
     ax.set_xlabel("optimizer step (all stages)")
     figure.suptitle(f"{method}: training curves (dashed = stage start)")
