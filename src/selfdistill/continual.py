@@ -54,9 +54,9 @@ train:                          # for both methods and both stages
   save_every: 10
 methods:
   sft:
-    lr: 5.0e-5
+    lr: 1.0e-4
   sdft:
-    lr: 5.0e-5
+    lr: 1.0e-4
     teacher_template: chat-turn # the demonstration as an earlier answer: a 135M teacher copies it (12/12)
     skip_first_tokens: 0        # the format is decided in the first tokens; chat-turn adds no preamble to skip
 stages:
