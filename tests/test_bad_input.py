@@ -209,16 +209,33 @@ def test_unknown_command(capsys):
     _check_one_line(code, capsys.readouterr().err, "unknown command 'trian'")
 
 
-@pytest.mark.parametrize("bad", [["--no-such-flag"], ["--method", "dpo"]], ids=["unknown flag", "bad choice"])
-def test_unparsable_flags_exit_2(bad, tmp_path, capsys):
-    """tyro reports these with usage text (several lines) and exits 2 by itself; no traceback."""
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (["--lrr", "1e-4"], "--lrr: unknown option (did you mean --lr?)"),
+        (["--no-such-flag"], "--no-such-flag: unknown option"),
+        (["--method", "dpo"], "invalid choice 'dpo' for argument '--method'"),
+        (["--lr"], "Missing value for argument '--lr'"),
+        (["--lr", "abc"], "--lr: could not convert string to float: 'abc'"),
+    ],
+    ids=["misspelt flag", "unknown flag", "bad choice", "missing value", "not a number"],
+)
+def test_unparsable_flags_exit_2_in_one_line(bad, expected, tmp_path, capsys):
+    """What tyro would report in a multi-line box reaches the user as one line naming the flag; nothing written."""
     data_file = _jsonl(tmp_path / "d.jsonl", GOOD)
-    with pytest.raises(SystemExit) as exc:
-        main(["train", "--data", str(data_file), "--output", str(tmp_path / "out"), *bad])
-    assert exc.value.code == 2
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err + captured.out
+    code = main(["train", "--data", str(data_file), "--output", str(tmp_path / "out"), *bad])
+    _check_one_line(code, capsys.readouterr().err, expected)
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_plan_argument_is_one_line(capsys):
+    _check_one_line(main(["continual"]), capsys.readouterr().err, "Missing from selfdistill continual: PATH")
+
+
+def test_help_still_prints_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0 and "--teacher-template" in capsys.readouterr().out
 
 
 def test_utf8_bom_is_accepted(tmp_path):

@@ -6,12 +6,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
+import io
 import importlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -145,6 +148,63 @@ def _validation_errors_as_value_errors() -> contextlib.AbstractContextManager:
     return on_parse_error(hook)
 
 
+@contextlib.contextmanager
+def _tyro_box_as_value_error() -> Iterator[None]:
+    """tyro reports a parse error (bad choice, missing value, missing required option) in a multi-line box on
+    stderr and exits 2; turn the box's message into our one-line ValueError. ``--help`` (exit 0) and a box we
+    cannot read pass through unchanged."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    except SystemExit as exc:
+        message = _box_message(captured.getvalue()) if exc.code == 2 else None
+        if message is None:
+            sys.stderr.write(captured.getvalue())
+            raise
+        raise ValueError(message) from None
+    else:
+        sys.stderr.write(captured.getvalue())
+
+
+def _box_message(text: str) -> str | None:
+    """The text of a tyro error box up to its first separator rule, on one line (None if there is no box)."""
+    words: list[str] = []
+    for line in text.splitlines()[1:]:
+        inner = line.strip().strip("│╭╮╰╯").strip()
+        if not inner or set(inner) <= set("─ "):
+            break
+        words += inner.split()
+    return " ".join(words).rstrip(".") + " (see --help)" if words else None
+
+
+def _check_flags(args: list[str], config_cls: type) -> None:
+    """An unknown ``--flag`` is a ValueError naming it (and the closest real one) in one line, before tyro would
+    print its multi-line box. Flags are the config's fields, hyphenated, plus ``--no-`` forms of booleans."""
+    known = {"-h", "--help"}
+    for f in dataclasses.fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        known.add(flag)
+        if f.type in (bool, "bool"):
+            known.add("--no-" + flag[2:])
+    for arg in args:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("-") and not _is_number(flag) and flag not in known:
+            close = difflib.get_close_matches(flag, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"{flag}: unknown option{hint}; see --help")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from selfdistill.checkpoint import CheckpointError
     from selfdistill.data import DataError
@@ -184,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             if i + 1 >= len(rest):
                 return _fail("--config: expected a file path")
             rest = _config_args(Path(rest[i + 1]), config_cls) + rest[:i] + rest[i + 2 :]
-        with _validation_errors_as_value_errors():
+        _check_flags(rest, config_cls)
+        with _validation_errors_as_value_errors(), _tyro_box_as_value_error():
             cfg = tyro.cli(config_cls, args=rest, prog=f"selfdistill {name}", description=config_cls.__doc__)
     except ValueError as err:
         if debug:
