@@ -185,3 +185,10 @@ def test_demo_plan_is_the_example_file_and_adds_real_priors_when_present(tmp_pat
     quick = demo_plan(DemoConfig(data_dir=tmp_path, quick=True))
     assert [(t.spec, t.limit) for t in quick.prior] == [("prior_probe", 8), ("arc_easy", 8)]
     assert all(s.steps == 2 for s in quick.stages)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))
+def test_example_plans_are_valid(name):
+    plan = load_plan(ROOT / "examples" / name)
+    assert plan.stages and plan.methods
+    assert all("method" in overrides for overrides in plan.methods.values())
