@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import io
 import importlib
+import io
 import logging
 import os
 import signal
