@@ -12,10 +12,11 @@ The first metric a ``score`` returns is the task's headline number (``primary_me
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from selfdistill.data import Example
 
@@ -82,6 +83,25 @@ class ChoiceTask(Task):
 
     def score(self, item: ChoiceItem, results: list[LoglikResult]) -> dict[str, float]:
         raise NotImplementedError
+
+
+def user_turn(text: str) -> tuple[dict[str, str], ...]:
+    """A prompt of one user message, the chat form of every task's examples."""
+    return ({"role": "user", "content": text},)
+
+
+def read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    """The JSON values of a data file, one per non-blank line; a TaskError naming the file (and line) otherwise."""
+    if not path.is_file():
+        raise TaskError(f"{path}: file not found")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise TaskError(f"{path}:{n}: not valid JSON ({err})") from None
+    return rows
 
 
 def default_data_dir() -> Path:

@@ -22,7 +22,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from selfdistill.data import Example
-from selfdistill.tasks.base import GenerationTask, TaskError, task_dir
+from selfdistill.tasks.base import GenerationTask, TaskError, read_jsonl_rows, task_dir
 from selfdistill.tasks.scorers import code_blocks
 
 PROMPT = (
@@ -276,12 +276,6 @@ def render_call(ground_truth: dict, required: tuple[str, ...] = ()) -> str:
 # Tasks
 
 
-def _read_lines(path) -> list[dict]:
-    if not path.is_file():
-        raise TaskError(f"{path}: file not found")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 class BFCLTask(GenerationTask):
     """BFCL v4 ``simple_python`` (400 items, one function each): 200 train / 200 test.
 
@@ -301,10 +295,10 @@ class BFCLTask(GenerationTask):
     @cached_property
     def _examples(self) -> list[Example]:
         root = task_dir(self.data_dir, "bfcl")
-        questions = _read_lines(root / f"BFCL_v4_{self.category}.json")
+        questions = read_jsonl_rows(root / f"BFCL_v4_{self.category}.json")
         answers = {
             r["id"]: r["ground_truth"]
-            for r in _read_lines(root / "possible_answer" / f"BFCL_v4_{self.category}.json")
+            for r in read_jsonl_rows(root / "possible_answer" / f"BFCL_v4_{self.category}.json")
         }
         examples = []
         for q in sorted(questions, key=lambda r: int(r["id"].rsplit("_", 1)[1])):

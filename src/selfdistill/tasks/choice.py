@@ -17,7 +17,15 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from selfdistill.tasks.base import ChoiceItem, ChoiceTask, LoglikRequest, LoglikResult, TaskError, task_dir
+from selfdistill.tasks.base import (
+    ChoiceItem,
+    ChoiceTask,
+    LoglikRequest,
+    LoglikResult,
+    TaskError,
+    read_jsonl_rows,
+    task_dir,
+)
 
 DELIMITER = " "
 """lm-eval's default ``target_delimiter`` between context and choice."""
@@ -54,16 +62,6 @@ def _need(path: Path) -> Path:
     if not path.is_file():
         raise TaskError(f"{path}: file not found")
     return path
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for n, line in enumerate(_need(path).read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise TaskError(f"{path}:{n}: not valid JSON ({err})") from None
-    return rows
 
 
 def _indices(path: Path) -> list[str]:
@@ -103,7 +101,7 @@ def _query_choices_gold(path: Path, suffix: str) -> list[ChoiceItem]:
     """MosaicML gauntlet JSONL rows ``{query, choices, gold}``; the context is ``query + suffix``."""
     return [
         _item(str(i), row["query"] + suffix, row["choices"], int(row["gold"]), f"{path}:{i + 1}")
-        for i, row in enumerate(_jsonl(path))
+        for i, row in enumerate(read_jsonl_rows(path))
     ]
 
 
@@ -196,7 +194,7 @@ class WinoGrande(_LoglikTask):
     def load(self, root: Path) -> list[ChoiceItem]:
         path = root / "winogrande.jsonl"
         items = []
-        for i, row in enumerate(_jsonl(path)):
+        for i, row in enumerate(read_jsonl_rows(path)):
             gold = int(row["gold"])
             cont = DELIMITER + row["continuation"].strip()
             requests = tuple(LoglikRequest(ctx, cont) for ctx in row["context_options"])
@@ -214,7 +212,7 @@ class BoolQ(_LoglikTask):
 
     def load(self, root: Path) -> list[ChoiceItem]:
         path = root / "boolq_sub2000.jsonl"
-        rows = _jsonl(path)
+        rows = read_jsonl_rows(path)
         ids = _indices(root / "boolq_sub2000.indices.txt")
         items = []
         for i, (row_id, row) in enumerate(zip(ids, rows, strict=True)):
@@ -313,7 +311,7 @@ class Lambada(_LoglikTask):
         ids = _indices(root / "lambada_openai_sub2000.indices.txt")
         return [
             _item(row_id, row["context"], [row["continuation"]], 0, f"{path}:{i + 1}")
-            for i, (row_id, row) in enumerate(zip(ids, _jsonl(path), strict=True))
+            for i, (row_id, row) in enumerate(zip(ids, read_jsonl_rows(path), strict=True))
         ]
 
     def score(self, item: ChoiceItem, results: list[LoglikResult]) -> dict[str, float]:

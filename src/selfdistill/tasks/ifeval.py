@@ -31,7 +31,7 @@ from functools import cached_property
 from typing import Any
 
 from selfdistill.data import Example
-from selfdistill.tasks.base import GenerationTask, TaskError, task_dir
+from selfdistill.tasks.base import GenerationTask, read_jsonl_rows, task_dir, user_turn
 
 try:
     import langdetect
@@ -277,22 +277,10 @@ class IFEvalTask(GenerationTask):
     @cached_property
     def _examples(self) -> list[Example]:
         path = task_dir(self.data_dir, "ifeval") / "input_data.jsonl"
-        if not path.is_file():
-            raise TaskError(f"{path}: file not found")
         examples = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                answer = {"instruction_id_list": row["instruction_id_list"], "kwargs": row["kwargs"]}
-                examples.append(
-                    Example(
-                        ({"role": "user", "content": row["prompt"]},),
-                        None,
-                        None,
-                        answer,
-                        f"ifeval/{row['key']}",
-                    )
-                )
+        for row in read_jsonl_rows(path):
+            answer = {"instruction_id_list": row["instruction_id_list"], "kwargs": row["kwargs"]}
+            examples.append(Example(user_turn(row["prompt"]), None, None, answer, f"ifeval/{row['key']}"))
         return examples
 
     def test_examples(self) -> list[Example]:

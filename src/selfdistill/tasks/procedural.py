@@ -21,7 +21,7 @@ from functools import cached_property
 from typing import ClassVar
 
 from selfdistill.data import Example
-from selfdistill.tasks.base import GenerationTask
+from selfdistill.tasks.base import GenerationTask, user_turn
 
 FIRST_NAMES = ("Ava", "Liam", "Noor", "Mateo", "Ines", "Kenji", "Sofia", "Omar", "Lena", "Tariq", "Mira", "Jonas",
                "Priya", "Felix", "Hana", "Diego", "Yara", "Arjun", "Elif", "Bruno")  # fmt: skip
@@ -32,10 +32,6 @@ CITIES = ("Porto", "Lyon", "Oslo", "Quito", "Hanoi", "Perth", "Tunis", "Graz", "
 ITEMS = ("lamp", "kettle", "chair", "bicycle", "printer", "camera", "jacket", "mirror", "blender", "heater", "clock",
          "guitar", "tablet", "helmet", "speaker", "backpack")  # fmt: skip
 ISSUES = {"broken": "REPAIR", "missing a part": "PARTS", "the wrong color": "EXCHANGE", "arrived late": "DELAY"}
-
-
-def _user(text: str) -> tuple[dict[str, str], ...]:
-    return ({"role": "user", "content": text},)
 
 
 def _normalize(text: str) -> str:
@@ -68,7 +64,7 @@ class ProceduralTask(GenerationTask):
         else:
             raise RuntimeError(f"{self.name}: could not draw {self.num_train + self.num_test} distinct prompts")
         examples = [
-            Example(_user(prompt), demo, None, demo, f"{self.name}/{i}") for i, (prompt, demo) in enumerate(seen.items())
+            Example(user_turn(prompt), demo, None, demo, f"{self.name}/{i}") for i, (prompt, demo) in enumerate(seen.items())
         ]
         return examples[self.num_test :], examples[: self.num_test]
 
@@ -183,7 +179,7 @@ class PriorProbeTask(GenerationTask):
 
     def test_examples(self) -> list[Example]:
         return [
-            Example(_user(f"{question} Answer in one short sentence."), None, None, list(answers), f"prior_probe/{i}")
+            Example(user_turn(f"{question} Answer in one short sentence."), None, None, list(answers), f"prior_probe/{i}")
             for i, (question, answers) in enumerate(PROBES)
         ]
 

@@ -13,25 +13,13 @@ import json
 import random
 import re
 from functools import cached_property
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from selfdistill.data import Example
-from selfdistill.tasks.base import GenerationTask, TaskError, task_dir
+from selfdistill.tasks.base import GenerationTask, TaskError, read_jsonl_rows, task_dir, user_turn
 from selfdistill.tasks.bfcl import BFCLMultipleTask, BFCLTask
 from selfdistill.tasks.ifeval import IFEvalTask
 from selfdistill.tasks.scorers import extract_choice, extract_number, numbers_equal, parse_number
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise TaskError(f"{path}: file not found")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _user(text: str) -> tuple[dict[str, str], ...]:
-    return ({"role": "user", "content": text},)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # GSM8K
@@ -61,11 +49,11 @@ class GSM8KTask(GenerationTask):
     )
 
     def _load(self, filename: str) -> list[Example]:
-        rows = _read_jsonl(task_dir(self.data_dir, "gsm8k") / filename)
+        rows = read_jsonl_rows(task_dir(self.data_dir, "gsm8k") / filename)
         stem = filename.removesuffix(".jsonl")
         return [
             Example(
-                _user(self.PROMPT.format(question=r["question"])),
+                user_turn(self.PROMPT.format(question=r["question"])),
                 re.sub(r"<<[^>]*>>", "", r["answer"]),
                 None,
                 gsm8k_gold(r["answer"]),
@@ -137,7 +125,7 @@ class PubMedQATask(GenerationTask):
             decision = item["final_decision"]
             demo = f"{item['LONG_ANSWER'].strip()}\nAnswer: {decision}"
             (test if pmid in test_ids else train).append(
-                Example(_user(prompt), demo, None, decision, f"pubmedqa/{pmid}")
+                Example(user_turn(prompt), demo, None, decision, f"pubmedqa/{pmid}")
             )
         return train, test
 
@@ -181,7 +169,7 @@ class SciKnowEvalChemTask(GenerationTask):
         root = task_dir(self.data_dir, "sciknoweval_chem_l3")
         rows: list[tuple[str, Example]] = []  # (question text without options, example)
         for stem in self.FILES:
-            for i, r in enumerate(_read_jsonl(root / f"{stem}.jsonl")):
+            for i, r in enumerate(read_jsonl_rows(root / f"{stem}.jsonl")):
                 if r["type"] != "mcq-4-choices":
                     continue
                 options = "\n".join(
@@ -189,7 +177,7 @@ class SciKnowEvalChemTask(GenerationTask):
                 )
                 prompt = f"{r['prompt']['default']}\n\nQuestion: {r['question']}\n{options}\nAnswer:"
                 example = Example(
-                    _user(prompt), r["answerKey"], None, r["answerKey"], f"sciknoweval_chem/{stem}_{i}"
+                    user_turn(prompt), r["answerKey"], None, r["answerKey"], f"sciknoweval_chem/{stem}_{i}"
                 )
                 rows.append((r["question"], example))
         questions = sorted({q for q, _ in rows})
@@ -267,7 +255,7 @@ class FictionalKnowledgeTask(GenerationTask):
         docs = json.loads(path.read_text(encoding="utf-8"))
         return [
             Example(
-                _user(self.PROMPT.format(text=text)),
+                user_turn(self.PROMPT.format(text=text)),
                 target,
                 doc["train_context"],
                 [text, target],
