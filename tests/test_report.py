@@ -61,7 +61,7 @@ def test_full_report_tables_summary_and_plots(run_dir: Path):
     for name in PLOTS:
         assert f"]({name})" in text
         assert (run_dir / name).read_bytes().startswith(PNG_SIGNATURE), name
-    assert not (run_dir / "report.md.tmp").exists()
+    assert not (run_dir / ".report.md.tmp").exists()
 
 
 def test_partial_run_still_reports(run_dir: Path):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import tyro
 import yaml
 
 from selfdistill.evaluate import evaluate_tasks
+from selfdistill.fileio import write_text_atomic
 from selfdistill.models import load_model
 from selfdistill.plan import EvalTask, Plan, Stage, load_plan, parse_plan
 from selfdistill.report import RESULTS_FILE, write_report
@@ -92,9 +92,7 @@ class ContinualConfig:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a killed run leaves the previous results, never half of them
+    write_text_atomic(path, json.dumps(value, indent=1) + "\n")  # a killed run leaves the previous results
 
 
 def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]:

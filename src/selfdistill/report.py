@@ -41,6 +41,7 @@ import tyro
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from selfdistill.fileio import write_text_atomic
 from selfdistill.metrics import average_accuracy, matrix_from_results, prior_average, summarize_method
 
 logger = logging.getLogger(__name__)
@@ -376,9 +377,7 @@ def write_report(run_dir: Path) -> Path:
             lines += [f"![{method} training curves](training_{_safe(method)}.png)", ""]
 
     report = run_dir / REPORT_FILE
-    partial = report.with_name(REPORT_FILE + ".tmp")
-    partial.write_text("\n".join(lines), encoding="utf-8")
-    partial.replace(report)  # atomic: a reader never sees half a report while a run rewrites it
+    write_text_atomic(report, "\n".join(lines))  # a reader never sees half a report while a run rewrites it
     logger.info("wrote %s", report)
     return report
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import signal
 import threading
@@ -30,6 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from selfdistill import losses
 from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from selfdistill.fileio import write_text_atomic
 from selfdistill.models import DEFAULT_MODEL, load_model
 from selfdistill.prompts import resolve_template, student_prompt_ids, teacher_prompt_ids
 from selfdistill.rollout import completion_logits, eos_ids, pack, sample
@@ -407,9 +407,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             continue
         if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
             kept.append(line + "\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(kept))
 
 
 def config_dict(cfg: TrainConfig) -> dict:

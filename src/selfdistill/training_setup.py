@@ -9,7 +9,6 @@ import contextlib
 import copy
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from selfdistill.data import DataError, Example, read_examples
+from selfdistill.fileio import write_text_atomic
 
 if TYPE_CHECKING:
     from selfdistill.train import TrainConfig
@@ -86,16 +86,10 @@ def prepare_output(cfg: TrainConfig, config: dict) -> None:
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config, indent=2) + "\n"
-    _write_atomic(out / TRAIN_CONFIG, text)
+    # atomic: a kill mid-write must not leave a torn file that a later --resume cannot parse
+    write_text_atomic(out / TRAIN_CONFIG, text)
     if not (cfg.resume and (out / "config.json").is_file()):
-        _write_atomic(out / "config.json", text)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """A kill mid-write must not leave a torn file that a later --resume cannot parse."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        write_text_atomic(out / "config.json", text)
 
 
 def resolve_device(spec: str) -> torch.device:
