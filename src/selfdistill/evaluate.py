@@ -35,6 +35,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from selfdistill.models import DEFAULT_MODEL, load_model
 from selfdistill.prompts import student_prompt_ids
+from selfdistill.rollout import eos_ids, left_pad
 from selfdistill.tasks import expand_task_names, get_task
 from selfdistill.tasks.base import ChoiceTask, GenerationTask, LoglikRequest, LoglikResult, Task
 
@@ -56,17 +57,6 @@ def _inference(model: PreTrainedModel) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
-
-
-def _left_pad(seqs: list[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ids_BT, mask_BT)`` with every sequence ending at position T - 1."""
-    T = max(len(s) for s in seqs)
-    ids_BT = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask_BT = torch.zeros((len(seqs), T), dtype=torch.long)
-    for b, seq in enumerate(seqs):
-        ids_BT[b, T - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask_BT[b, T - len(seq) :] = 1
-    return ids_BT.to(device), mask_BT.to(device)
 
 
 # ---------------------------------------------------------------------------------------------------- log-likelihood
@@ -115,7 +105,7 @@ def _score_batch(
     """Score ``conts[r]`` after ``prefix + contexts[owner[r]]``: pass 1 caches each context, pass 2 reads every
     continuation. ``prefix`` is ``(cache, P)`` of a shared prompt already run, or None."""
     device = next(model.parameters()).device
-    ids_BT, mask_BT = _left_pad(contexts, pad_id, device)
+    ids_BT, mask_BT = (t.to(device) for t in left_pad(contexts, pad_id))
     B, P = len(contexts), prefix[1] if prefix else 0
     past = {}
     if prefix:  # rows: [shared prefix | left padding | own context]; a copy, as the forward pass extends it
@@ -195,11 +185,6 @@ def loglikelihood(
 
 
 # -------------------------------------------------------------------------------------------------------- generation
-def _eos_ids(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    return sorted({*(eos if isinstance(eos, list) else [eos]), tok.eos_token_id} - {None})
-
-
 def generate(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
@@ -212,7 +197,7 @@ def generate(
     """Greedy completions (special tokens dropped, cut at EOS) of left-padded prompt batches; input order."""
     if batch_size < 1 or any(not p for p in prompt_ids):
         raise ValueError(f"generate: batch_size must be >= 1 (got {batch_size}) and prompts non-empty")
-    eos = _eos_ids(model, tok)
+    eos = eos_ids(tok, model)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
     gen_cfg = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id, eos_token_id=eos, use_cache=True
@@ -223,7 +208,7 @@ def generate(
     with _inference(model), tqdm(total=len(order), desc=desc, disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            ids_BT, mask_BT = _left_pad([prompt_ids[i] for i in index], pad_id, device)
+            ids_BT, mask_BT = (t.to(device) for t in left_pad([prompt_ids[i] for i in index], pad_id))
             out = model.generate(input_ids=ids_BT, attention_mask=mask_BT, generation_config=gen_cfg)
             for b, i in enumerate(index):
                 new = out[b, ids_BT.shape[1] :].tolist()
