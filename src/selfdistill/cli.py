@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import importlib
 import io
@@ -101,9 +100,9 @@ def _config_args(path: Path, config_cls: type) -> list[str]:
         name = str(key).replace("-", "_")
         if name not in known:
             raise ValueError(f"{path}: unknown option {key!r}")
-        flag = "--" + name.replace("_", "-")
+        flag = _flag(name)
         if isinstance(value, bool):
-            args.append(flag if value else f"--no-{name.replace('_', '-')}")
+            args.append(flag if value else _flag(f"no_{name}"))
         elif isinstance(value, list):
             args += [flag, *map(str, value)]
         elif value is None:
@@ -111,6 +110,11 @@ def _config_args(path: Path, config_cls: type) -> list[str]:
         else:
             args += [flag, str(value)]
     return args
+
+
+def _flag(field_name: str) -> str:
+    """The command-line flag of a config field, as tyro spells it: ``max_new_tokens`` -> ``--max-new-tokens``."""
+    return "--" + field_name.replace("_", "-")
 
 
 def _usage() -> str:
@@ -182,11 +186,10 @@ def _check_flags(args: list[str], config_cls: type) -> None:
     """An unknown ``--flag`` is a ValueError naming it (and the closest real one) in one line, before tyro would
     print its multi-line box. Flags are the config's fields, hyphenated, plus ``--no-`` forms of booleans."""
     known = {"-h", "--help"}
-    for f in dataclasses.fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
-        known.add(flag)
+    for f in fields(config_cls):
+        known.add(_flag(f.name))
         if f.type in (bool, "bool"):
-            known.add("--no-" + flag[2:])
+            known.add(_flag(f"no_{f.name}"))
     for arg in args:
         if arg == "--":
             break
