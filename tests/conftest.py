@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from selfdistill.tasks.base import default_data_dir
+
+DATA = default_data_dir()
+"""The evaluation data: $SELFDISTILL_DATA, else ../shared/data beside the checkout (as the product resolves it)."""
 
 ROWS = [
     {"prompt": "What is 2+3?", "completion": "2+3 = 5. The answer is 5."},
@@ -33,3 +36,10 @@ def tiny():
     from selfdistill.models import load_model
 
     return load_model("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"evaluation data not found at {DATA} (set SELFDISTILL_DATA)")
+    return DATA

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 
@@ -27,14 +26,6 @@ EXPECTED = {
     "truthfulqa_mc2": (817, None),
     "lambada": (2000, 1),
 }
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    path = Path(os.environ.get("SELFDISTILL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not path.is_dir():
-        pytest.skip(f"evaluation data not found at {path} (set SELFDISTILL_DATA)")
-    return path
 
 
 def _items(name: str, data_dir: Path) -> list[ChoiceItem]:

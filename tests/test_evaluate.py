@@ -28,14 +28,6 @@ from selfdistill.tasks.base import GenerationTask, LoglikRequest
 from selfdistill.tasks.choice import CHOICE_TASKS
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    path = Path(os.environ.get("SELFDISTILL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not path.is_dir():
-        pytest.skip(f"evaluation data not found at {path} (set SELFDISTILL_DATA)")
-    return path
-
-
 def _naive(model, tok, context: str, continuation: str) -> tuple[float, bool]:
     """One request, one unpadded forward pass; the lm-eval split written out independently."""
     n = len(context) - len(context.rstrip())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,10 @@ from selfdistill.data import Example
 from selfdistill.evaluate import subset_indices
 from selfdistill.probe import ProbeConfig, demo_logprobs, mean_se, run_probe, sample_kl, token_f1, verdict
 from selfdistill.prompts import TEACHER_TEMPLATES, student_prompt_ids
+from selfdistill.tasks.base import default_data_dir
 
-DATA = Path(os.environ.get("SELFDISTILL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA = default_data_dir()  # $SELFDISTILL_DATA, else ../shared/data beside the checkout
+
 FAST = {"model": "tiny-random", "max_new_tokens": 4, "sample_tokens": 6, "num_samples": 1, "progress": False}
 ROWS = [
     {"prompt": "What is 2+3?", "completion": "2+3 = 5. The answer is 5.", "answer": "5"},

@@ -4,7 +4,6 @@ demonstrations that score full marks; and user JSONL tasks."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -12,10 +11,11 @@ import pytest
 
 from selfdistill.data import DataError
 from selfdistill.tasks import TASKS, TaskError, get_task, ifeval
+from selfdistill.tasks.base import default_data_dir
 from selfdistill.tasks.skills import GENERATION_TASKS
 from selfdistill.tasks.user import UserTask
 
-DATA = Path(os.environ.get("SELFDISTILL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA = default_data_dir()  # $SELFDISTILL_DATA, else ../shared/data beside the checkout
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no data directory at {DATA}")
 
 # name -> (train, test), from each data set's SOURCE.md and the split rules in the class docstrings
