@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -73,6 +74,25 @@ class GenerationTask(Task):
 
     def score(self, example: Example, output: str) -> dict[str, float]:
         raise NotImplementedError
+
+
+class SplitTask(GenerationTask):
+    """A generation task whose data yields both splits at once: subclasses define ``load_splits``, which runs once
+    per task object."""
+
+    def load_splits(self) -> tuple[list[Example], list[Example]]:
+        """``(train, test)`` examples."""
+        raise NotImplementedError
+
+    @cached_property
+    def splits(self) -> tuple[list[Example], list[Example]]:
+        return self.load_splits()
+
+    def train_examples(self) -> list[Example]:
+        return self.splits[0]
+
+    def test_examples(self) -> list[Example]:
+        return self.splits[1]
 
 
 class ChoiceTask(Task):

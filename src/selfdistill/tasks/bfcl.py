@@ -22,7 +22,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from selfdistill.data import Example
-from selfdistill.tasks.base import GenerationTask, TaskError, read_jsonl_rows, task_dir
+from selfdistill.tasks.base import SplitTask, TaskError, read_jsonl_rows, task_dir
 from selfdistill.tasks.scorers import code_blocks
 
 PROMPT = (
@@ -276,7 +276,7 @@ def render_call(ground_truth: dict, required: tuple[str, ...] = ()) -> str:
 # Tasks
 
 
-class BFCLTask(GenerationTask):
+class BFCLTask(SplitTask):
     """BFCL v4 ``simple_python`` (400 items, one function each): 200 train / 200 test.
 
     Split: item ids sorted by number, permuted with ``random.Random(0)``; the first half of the permutation is
@@ -316,19 +316,13 @@ class BFCLTask(GenerationTask):
             examples.append(Example(tuple(turns), demo, None, answer, f"bfcl/{q['id']}"))
         return examples
 
-    def _split(self) -> tuple[list[Example], list[Example]]:
+    def load_splits(self) -> tuple[list[Example], list[Example]]:
         examples = self._examples
         order = random.Random(self.seed).sample(range(len(examples)), len(examples))
         train_ids = set(order[: round(self.train_fraction * len(examples))])
         train = [e for i, e in enumerate(examples) if i in train_ids]
         test = [e for i, e in enumerate(examples) if i not in train_ids]
         return train, test
-
-    def train_examples(self) -> list[Example]:
-        return self._split()[0]
-
-    def test_examples(self) -> list[Example]:
-        return self._split()[1]
 
     def score(self, example: Example, output: str) -> dict[str, float]:
         functions = example.answer["functions"]

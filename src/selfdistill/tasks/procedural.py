@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import random
 import re
-from functools import cached_property
 from typing import ClassVar
 
 from selfdistill.data import Example
-from selfdistill.tasks.base import GenerationTask, user_turn
+from selfdistill.tasks.base import GenerationTask, SplitTask, user_turn
 
 FIRST_NAMES = ("Ava", "Liam", "Noor", "Mateo", "Ines", "Kenji", "Sofia", "Omar", "Lena", "Tariq", "Mira", "Jonas",
                "Priya", "Felix", "Hana", "Diego", "Yara", "Arjun", "Elif", "Bruno")  # fmt: skip
@@ -41,7 +40,7 @@ def _normalize(text: str) -> str:
     return (fenced.group(1) if fenced else text).strip().strip("`").strip()
 
 
-class ProceduralTask(GenerationTask):
+class ProceduralTask(SplitTask):
     """A generated skill: ``make(rng) -> (prompt, demonstration)``; the demonstration is the exact answer."""
 
     primary_metric = "acc"
@@ -52,8 +51,7 @@ class ProceduralTask(GenerationTask):
     def make(self, rng: random.Random) -> tuple[str, str]:
         raise NotImplementedError
 
-    @cached_property
-    def _split(self) -> tuple[list[Example], list[Example]]:
+    def load_splits(self) -> tuple[list[Example], list[Example]]:
         rng = random.Random(self.name)
         seen: dict[str, str] = {}
         for _ in range(100 * (self.num_train + self.num_test)):
@@ -67,12 +65,6 @@ class ProceduralTask(GenerationTask):
             Example(user_turn(prompt), demo, None, demo, f"{self.name}/{i}") for i, (prompt, demo) in enumerate(seen.items())
         ]
         return examples[self.num_test :], examples[: self.num_test]
-
-    def train_examples(self) -> list[Example]:
-        return self._split[0]
-
-    def test_examples(self) -> list[Example]:
-        return self._split[1]
 
     def score(self, example: Example, output: str) -> dict[str, float]:
         return {"acc": float(_normalize(output) == example.answer)}

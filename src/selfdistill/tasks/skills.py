@@ -12,11 +12,10 @@ import collections
 import json
 import random
 import re
-from functools import cached_property
 from typing import ClassVar
 
 from selfdistill.data import Example
-from selfdistill.tasks.base import GenerationTask, TaskError, read_jsonl_rows, task_dir, user_turn
+from selfdistill.tasks.base import GenerationTask, SplitTask, TaskError, read_jsonl_rows, task_dir, user_turn
 from selfdistill.tasks.bfcl import BFCLMultipleTask, BFCLTask
 from selfdistill.tasks.ifeval import IFEvalTask
 from selfdistill.tasks.scorers import extract_choice, extract_number, numbers_equal, parse_number
@@ -93,7 +92,7 @@ def extract_decision(output: str) -> str | None:
     return lone[-1].lower() if lone else None
 
 
-class PubMedQATask(GenerationTask):
+class PubMedQATask(SplitTask):
     """PubMedQA PQA-L (1,000 expert-labeled items). Test: the 500 official test PMIDs (``test_ground_truth.json``);
     train: the other 500. The prompt is the abstract (labeled sections, no conclusion) and the question; the
     demonstration is the abstract's conclusion (``LONG_ANSWER``) then ``Answer: <decision>``. Metric ``acc``:
@@ -108,8 +107,7 @@ class PubMedQATask(GenerationTask):
         "last line as 'Answer: yes', 'Answer: no' or 'Answer: maybe'."
     )
 
-    @cached_property
-    def _split(self) -> tuple[list[Example], list[Example]]:
+    def load_splits(self) -> tuple[list[Example], list[Example]]:
         root = task_dir(self.data_dir, "pubmedqa")
         for name in ("ori_pqal.json", "test_ground_truth.json"):
             if not (root / name).is_file():
@@ -129,12 +127,6 @@ class PubMedQATask(GenerationTask):
             )
         return train, test
 
-    def train_examples(self) -> list[Example]:
-        return self._split[0]
-
-    def test_examples(self) -> list[Example]:
-        return self._split[1]
-
     def score(self, example: Example, output: str) -> dict[str, float]:
         return {"acc": float(extract_decision(output) == example.answer)}
 
@@ -143,7 +135,7 @@ class PubMedQATask(GenerationTask):
 # SciKnowEval Chemistry L3
 
 
-class SciKnowEvalChemTask(GenerationTask):
+class SciKnowEvalChemTask(SplitTask):
     """SciKnowEval Chemistry L3, the five 4-choice files (2,100 items; the free-form balancing file is left out).
 
     Split: the distinct question texts (2,095; five repeat with other options) are permuted with
@@ -164,8 +156,7 @@ class SciKnowEvalChemTask(GenerationTask):
         "retrosynthesis",
     )
 
-    @cached_property
-    def _split(self) -> tuple[list[Example], list[Example]]:
+    def load_splits(self) -> tuple[list[Example], list[Example]]:
         root = task_dir(self.data_dir, "sciknoweval_chem_l3")
         rows: list[tuple[str, Example]] = []  # (question text without options, example)
         for stem in self.FILES:
@@ -193,12 +184,6 @@ class SciKnowEvalChemTask(GenerationTask):
         train = [e for q, e in rows if q not in test_questions]
         test = [e for q, e in rows if q in test_questions]
         return train, test
-
-    def train_examples(self) -> list[Example]:
-        return self._split[0]
-
-    def test_examples(self) -> list[Example]:
-        return self._split[1]
 
     def score(self, example: Example, output: str) -> dict[str, float]:
         return {"acc": float(extract_choice(output) == example.answer)}
