@@ -180,14 +180,12 @@ def _next_model(stage_dir: Path, overrides: dict[str, Any]) -> str:
     return str(stage_dir / "merged") if overrides.get("lora") else str(stage_dir)
 
 
-def _train_stage(plan: Plan, method: str, k: int, stage: Stage, start_model: str, run_dir: Path,
+def _train_stage(plan: Plan, stage: Stage, overrides: dict[str, Any], start_model: str, out: Path,
                  cfg: ContinualConfig) -> float:  # fmt: skip
-    """Train stage k (or finish it from its latest checkpoint); return the training seconds."""
-    out = run_dir / _stage_dir(method, k, stage)
+    """Train a stage into ``out`` (or finish it from its latest checkpoint); return the training seconds."""
     mark = out / TRAINED_MARK
     if mark.is_file():
         return float(json.loads(mark.read_text(encoding="utf-8"))["train_seconds"])
-    overrides = plan.train_overrides(method, stage)
     resume = (out / "train_config.json").is_file() or (out / "config.json").is_file()
     train_cfg = TrainConfig(
         data=stage.data, model=start_model, output=out, resume=resume, overwrite=not resume, data_dir=plan.data_dir,
@@ -240,7 +238,7 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
             what = f"{stage.steps} steps" if stage.steps else f"{stage.epochs:g} epochs"
             log.info("== [%s] stage %d/%d %s: training %s (%s) from %s", method, k, n, stage.name,
                      overrides["method"], what, model_spec)  # fmt: skip
-            seconds = _train_stage(plan, method, k, stage, model_spec, run_dir, cfg)
+            seconds = _train_stage(plan, stage, overrides, model_spec, stage_dir, cfg)
             model_spec = _next_model(stage_dir, overrides)
             log.info("== [%s] stage %d/%d %s: trained in %.0f s; evaluating", method, k, n, stage.name, seconds)
             scores = _evaluate(model_spec, plan, tasks, stage_dir / "eval", device, cfg.progress)
