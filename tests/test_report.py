@@ -1,6 +1,7 @@
 """report.md and PNG plots from a hand-written run directory (tests/fixtures/results_small)."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -95,13 +96,14 @@ def test_pareto_includes_sibling_runs_with_the_same_stages(run_dir: Path):
     (run_dir.parent / "broken").mkdir()
     (run_dir.parent / "broken" / "results.json").write_text("{not json")
     points = pareto_points(json.loads((run_dir / "results.json").read_text()), run_dir)
-    assert [(label, ours) for label, _, _, ours in points] == [
+    assert [(p.label, p.ours) for p in points] == [
         ("sft", True),
         ("sdft", True),
         ("other/sft", False),
         ("other/sdft", False),
     ]
-    assert points[0][1:3] == pytest.approx((0.40, 0.55))  # (prior avg at end, ACC at end)
+    assert (points[0].prior, points[0].acc) == pytest.approx((0.40, 0.55))  # (prior avg at end, ACC at end)
+    assert math.isnan(points[0].acc_std)  # one seed: no spread
     assert write_report(run_dir).exists()
 
 

@@ -4,7 +4,7 @@ after every stage, and write ``results.json`` (after each stage) and the report.
     selfdistill continual examples/tiny.yaml --output runs/tiny      # or: selfdistill demo
 
 Layout of a run directory: ``plan.json`` (the resolved plan), ``results.json`` (schema in ``report.py``),
-``<method>/stage<k>-<name>/`` (the training output of that stage: config, metrics.jsonl, the model; ``eval/`` with
+``<run>/stage<k>-<name>/`` (one per run: a setting with one seed, e.g. ``sdft[lr=3e-5]@seed1``; the training output of that stage: config, metrics.jsonl, the model; ``eval/`` with
 ``eval.json`` and per-item ``predictions.jsonl``), ``base/`` (the shared stage-0 evaluation), ``report.md`` and PNGs.
 A rerun with the same plan and output skips every finished stage, and inside an unfinished stage continues from
 its latest checkpoint. The teacher of stage k starts as a copy of the model at the start of stage k, because each
@@ -13,8 +13,10 @@ stage is a fresh ``train`` call whose teacher is built from the model it loads.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,10 +30,10 @@ import yaml
 from selfdistill.evaluate import evaluate_tasks
 from selfdistill.fileio import write_text_atomic
 from selfdistill.models import load_model
-from selfdistill.plan import EvalTask, Plan, Stage, load_plan, parse_plan
+from selfdistill.plan import EvalTask, Plan, PlanError, Stage, load_plan, parse_plan
 from selfdistill.report import RESULTS_FILE, write_report
 from selfdistill.tasks import get_task
-from selfdistill.tasks.base import Task, default_data_dir
+from selfdistill.tasks.base import Task, TaskError, default_data_dir
 from selfdistill.train import TrainConfig, train
 from selfdistill.training_setup import OutputDirError, resolve_device
 
@@ -86,6 +88,11 @@ class ContinualConfig:
     """Delete a finished stage's training checkpoints (its final model stays; only unfinished stages resume)."""
     progress: bool = True
     """Progress bars for training and evaluation."""
+    keep_models: bool = True
+    """Keep every stage's trained model (False: delete a stage's weights once the next stage no longer needs them,
+    keeping its metrics, config and evaluation; for long benchmarks)."""
+    only_seeds: list[int] | None = None
+    """Run only the runs of these seeds now (the others stay pending; results.json and the report hold what is done)."""
 
 
 # ---------------------------------------------------------------- results.json
@@ -99,7 +106,7 @@ def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]
     """A fresh results dict, or the one a previous run of the same plan left (refusing a changed plan)."""
     results_path, plan_path = run_dir / RESULTS_FILE, run_dir / PLAN_FILE
     if overwrite:
-        for name in (RESULTS_FILE, PLAN_FILE, "base", *plan.methods):
+        for name in (RESULTS_FILE, PLAN_FILE, "base", *(_run_dir_name(r.label) for r in plan.runs)):
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     if plan_path.is_file():
@@ -120,9 +127,15 @@ def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]
     return {
         "version": 1,
         "model": plan.model,
+        "eval_split": plan.eval_split,
         "stage_tasks": [stage.name for stage in plan.stages],
+        "near_tasks": [task.name for task in plan.near],
         "prior_tasks": [task.name for task in plan.prior],
-        "methods": {label: {"config": overrides, "stages": []} for label, overrides in plan.methods.items()},
+        "settings": list(plan.methods),
+        "methods": {
+            run.label: {"setting": run.setting, "seed": run.seed, "config": plan.methods[run.setting], "stages": []}
+            for run in plan.runs
+        },
     }
 
 
@@ -131,10 +144,13 @@ def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]
 
 def _load_tasks(plan: Plan) -> list[tuple[str, Task, int | None]]:
     """Every evaluated task as ``(column name, task, limit)``, loaded now so a missing data set fails first."""
-    entries: list[tuple[str, EvalTask]] = [(s.name, s.test) for s in plan.stages] + [(t.name, t) for t in plan.prior]
+    entries: list[tuple[str, EvalTask]] = [(s.name, s.test) for s in plan.stages]
+    entries += [(t.name, t) for t in plan.near] + [(t.name, t) for t in plan.prior]
     out = []
-    for name, entry in entries:
+    for k, (name, entry) in enumerate(entries):
         task = get_task(entry.spec, plan.data_dir)
+        if k < len(plan.stages) and plan.eval_split == "validation":
+            task = _on_validation(task, name)
         if task.kind == "generate":
             task.test_examples()
             if plan.eval_max_new_tokens:  # an instance attribute shadows the class's budget for this run only
@@ -153,7 +169,7 @@ def _evaluate(model_spec: str, plan: Plan, tasks, out_dir: Path, device: torch.d
     with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as predictions:
         for name, task, limit in tasks:
             part = out_dir / f".{name}.predictions.tmp"  # evaluate_tasks writes one file per call
-            result = evaluate_tasks(model, tok, [task], limit=limit, seed=plan.seed, batch_size=plan.eval_batch_size,
+            result = evaluate_tasks(model, tok, [task], limit=limit, seed=plan.eval_seed, batch_size=plan.eval_batch_size,
                                     predictions_path=part, progress=progress)  # fmt: skip
             scores[name] = next(iter(result.values()))
             for line in part.read_text(encoding="utf-8").splitlines():
@@ -171,8 +187,27 @@ def _summary(scores: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- one stage
 
 
-def _stage_dir(method: str, k: int, stage: Stage) -> str:
-    return f"{method}/stage{k}-{stage.name}"
+def _run_dir_name(label: str) -> str:
+    """A run label as a directory name: anything but letters, digits and ``_.=@,[]+-`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.=@,\[\]+-]", "_", label)
+
+
+def _stage_dir(run: str, k: int, stage: Stage) -> str:
+    return f"{_run_dir_name(run)}/stage{k}-{stage.name}"
+
+
+def _on_validation(task: Task, name: str) -> Task:
+    """``task`` scored on its validation split: a copy whose ``test_examples`` are the validation examples."""
+    validation = getattr(task, "validation_examples", None)
+    try:
+        examples = validation() if validation else None
+    except TaskError:
+        examples = None
+    if not examples:
+        raise PlanError(f"eval.split: stage task {name!r} has no validation split")
+    clone = copy.copy(task)
+    clone.test_examples = lambda: examples  # an instance attribute shadows the method for this run only
+    return clone
 
 
 def _next_model(stage_dir: Path, overrides: dict[str, Any]) -> str:
@@ -180,7 +215,7 @@ def _next_model(stage_dir: Path, overrides: dict[str, Any]) -> str:
     return str(stage_dir / "merged") if overrides.get("lora") else str(stage_dir)
 
 
-def _train_stage(plan: Plan, stage: Stage, overrides: dict[str, Any], start_model: str, out: Path,
+def _train_stage(plan: Plan, stage: Stage, seed: int, overrides: dict[str, Any], start_model: str, out: Path,
                  cfg: ContinualConfig) -> float:  # fmt: skip
     """Train a stage into ``out`` (or finish it from its latest checkpoint); return the training seconds."""
     mark = out / TRAINED_MARK
@@ -189,7 +224,7 @@ def _train_stage(plan: Plan, stage: Stage, overrides: dict[str, Any], start_mode
     resume = (out / "train_config.json").is_file() or (out / "config.json").is_file()
     train_cfg = TrainConfig(
         data=stage.data, model=start_model, output=out, resume=resume, overwrite=not resume, data_dir=plan.data_dir,
-        seed=plan.seed, device=cfg.device, progress=cfg.progress, max_steps=stage.steps,
+        seed=seed, device=cfg.device, progress=cfg.progress, max_steps=stage.steps,
         **({"epochs": stage.epochs} if stage.epochs else {}), **{**overrides, "merge": bool(overrides.get("lora"))},
     )  # fmt: skip
     start = time.perf_counter()
@@ -199,11 +234,20 @@ def _train_stage(plan: Plan, stage: Stage, overrides: dict[str, Any], start_mode
     return seconds
 
 
-def _finish_stage(run_dir: Path, results: dict, method: str, entry: dict, prune: bool) -> None:
-    results["methods"][method]["stages"].append(entry)
+def _finish_stage(run_dir: Path, results: dict, run: str, entry: dict, prune: bool) -> None:
+    results["methods"][run]["stages"].append(entry)
     _write_json(run_dir / RESULTS_FILE, results)
     if prune and entry["train_dir"]:
         shutil.rmtree(run_dir / entry["train_dir"] / "checkpoints", ignore_errors=True)
+
+
+def _drop_weights(stage_dir: Path) -> None:
+    """Delete a finished stage's model weights (and its merged copy), keeping metrics, configs and evaluation."""
+    shutil.rmtree(stage_dir / "merged", ignore_errors=True)
+    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    for pattern in ("*.safetensors", "*.bin"):
+        for path in stage_dir.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- the runner
@@ -216,6 +260,7 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
     results = _start_results(plan, run_dir, cfg.overwrite)
     device = resolve_device(cfg.device)
     n = len(plan.stages)
+    runs = [r for r in plan.runs if cfg.only_seeds is None or r.seed in cfg.only_seeds]
     base = next((m["stages"][0] for m in results["methods"].values() if m["stages"]), None)
     if base is None:
         log.info("== base model %s: evaluating %d tasks", plan.model, len(tasks))
@@ -224,28 +269,34 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
         log.info("== base: %s (%.0f s)", _summary(scores), time.perf_counter() - start)
         base = {"index": 0, "name": "base", "train_task": None, "train_dir": None, "train_seconds": 0.0,
                 "eval": scores}  # fmt: skip
-    for method, record in results["methods"].items():
-        if not record["stages"]:  # the same base model for every method: evaluated once, recorded for each
-            _finish_stage(run_dir, results, method, dict(base), prune=False)
-        model_spec = plan.model
+    for r, run in enumerate(runs, start=1):
+        record = results["methods"][run.label]
+        if not record["stages"]:  # the same base model for every run: evaluated once, recorded for each
+            _finish_stage(run_dir, results, run.label, dict(base), prune=False)
+        model_spec, previous = plan.model, None
         for k, stage in enumerate(plan.stages, start=1):
-            stage_dir = run_dir / _stage_dir(method, k, stage)
-            overrides = plan.train_overrides(method, stage)
+            stage_dir = run_dir / _stage_dir(run.label, k, stage)
+            overrides = plan.train_overrides(run.setting, stage)
+            where = f"[{run.label}] (run {r}/{len(runs)}) stage {k}/{n} {stage.name}"
             if any(s["index"] == k for s in record["stages"]):
-                log.info("== [%s] stage %d/%d %s: done, skipped", method, k, n, stage.name)
-                model_spec = _next_model(stage_dir, overrides)
+                log.info("== %s: done, skipped", where)
+                model_spec, previous = _next_model(stage_dir, overrides), stage_dir
                 continue
             what = f"{stage.steps} steps" if stage.steps else f"{stage.epochs:g} epochs"
-            log.info("== [%s] stage %d/%d %s: training %s (%s) from %s", method, k, n, stage.name,
-                     overrides["method"], what, model_spec)  # fmt: skip
-            seconds = _train_stage(plan, stage, overrides, model_spec, stage_dir, cfg)
-            model_spec = _next_model(stage_dir, overrides)
-            log.info("== [%s] stage %d/%d %s: trained in %.0f s; evaluating", method, k, n, stage.name, seconds)
+            log.info("== %s: training %s (%s, seed %d) from %s", where, overrides["method"], what, run.seed,
+                     model_spec)  # fmt: skip
+            seconds = _train_stage(plan, stage, run.seed, overrides, model_spec, stage_dir, cfg)
+            if previous is not None and not cfg.keep_models:
+                _drop_weights(previous)  # the stage that needed it as a start has trained
+            model_spec, previous = _next_model(stage_dir, overrides), stage_dir
+            log.info("== %s: trained in %.0f s; evaluating", where, seconds)
             scores = _evaluate(model_spec, plan, tasks, stage_dir / "eval", device, cfg.progress)
-            log.info("== [%s] stage %d/%d %s: %s", method, k, n, stage.name, _summary(scores))
+            log.info("== %s: %s", where, _summary(scores))
             entry = {"index": k, "name": stage.name, "train_task": stage.data, "train_dir":
-                     _stage_dir(method, k, stage), "train_seconds": seconds, "eval": scores}  # fmt: skip
-            _finish_stage(run_dir, results, method, entry, cfg.prune_checkpoints)
+                     _stage_dir(run.label, k, stage), "train_seconds": seconds, "eval": scores}  # fmt: skip
+            _finish_stage(run_dir, results, run.label, entry, cfg.prune_checkpoints)
+        if previous is not None and not cfg.keep_models:
+            _drop_weights(previous)
     report = write_report(run_dir)
     print(f"report: {report}")
     return report

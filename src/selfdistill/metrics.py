@@ -151,6 +151,7 @@ def summarize_method(results: Mapping[str, Any], method: str) -> dict[str, Any]:
     R = matrix_from_results(results, method, tasks)
     P = matrix_from_results(results, method, list(results.get("prior_tasks", [])))
     priors = prior_average(P)
+    near = prior_average(matrix_from_results(results, method, list(results.get("near_tasks", []))))
     return {
         "stages_done": max(R.shape[0] - 1, 0),
         "acc": average_accuracy(R),
@@ -162,14 +163,125 @@ def summarize_method(results: Mapping[str, Any], method: str) -> dict[str, Any]:
         "prior_base": float(priors[0]) if priors.size else math.nan,
         "prior_end": float(priors[-1]) if priors.size else math.nan,
         "prior_drop": prior_drop(P),
+        "near_by_stage": near.tolist(),
+        "near_base": float(near[0]) if near.size else math.nan,
+        "near_end": float(near[-1]) if near.size else math.nan,
+        "near_drop": float(near[0] - near[-1]) if near.size else math.nan,
         "matrix": R.tolist(),
     }
 
 
 def summarize(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per method: ``stages_done``, ``acc``, ``bwt``, ``fwt``, ``forgetting`` and ``gain`` (task → value),
-    ``prior_by_stage``, ``prior_base``, ``prior_end``, ``prior_drop``, and the ``matrix`` R.
+    """Per run: ``stages_done``, ``acc``, ``bwt``, ``fwt``, ``forgetting`` and ``gain`` (task → value),
+    ``prior_by_stage``, ``prior_base``, ``prior_end``, ``prior_drop``, the same four for the near-prior tasks
+    (``near_*``), and the ``matrix`` R.
 
     JSON-serialisable: undefined values (NaN) become ``None``.
     """
     return {method: _json(summarize_method(results, method)) for method in results["methods"]}
+
+
+# ---------------------------------------------------------------- across seeds
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (t_{0.975, df}); above 30 the normal 1.96
+# is within 2.5%. Standard table values.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+SCALARS = ("acc", "bwt", "fwt", "prior_end", "prior_drop", "near_end", "near_drop")
+"""The per-run numbers that are aggregated across seeds and compared between settings."""
+
+
+def t_quantile_975(df: int) -> float:
+    """t_{0.975, df}, the half-width factor of a two-sided 95% interval; NaN for df < 1."""
+    if df < 1:
+        return math.nan
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """``(mean, sample std (ddof 1; NaN for one value), n)`` over the finite values."""
+    array = np.asarray(values, dtype=float)
+    array = array[np.isfinite(array)]
+    if not array.size:
+        return math.nan, math.nan, 0
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else math.nan, int(array.size)
+
+
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, float]:
+    """Mean of ``a[seed] − b[seed]`` over the seeds both have (finite), with its 95% t-interval.
+
+    ``{"mean", "lo", "hi", "n"}``; the interval is NaN with fewer than two pairs. Pairing by seed removes what
+    the seeds share (the evaluation items, the base model), so the interval is about the settings' difference.
+    """
+    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b)) if math.isfinite(a[s]) and math.isfinite(b[s])]
+    mean, std, n = mean_std(diffs)
+    half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
+
+
+def settings_of(results: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Setting label → its run labels (in results order). A run without a ``setting`` is a setting of its own."""
+    out: dict[str, list[str]] = {}
+    for label, record in results["methods"].items():
+        out.setdefault(str(record.get("setting") or label), []).append(label)
+    return out
+
+
+def aggregate(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per setting, across its seeds: ``seeds`` (seed → run label), ``per_seed`` (scalar → seed → value, finished
+    runs only), ``scalars`` (name → (mean, std, n)), and ``matrix_mean``/``matrix_std`` over the finished runs of
+    every task column (stage tasks, then near-prior, then prior tasks) after every stage.
+
+    A run counts once it has every stage; a partial run would mix ends of different lengths.
+    """
+    columns = [*results["stage_tasks"], *results.get("near_tasks", []), *results.get("prior_tasks", [])]
+    n_stages = len(results["stage_tasks"])
+    out: dict[str, dict[str, Any]] = {}
+    for setting, labels in settings_of(results).items():
+        seeds, per_seed = {}, {name: {} for name in SCALARS}
+        matrices = []
+        for k, label in enumerate(labels):
+            seed = results["methods"][label].get("seed", k)
+            summary = summarize_method(results, label)
+            if summary["stages_done"] < n_stages:
+                continue
+            seeds[seed] = label
+            for name in SCALARS:
+                per_seed[name][seed] = summary[name]
+            matrices.append(matrix_from_results(results, label, columns))
+        stack = np.stack(matrices) if matrices else np.full((0, n_stages + 1, len(columns)), math.nan)
+        mean = np.array([[mean_std(stack[:, i, j])[0] for j in range(stack.shape[2])] for i in range(stack.shape[1])])
+        std = np.array([[mean_std(stack[:, i, j])[1] for j in range(stack.shape[2])] for i in range(stack.shape[1])])
+        out[setting] = {
+            "runs": labels,
+            "seeds": seeds,
+            "per_seed": per_seed,
+            "scalars": {name: mean_std(list(per_seed[name].values())) for name in SCALARS},
+            "columns": columns,
+            "matrix_mean": mean.reshape(stack.shape[1], len(columns)),
+            "matrix_std": std.reshape(stack.shape[1], len(columns)),
+        }
+    return out
+
+
+def comparisons(results: Mapping[str, Any], agg: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Paired differences between settings: every setting against the plan's first setting and, when the first
+    is not SFT, against the first SFT setting too. ``[{"setting", "reference", scalar → paired_difference}]``."""
+    agg = aggregate(results) if agg is None else agg
+    order = list(results.get("settings") or agg)
+    order = [s for s in order if s in agg]
+    if not order:
+        return []
+    method_of = {s: (results["methods"][agg[s]["runs"][0]].get("config") or {}).get("method") for s in order}
+    references = [order[0]] + [next((s for s in order if method_of[s] == "sft"), order[0])]
+    out = []
+    for reference in dict.fromkeys(references):
+        for setting in order:
+            if setting == reference:
+                continue
+            entry: dict[str, Any] = {"setting": setting, "reference": reference}
+            for name in SCALARS:
+                entry[name] = paired_difference(agg[setting]["per_seed"][name], agg[reference]["per_seed"][name])
+            out.append(entry)
+    return out

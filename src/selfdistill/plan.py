@@ -7,19 +7,25 @@ order (a registered task, or a data file plus the task that tests it), and what 
 
     model: smollm2-135m-instruct
     output: runs/demo                  # relative to the working directory
-    seed: 0
+    seeds: [0, 1, 2]                   # every setting runs once per seed (or `seed: 0` for one run)
     train: {batch_size: 8}             # TrainConfig overrides for every method and stage
     methods:
       sft: {lr: 2.0e-5}                # the method (sdft | sft | seqkd) is the key, or `method:`
-      sdft: {lr: 2.0e-5, teacher_template: chat-turn}
+      sdft: {teacher_template: chat-turn, sweep: {lr: [1.0e-5, 3.0e-5]}}   # settings sdft[lr=1e-5], sdft[lr=3e-5]
     stages:
       - {task: record_json, steps: 20}
       - {data: my_demos.jsonl, test: my_test.jsonl:exact, name: mine, epochs: 1, train: {lr: 1.0e-5}}
     eval:
       limit: 50                        # items per task (a seeded subset), unless the task sets its own
+      seed: 0                          # picks the subsets: the same items for every seed, so runs are paired
+      split: test                      # or validation: stage tasks scored on their validation split (tuning)
+      near: [near_record_json]         # near-prior tasks: the base model's skills on the stage tasks' surface
       prior: [prior_probe, {task: arc_easy, limit: 100}]
 
-Data paths (``data``, ``test``) are relative to the plan file. Every error is one line naming the field path.
+A *setting* is a method label with its overrides; a ``sweep`` (any TrainConfig field → list of values; several
+fields make their product) turns one method entry into one setting per value, labelled ``sdft[lr=3e-5]``. A *run*
+is one setting trained with one seed, labelled ``sdft[lr=3e-5]@seed1`` when the plan lists ``seeds`` (plain
+``sdft`` with ``seed``). Data paths (``data``, ``test``) are relative to the plan file. Every error is one line naming the field path.
 """
 
 from __future__ import annotations
@@ -71,21 +77,48 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Run:
+    label: str
+    """The key in results.json and the run's directory name: ``sdft[lr=3e-5]@seed1``, or the setting alone."""
+    setting: str
+    """The method label with its sweep values (a key of ``Plan.methods``)."""
+    seed: int
+
+
+@dataclass(frozen=True)
 class Plan:
     model: str
     output: Path
     data_dir: Path | None
-    seed: int
+    seeds: tuple[int, ...]
+    """Training seeds: every setting runs once per seed."""
+    seeded_labels: bool
+    """Whether run labels carry the seed (the plan listed ``seeds``)."""
+    eval_seed: int
+    """Picks the evaluation subsets; the same for every run, so runs are paired item by item."""
     methods: dict[str, dict[str, Any]]
-    """Method label → TrainConfig overrides (plan-wide ``train`` merged in, ``method`` always set)."""
+    """Setting label → TrainConfig overrides (plan-wide ``train`` merged in, ``method`` always set)."""
     stages: tuple[Stage, ...]
     prior: tuple[EvalTask, ...]
+    near: tuple[EvalTask, ...]
+    """Near-prior tasks: what the base model already does on the stage tasks' surface (reported apart from prior)."""
+    eval_split: Literal["test", "validation"]
+    """Which split of the stage tasks is scored (validation: for choosing settings before the test runs)."""
     eval_batch_size: int
     eval_max_new_tokens: int | None
     """Cap on every generation task's completion length during evaluation (None: each task's own)."""
 
-    def train_overrides(self, method: str, stage: Stage) -> dict[str, Any]:
-        return {**self.methods[method], **stage.train}
+    @property
+    def runs(self) -> list[Run]:
+        """Every (setting, seed) pair, seed by seed, so a partial run holds whole seeds of every setting."""
+        return [
+            Run(f"{setting}@seed{seed}" if self.seeded_labels else setting, setting, seed)
+            for seed in self.seeds
+            for setting in self.methods
+        ]
+
+    def train_overrides(self, setting: str, stage: Stage) -> dict[str, Any]:
+        return {**self.methods[setting], **stage.train}
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between a run and its resumption (everything but where it is written)."""
@@ -225,13 +258,16 @@ def _train_overrides(f: _Fields, path: str, value: Any, allow_method: bool) -> d
     return out
 
 
-def _check_train(f: _Fields, path: str, overrides: dict[str, Any]) -> None:
-    """Run TrainConfig's own validation on ``overrides``; its message names the option."""
+def _check_train(f: _Fields, path: str, overrides: dict[str, Any], blame: str | None = None) -> None:
+    """Run TrainConfig's own validation on ``overrides``; its message names the option. With ``blame`` (a field
+    name, or "" for none) the error is put on ``path`` itself when it is about that field."""
     try:
         TrainConfig(data="-", **overrides)
     except ValueError as err:
         option, _, why = str(err).partition(": ")
         name = option.replace("-", "_")
+        if blame is not None:
+            f.fail(path, (why or str(err)) if name == blame else str(err))
         f.fail(f"{path}.{name}" if name in overrides else path, why or str(err))
 
 
@@ -294,14 +330,71 @@ def _stage(f: _Fields, k: int, value: Any, base: Path, limit: int | None) -> Sta
     return Stage(name, data, EvalTask(test.spec, limit), steps, epochs, train)
 
 
+def format_value(value: Any) -> str:
+    """A sweep value as it appears in a setting label: ``1e-4``, ``0.5``, ``64``, ``true``, ``chat-turn``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value != 0 and not 1e-2 <= abs(value) < 1e4:
+            mantissa, _, exponent = f"{value:e}".partition("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return f"{value:g}"
+    return str(value)
+
+
+def _sweep(f: _Fields, path: str, value: Any, base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``[(label suffix, overrides)]``, one per point of the product of the sweep's value lists (in their order)."""
+    section = _Fields(f.where, path, value)
+    if not section.value:
+        section.fail(path, "must name at least one training option with a list of values")
+    points: list[tuple[str, dict[str, Any]]] = [("", {})]
+    for key, values in section.value.items():
+        name, where = key.replace("-", "_"), section.sub(key)
+        if name in MANAGED:
+            section.fail(where, "set by the plan (model, stages' steps/epochs, output, data_dir); not sweepable")
+        if name not in TRAIN_FIELDS or name == "method":
+            section.fail(where, "unknown training option")
+        if not isinstance(values, list) or not values:
+            section.fail(where, f"expected a non-empty list of values, got {_kind(values)} {values!r}")
+        typed = []
+        for i, item in enumerate(values):
+            try:
+                typed.append(_coerce(item, _TRAIN_HINTS[name]))
+            except TypeError as err:
+                section.fail(f"{where}[{i}]", f"expected {err}, got {item!r}")
+            _check_train(f, f"{where}[{i}]", {**base, name: typed[-1]}, blame=name)
+            if typed[-1] in typed[:-1]:
+                section.fail(f"{where}[{i}]", f"value {format_value(typed[-1])} appears twice")
+        points = [(f"{label},{name}={format_value(v)}".lstrip(","), {**o, name: v}) for label, o in points for v in typed]
+    for label, overrides in points:  # the product must be valid too (options that constrain each other)
+        _check_train(f, f"{path} (point {label})", {**base, **overrides}, blame="")
+    return points
+
+
+def _seeds(f: _Fields) -> tuple[tuple[int, ...], bool]:
+    if "seeds" in f.value and "seed" in f.value:
+        f.fail("seeds", "give 'seeds' (a list) or 'seed' (one), not both")
+    if "seeds" not in f.value:
+        return (f.get("seed", int, 0),), False
+    seeds = f.value["seeds"]
+    if not isinstance(seeds, list) or not seeds:
+        f.fail("seeds", f"must be a non-empty list of integers, got {_kind(seeds)} {seeds!r}")
+    for i, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            f.fail(f"seeds[{i}]", f"expected an integer, got {_kind(seed)} {seed!r}")
+        if seed in seeds[:i]:
+            f.fail(f"seeds[{i}]", f"seed {seed} appears twice")
+    return tuple(seeds), True
+
+
 def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> Plan:
     """Validate a decoded plan; ``base`` resolves relative data paths; ``output`` overrides the plan's."""
     f = _Fields(where, "", raw, required=("methods", "stages"))
-    f.reject_unknown(("model", "output", "data_dir", "seed", "train", "methods", "stages", "eval"))
+    f.reject_unknown(("model", "output", "data_dir", "seed", "seeds", "train", "methods", "stages", "eval"))
     model = f.get("model", str, DEFAULT_MODEL)
     out = output or Path(f.get("output", str, "runs/" + Path(where).stem))
     data_dir = f.get("data_dir", str)
-    seed = f.get("seed", int, 0)
+    seeds, seeded = _seeds(f)
     common = _train_overrides(f, "train", f.value.get("train") or {}, allow_method=False)
 
     m = _Fields(where, "methods", f.value["methods"])
@@ -309,34 +402,46 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
         m.fail("methods", "must name at least one method (e.g. sft: {} and sdft: {})")
     methods = {}
     for label, value in m.value.items():
-        overrides = _train_overrides(f, m.sub(label), value or {}, allow_method=True)
+        if "/" in label or "@" in label or not label.strip():
+            m.fail(m.sub(label), "a method label must be a non-empty name without '/' or '@'")
+        value = dict(value or {}) if isinstance(value, dict) or value is None else value
+        sweep = value.pop("sweep", None) if isinstance(value, dict) else None
+        overrides = _train_overrides(f, m.sub(label), value, allow_method=True)
         overrides.setdefault("method", label if label in METHODS else None)
         if overrides["method"] is None:
             m.fail(m.sub(label), f"set 'method' (one of {', '.join(METHODS)}) or name the method by it")
-        if "/" in label or not label.strip():
-            m.fail(m.sub(label), "a method label must be a non-empty name without '/'")
-        methods[label] = {"method": overrides.pop("method"), **common, **overrides}
-        _check_train(f, m.sub(label), methods[label])
+        setting = {"method": overrides.pop("method"), **common, **overrides}
+        _check_train(f, m.sub(label), setting)
+        points = [("", {})] if sweep is None else _sweep(f, m.sub(label) + ".sweep", sweep, setting)
+        for suffix, swept in points:
+            name = f"{label}[{suffix}]" if suffix else label
+            if name in methods:
+                m.fail(m.sub(label), f"setting {name!r} appears twice")
+            methods[name] = {**setting, **swept}
 
     e = _Fields(where, "eval", f.value.get("eval") or {})
-    e.reject_unknown(("limit", "batch_size", "max_new_tokens", "prior"))
+    e.reject_unknown(("limit", "seed", "split", "batch_size", "max_new_tokens", "near", "prior"))
     limit = e.get("limit", int, None, lambda n: n > 0, "must be > 0")
+    eval_seed = e.get("seed", int, seeds[0] if not seeded else 0)
+    split = e.get("split", str, "test", lambda x: x in ("test", "validation"), "must be 'test' or 'validation'")
     batch_size = e.get("batch_size", int, 16, lambda n: n > 0, "must be > 0")
     max_new = e.get("max_new_tokens", int, None, lambda n: n > 0, "must be > 0")
     prior_raw = e.get("prior", list, [])
     prior = tuple(_eval_task(e, f"eval.prior[{i}]", v, base, limit) for i, v in enumerate(prior_raw))
+    near_raw = e.get("near", list, [])
+    near = tuple(_eval_task(e, f"eval.near[{i}]", v, base, limit) for i, v in enumerate(near_raw))
 
     stages_raw = f.get("stages", list, check=bool, why="must list at least one stage")
     stages = tuple(_stage(f, k, value, base, limit) for k, value in enumerate(stages_raw))
-    for method in methods:  # the merged options must make a valid TrainConfig at every stage
+    for setting in methods:  # the merged options must make a valid TrainConfig at every stage
         for k, stage in enumerate(stages):
-            _check_train(f, f"stages[{k}].train", {**methods[method], **stage.train})
-    names = [s.name for s in stages] + [t.name for t in prior]
+            _check_train(f, f"stages[{k}].train", {**methods[setting], **stage.train})
+    names = [s.name for s in stages] + [t.name for t in near] + [t.name for t in prior]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        f.fail("stages", f"task {dup!r} appears twice (stage names and prior tasks must be distinct)")
-    return Plan(model, Path(out), Path(data_dir) if data_dir else None, seed, methods, stages, prior, batch_size,
-                max_new)  # fmt: skip
+        f.fail("stages", f"task {dup!r} appears twice (stage, near-prior and prior task names must be distinct)")
+    return Plan(model, Path(out), Path(data_dir) if data_dir else None, seeds, seeded, eval_seed, methods, stages,
+                prior, near, split, batch_size, max_new)  # fmt: skip
 
 
 def load_plan(path: Path, output: Path | None = None) -> Plan:

@@ -42,7 +42,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from selfdistill.fileio import write_text_atomic
-from selfdistill.metrics import average_accuracy, matrix_from_results, prior_average, summarize_method
+from selfdistill.metrics import (
+    aggregate,
+    average_accuracy,
+    comparisons,
+    matrix_from_results,
+    prior_average,
+    settings_of,
+    summarize_method,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -123,34 +131,117 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _seed_table(results: Mapping[str, Any], method: str) -> list[str]:
-    """Rows = stages, columns = each stage task, the prior average, then each prior task (± stderr)."""
-    tasks, priors = list(results["stage_tasks"]), list(results["prior_tasks"])
+    """Rows = stages, columns = each stage task, then the near-prior average and tasks, then the prior average and
+    tasks (± stderr)."""
+    tasks = list(results["stage_tasks"])
     R, R_err = (matrix_from_results(results, method, tasks, field) for field in ("metrics", "stderr"))
-    P, P_err = (matrix_from_results(results, method, priors, field) for field in ("metrics", "stderr"))
-    prior_avg = prior_average(P)
+    groups = [(label, list(results.get(key, []))) for label, key in (("near avg", "near_tasks"), ("prior avg", "prior_tasks"))]
+    parts = [(label, names, *(matrix_from_results(results, method, names, f) for f in ("metrics", "stderr")))
+             for label, names in groups if names]  # fmt: skip
     rows = []
     for i in range(R.shape[0]):
         cells = [_cell(R[i, j], R_err[i, j]) for j in range(len(tasks))]
-        if priors:
-            cells += [_num(prior_avg[i])] + [_cell(P[i, m], P_err[i, m]) for m in range(len(priors))]
+        for _, names, P, P_err in parts:
+            cells += [_num(prior_average(P)[i])] + [_cell(P[i, m], P_err[i, m]) for m in range(len(names))]
         rows.append([_stage_label(i, tasks), *cells])
-    header = ["stage", *tasks] + (["prior avg", *priors] if priors else [])
+    header = ["stage", *tasks] + [c for label, names, *_ in parts for c in (label, *names)]
     return _table(header, rows)
 
 
 def _metrics_table(results: Mapping[str, Any], summaries: Mapping[str, dict[str, Any]]) -> list[str]:
     tasks = list(results["stage_tasks"])
-    header = ["method", "stages", "ACC", "BWT", "FWT", *(f"forgetting {t}" for t in tasks)]
-    header += ["prior base", "prior end", "prior drop", "train time"]
+    near = bool(results.get("near_tasks"))
+    header = ["run", "stages", "ACC", "BWT", "FWT", *(f"forgetting {t}" for t in tasks)]
+    header += ["prior base", "prior end", "prior drop"] + (["near base", "near end", "near drop"] if near else [])
+    header += ["train time"]
     rows = []
     for method, s in summaries.items():
         seconds = sum(float(stage.get("train_seconds") or 0.0) for stage in _stages(results, method))
         rows.append(
             [method, f"{s['stages_done']}/{len(tasks)}", _num(s["acc"]), _num(s["bwt"], True), _num(s["fwt"], True)]
             + [_num(s["forgetting"][t]) for t in tasks]
-            + [_num(s["prior_base"]), _num(s["prior_end"]), _num(s["prior_drop"], True), _duration(seconds)]
+            + [_num(s["prior_base"]), _num(s["prior_end"]), _num(s["prior_drop"], True)]
+            + ([_num(s["near_base"]), _num(s["near_end"]), _num(s["near_drop"], True)] if near else [])
+            + [_duration(seconds)]
         )
     return _table(header, rows)
+
+
+def _pm(value: tuple[float, float, int] | Sequence[float], signed: bool = False) -> str:
+    mean, std = float(value[0]), float(value[1])
+    return _num(mean, signed) + (f" ± {std:.3f}" if math.isfinite(mean) and math.isfinite(std) else "")
+
+
+def _interval(d: Mapping[str, float]) -> str:
+    if not math.isfinite(d["mean"]):
+        return "—"
+    if not math.isfinite(d["lo"]):
+        return f"{d['mean']:+.3f} (n={d['n']})"
+    mark = " *" if d["lo"] > 0 or d["hi"] < 0 else ""  # the interval excludes 0
+    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]{mark}"
+
+
+def is_multi(results: Mapping[str, Any]) -> bool:
+    """Whether the run has settings with several seeds or sweeps: then the report aggregates across runs."""
+    groups = settings_of(results)
+    return any(len(labels) > 1 for labels in groups.values()) or any(g not in results["methods"] for g in groups)
+
+
+def _across_seeds(results: Mapping[str, Any]) -> list[str]:
+    """Mean ± std per setting over its finished seeds, paired differences with 95% intervals, and per-cell tables."""
+    agg = aggregate(results)
+    near = bool(results.get("near_tasks"))
+    n_seeds = sorted({len(v["runs"]) for v in agg.values()})
+    lines = ["## Across seeds", "",
+             f"Each setting runs once per seed ({'/'.join(map(str, n_seeds))} seeds); a run counts here once all its "
+             "stages are done. Mean ± sample std over those runs.", ""]  # fmt: skip
+    header = ["setting", "seeds done", "ACC", "BWT", "prior end", "prior drop"] + (["near end", "near drop"] if near else [])
+    rows = []
+    for setting, v in agg.items():
+        sc = v["scalars"]
+        rows.append([setting, f"{len(v['seeds'])}/{len(v['runs'])}", _pm(sc["acc"]), _pm(sc["bwt"], True),
+                     _pm(sc["prior_end"]), _pm(sc["prior_drop"], True)]
+                    + ([_pm(sc["near_end"]), _pm(sc["near_drop"], True)] if near else []))  # fmt: skip
+    lines += [*_table(header, rows), ""]
+    pairs = comparisons(results, agg)
+    if pairs:
+        lines += ["### Paired differences", "",
+                  "Setting minus reference, paired by seed, mean [95% t-interval]; * marks an interval that excludes 0. "
+                  "Higher ACC/BWT is better; a lower (more negative) prior or near drop is better.", ""]  # fmt: skip
+        header = ["setting − reference", "ACC", "BWT", "prior drop"] + (["near drop"] if near else [])
+        rows = [[f"{p['setting']} − {p['reference']}", _interval(p["acc"]), _interval(p["bwt"]),
+                 _interval(p["prior_drop"])] + ([_interval(p["near_drop"])] if near else []) for p in pairs]  # fmt: skip
+        lines += [*_table(header, rows), ""]
+    tasks = list(results["stage_tasks"])
+    for setting, v in agg.items():
+        if not v["seeds"]:
+            continue
+        lines += [f"### {setting}: each task after each stage (mean ± std over {len(v['seeds'])} seeds)", ""]
+        rows = [[_stage_label(i, tasks)] + [_pm((v["matrix_mean"][i, j], v["matrix_std"][i, j]))
+                                            for j in range(len(v["columns"]))]
+                for i in range(v["matrix_mean"].shape[0])]  # fmt: skip
+        lines += [*_table(["stage", *v["columns"]], rows), ""]
+    return lines
+
+
+def trajectories(results: Mapping[str, Any]) -> list[str]:
+    """The seed-style table as text lines: per setting, each task's score after each stage, e.g.
+    ``  record_json   0.00 → 0.91 → 0.40 → 0.38`` (means over finished seeds when there are several)."""
+    agg = aggregate(results)
+    columns = [*results["stage_tasks"], *results.get("near_tasks", []), *results.get("prior_tasks", [])]
+    width = max(map(len, columns), default=8)
+    lines = []
+    for setting, labels in settings_of(results).items():
+        if len(labels) > 1 and agg[setting]["seeds"]:
+            M, title = agg[setting]["matrix_mean"], f"{setting} (mean of {len(agg[setting]['seeds'])} seeds)"
+        else:
+            M, title = matrix_from_results(results, labels[0], columns), setting
+        lines.append(f"{title}:  base → " + " → ".join(f"after {t}" for t in results["stage_tasks"][: M.shape[0] - 1]))
+        for j, name in enumerate(columns):
+            kind = "" if j < len(results["stage_tasks"]) else " (near)" if name in results.get("near_tasks", []) else " (prior)"
+            values = " → ".join("  —" if not math.isfinite(x) else f"{x:.2f}" for x in M[:, j])
+            lines.append(f"  {(name + kind).ljust(width + 8)} {values}")
+    return lines
 
 
 def _summary_line(method: str, s: Mapping[str, Any], tasks: Sequence[str]) -> str:
@@ -192,27 +283,44 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _plot_accuracy_by_stage(results: Mapping[str, Any], path: Path) -> None:
-    """One panel per stage task, per prior task, and the prior average; x = stage, one line per method."""
-    tasks, priors = list(results["stage_tasks"]), list(results["prior_tasks"])
-    panels = tasks + priors + (["prior average"] if priors else [])
+    """One panel per stage task, per near-prior and prior task, and the averages; x = stage, one line per setting
+    (the mean over its finished seeds, with a ±std band, when it has several)."""
+    tasks, near, priors = list(results["stage_tasks"]), list(results.get("near_tasks", [])), list(results["prior_tasks"])
+    panels = tasks + near + (["near-prior average"] if near else []) + priors + (["prior average"] if priors else [])
     ncols = min(3, len(panels)) or 1
     nrows = max(1, math.ceil(len(panels) / ncols))
     figure = _new_figure(4.2 * ncols, 3.2 * nrows)
     axes = np.atleast_1d(figure.subplots(nrows, ncols, squeeze=False)).ravel()
-    columns = {}
-    for method in results["methods"]:
-        P = matrix_from_results(results, method, priors)
-        columns[method] = np.column_stack([matrix_from_results(results, method, tasks), P, prior_average(P)])
+    agg = aggregate(results)
+
+    def with_averages(M: np.ndarray) -> np.ndarray:
+        R, N, P = M[:, : len(tasks)], M[:, len(tasks) : len(tasks) + len(near)], M[:, len(tasks) + len(near) :]
+        parts = [R, N] + ([prior_average(N)[:, None]] if near else []) + [P] + ([prior_average(P)[:, None]] if priors else [])
+        return np.column_stack(parts)
+
+    columns, bands = {}, {}
+    for setting, labels in settings_of(results).items():
+        if len(labels) > 1 and agg[setting]["seeds"]:
+            runs = [matrix_from_results(results, label, [*tasks, *near, *priors]) for label in agg[setting]["seeds"].values()]
+            curves = np.stack([with_averages(M) for M in runs])
+            columns[setting] = np.nanmean(curves, axis=0) if curves.size else curves
+            bands[setting] = np.nanstd(curves, axis=0, ddof=1) if len(runs) > 1 else None
+        else:
+            columns[setting] = with_averages(matrix_from_results(results, labels[0], [*tasks, *near, *priors]))
     labels = ["base", *tasks]
     for k, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
         if k < len(tasks):
             ax.axvspan(k + 0.5, k + 1.5, color="0.9", label="trained at this stage")
-        for method, values in columns.items():
-            ax.plot(range(values.shape[0]), values[:, k], marker="o", label=method)
+        for setting, values in columns.items():
+            line = ax.plot(range(values.shape[0]), values[:, k], marker="o", label=setting)[0]
+            if bands.get(setting) is not None:
+                low, high = values[:, k] - bands[setting][:, k], values[:, k] + bands[setting][:, k]
+                ax.fill_between(range(values.shape[0]), low, high, color=line.get_color(), alpha=0.15)
         scores = np.concatenate([values[:, k] for values in columns.values()] or [np.zeros(0)])
         if np.all((scores >= 0) & (scores <= 1) | np.isnan(scores)):  # scores in [0, 1]: show the whole range
             ax.set_ylim(-0.03, 1.03)
-        ax.set_title(panel + (" (prior)" if k >= len(tasks) and panel != "prior average" else ""))
+        kind = " (near-prior)" if panel in near else " (prior)" if panel in priors else ""
+        ax.set_title(panel + kind)
         ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
         ax.set_xlim(-0.3, len(labels) - 0.7)
         ax.set_ylabel("score")
@@ -257,32 +365,67 @@ def _sibling_runs(run_dir: Path, tasks: Sequence[str]) -> list[tuple[str, dict[s
     return found
 
 
-def pareto_points(results: Mapping[str, Any], run_dir: Path) -> list[tuple[str, float, float, bool]]:
-    """``(label, prior average at end, ACC at end, from this run)`` per method of this run, then per method of each
-    sibling run with the same stage tasks (labelled ``run/method``); points missing a coordinate are left out."""
+@dataclass(frozen=True)
+class ParetoPoint:
+    label: str
+    prior: float
+    """Prior-capability average at the end (mean over the setting's finished seeds)."""
+    acc: float
+    """ACC at the end (mean over the setting's finished seeds)."""
+    prior_std: float
+    acc_std: float
+    """Sample std across seeds (NaN for one seed)."""
+    ours: bool
+    """From this run directory (not a sibling)."""
+
+
+def _setting_points(results: Mapping[str, Any]) -> list[tuple[str, float, float, float, float]]:
+    """``(setting, prior mean, acc mean, prior std, acc std)``; a setting of one run uses it even while partial."""
+    points = []
+    groups = settings_of(results)
+    agg = aggregate(results)
+    for setting, labels in groups.items():
+        if len(labels) == 1:
+            s = summarize_method(results, labels[0])
+            values = (s["prior_end"], s["acc"], math.nan, math.nan)
+        else:
+            scalars = agg[setting]["scalars"]
+            values = (scalars["prior_end"][0], scalars["acc"][0], scalars["prior_end"][1], scalars["acc"][1])
+        if math.isfinite(values[0]) and math.isfinite(values[1]):
+            points.append((setting, *values))
+    return points
+
+
+def pareto_points(results: Mapping[str, Any], run_dir: Path) -> list[ParetoPoint]:
+    """One point per setting of this run (mean over seeds, with the std across seeds), then per setting of each
+    sibling run with the same stage tasks (labelled ``run/setting``); points missing a coordinate are left out."""
     points = []
     for run_name, run in [(None, results), *_sibling_runs(Path(run_dir), results["stage_tasks"])]:
-        for method in run["methods"]:
-            s = summarize_method(run, method)
-            if math.isfinite(s["prior_end"]) and math.isfinite(s["acc"]):
-                label = method if run_name is None else f"{run_name}/{method}"
-                points.append((label, s["prior_end"], s["acc"], run_name is None))
+        for setting, x, y, xerr, yerr in _setting_points(run):
+            label = setting if run_name is None else f"{run_name}/{setting}"
+            points.append(ParetoPoint(label, x, y, xerr, yerr, run_name is None))
     return points
 
 
 def _plot_pareto(results: Mapping[str, Any], run_dir: Path, path: Path) -> None:
-    """x = prior-capability average at the end, y = mean stage-task accuracy at the end; one point per method."""
+    """x = prior-capability average at the end, y = mean stage-task accuracy at the end; one point per setting,
+    error bars = std across seeds."""
     figure = _new_figure(6.4, 4.8)
     ax = figure.subplots()
     points = pareto_points(results, run_dir)
-    colors: dict[str, str] = {}  # one color per method name, across runs; the marker tells the runs apart
-    for label, x, y, ours in points:
-        color = colors.setdefault(label.rsplit("/", 1)[-1], f"C{len(colors) % 10}")
-        style = {"s": 80, "zorder": 3} if ours else {"s": 40, "alpha": 0.6, "marker": "s"}
-        ax.scatter([x], [y], label=label, color=color, **style)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    colors: dict[str, str] = {}  # one color per setting name, across runs; the marker tells the runs apart
+    for p in points:
+        color = colors.setdefault(p.label.rsplit("/", 1)[-1], f"C{len(colors) % 10}")
+        style = {"markersize": 9, "zorder": 3, "marker": "o"} if p.ours else {"markersize": 6, "alpha": 0.6, "marker": "s"}
+        xerr = p.prior_std if math.isfinite(p.prior_std) else None
+        yerr = p.acc_std if math.isfinite(p.acc_std) else None
+        ax.errorbar([p.prior], [p.acc], xerr=xerr, yerr=yerr, label=p.label, color=color, capsize=3, linestyle="none",
+                    **style)  # fmt: skip
+        ax.annotate(p.label, (p.prior, p.acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
     for method in results["methods"]:  # the common starting point, for reference
         s = summarize_method(results, method)
+        if not s["matrix"]:  # a pending run
+            continue
         base_acc = average_accuracy(np.asarray(s["matrix"])[:1])
         if math.isfinite(s["prior_base"]) and math.isfinite(base_acc):
             ax.scatter([s["prior_base"]], [base_acc], marker="*", s=160, color="black", label="base model")
@@ -293,7 +436,8 @@ def _plot_pareto(results: Mapping[str, Any], run_dir: Path, path: Path) -> None:
         ax.text(0.5, 0.5, "nothing to plot: needs prior tasks", ha="center", transform=ax.transAxes)
     ax.set_xlabel("prior-capability average at end (right = kept more)")
     ax.set_ylabel("mean stage-task accuracy at end (up = learned more)")
-    ax.set_title("learning vs. retention")
+    seeds = max((len(v["seeds"]) for v in aggregate(results).values()), default=0)
+    ax.set_title("learning vs. retention" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""))
     ax.grid(alpha=0.3)
     figure.savefig(path, dpi=DPI)
 
@@ -355,15 +499,21 @@ def write_report(run_dir: Path) -> Path:
     _plot_pareto(results, run_dir, run_dir / "pareto.png")
 
     lines = [f"# Continual run `{run_dir.resolve().name}`", ""]
-    lines += [f"model: `{results.get('model', '?')}` · stages: {' → '.join(tasks) or '—'} · prior tasks: "
-              f"{', '.join(results['prior_tasks']) or '—'} · methods: {', '.join(methods) or '—'}", ""]
+    near = ", ".join(results.get("near_tasks", [])) or "—"
+    lines += [f"model: `{results.get('model', '?')}` · stages: {' → '.join(tasks) or '—'} · near-prior tasks: {near} · "
+              f"prior tasks: {', '.join(results['prior_tasks']) or '—'} · runs: {', '.join(methods) or '—'}"
+              + (" · **stage tasks scored on their validation split**" if results.get("eval_split") == "validation"
+                 else ""), ""]  # fmt: skip
     lines += ["## What was learned, what was lost", ""]
     lines += [_summary_line(method, summaries[method], tasks) for method in methods] + [""]
     lines += ["## Metrics", "", *_metrics_table(results, summaries), ""]
     lines += ["ACC: mean final score over the stage tasks. BWT: mean change of each earlier task from just after its "
               "stage to the end (negative = forgetting). FWT: mean score of a task just before its stage minus at "
               "base. Forgetting: best score after the task's stage minus final. Prior drop: prior average at base "
-              "minus at the end (positive = lost). Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018.", ""]
+              "minus at the end (positive = lost); near drop: the same for the near-prior tasks (what the base model "
+              "did on the skills' own surface). Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018.", ""]
+    if is_multi(results):
+        lines += _across_seeds(results)
     lines += ["![accuracy by stage](accuracy_by_stage.png)", "", "![pareto](pareto.png)", ""]
     for method in methods:
         config = _config_line(results["methods"][method].get("config") or {})
