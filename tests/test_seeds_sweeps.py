@@ -183,3 +183,21 @@ def test_only_seeds_runs_a_subset_and_a_rerun_finishes_the_rest(tmp_path):
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert [len(r["stages"]) for r in results["methods"].values()] == [2, 2]
+
+
+def test_a_partial_run_whose_weights_are_gone_starts_over(tmp_path, caplog):
+    raw = _with(seeds=[0], methods={"sft": {"lr": 1e-3}})
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = tmp_path / "run"
+    args = ["continual", str(plan), "--output", str(out), "--no-progress", "--no-keep-models"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    record = results["methods"]["sft@seed0"]
+    record["stages"] = record["stages"][:2]  # as if stopped after stage 1, with its weights already deleted
+    (out / "results.json").write_text(json.dumps(results))
+    caplog.set_level("WARNING")
+    assert main(args) == 0
+    assert "starts over" in caplog.text
+    again = json.loads((out / "results.json").read_text())["methods"]["sft@seed0"]
+    assert [s["index"] for s in again["stages"]] == [0, 1, 2]

@@ -31,9 +31,9 @@ from selfdistill.evaluate import evaluate_tasks
 from selfdistill.fileio import write_text_atomic
 from selfdistill.models import load_model
 from selfdistill.plan import EvalTask, Plan, PlanError, Stage, load_plan, parse_plan
-from selfdistill.report import RESULTS_FILE, write_report
+from selfdistill.report import RESULTS_FILE, load_results, trajectories, write_report
 from selfdistill.tasks import get_task
-from selfdistill.tasks.base import Task, TaskError, default_data_dir
+from selfdistill.tasks.base import Task, default_data_dir
 from selfdistill.train import TrainConfig, train
 from selfdistill.training_setup import OutputDirError, resolve_device
 
@@ -153,7 +153,9 @@ def _load_tasks(plan: Plan) -> list[tuple[str, Task, int | None]]:
             task = _on_validation(task, name)
         if task.kind == "generate":
             task.test_examples()
-            if plan.eval_max_new_tokens:  # an instance attribute shadows the class's budget for this run only
+            if entry.max_new_tokens:  # an instance attribute shadows the class's budget for this run only
+                task.max_new_tokens = entry.max_new_tokens
+            elif plan.eval_max_new_tokens:
                 task.max_new_tokens = min(task.max_new_tokens, plan.eval_max_new_tokens)
         else:
             task.test_items()
@@ -198,13 +200,9 @@ def _stage_dir(run: str, k: int, stage: Stage) -> str:
 
 def _on_validation(task: Task, name: str) -> Task:
     """``task`` scored on its validation split: a copy whose ``test_examples`` are the validation examples."""
-    validation = getattr(task, "validation_examples", None)
-    try:
-        examples = validation() if validation else None
-    except TaskError:
-        examples = None
-    if not examples:
+    if not getattr(task, "has_validation", False):
         raise PlanError(f"eval.split: stage task {name!r} has no validation split")
+    examples = task.validation_examples()
     clone = copy.copy(task)
     clone.test_examples = lambda: examples  # an instance attribute shadows the method for this run only
     return clone
@@ -250,6 +248,27 @@ def _drop_weights(stage_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def _has_weights(model_dir: Path) -> bool:
+    return (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors"))
+
+
+def _restart_if_unresumable(plan: Plan, run_dir: Path, results: dict, run) -> None:
+    """A partial run whose last finished stage has no weights left (deleted with ``keep_models=False``, or a run
+    directory restored from results files only) cannot continue: drop its stages and start it over."""
+    record = results["methods"][run.label]
+    done = max((int(s["index"]) for s in record["stages"]), default=0)
+    if not 0 < done < len(plan.stages):
+        return
+    stage = plan.stages[done - 1]
+    stage_dir = run_dir / _stage_dir(run.label, done, stage)
+    if _has_weights(Path(_next_model(stage_dir, plan.train_overrides(run.setting, stage)))):
+        return
+    log.warning("== [%s]: the model after stage %d is gone, so this run starts over", run.label, done)
+    record["stages"] = [s for s in record["stages"] if int(s["index"]) == 0]
+    shutil.rmtree(run_dir / _run_dir_name(run.label), ignore_errors=True)
+    _write_json(run_dir / RESULTS_FILE, results)
+
+
 # ---------------------------------------------------------------- the runner
 
 
@@ -273,6 +292,7 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
         record = results["methods"][run.label]
         if not record["stages"]:  # the same base model for every run: evaluated once, recorded for each
             _finish_stage(run_dir, results, run.label, dict(base), prune=False)
+        _restart_if_unresumable(plan, run_dir, results, run)
         model_spec, previous = plan.model, None
         for k, stage in enumerate(plan.stages, start=1):
             stage_dir = run_dir / _stage_dir(run.label, k, stage)
@@ -350,5 +370,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     continual = ContinualConfig(plan=Path("demo plan"), output=cfg.output, overwrite=cfg.overwrite, device=cfg.device,
                                 progress=cfg.progress)  # fmt: skip
     report = run_plan(demo_plan(cfg), continual)
+    print("\n".join(["", "Each task after each stage (primary metric):", *trajectories(load_results(report.parent)), ""]))
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; open {report} (plots beside it)")
     return report

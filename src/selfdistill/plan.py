@@ -20,7 +20,7 @@ order (a registered task, or a data file plus the task that tests it), and what 
       seed: 0                          # picks the subsets: the same items for every seed, so runs are paired
       split: test                      # or validation: stage tasks scored on their validation split (tuning)
       near: [near_record_json]         # near-prior tasks: the base model's skills on the stage tasks' surface
-      prior: [prior_probe, {task: arc_easy, limit: 100}]
+      prior: [prior_probe, {task: arc_easy, limit: 100}, {task: ifeval, limit: 16, max_new_tokens: 192}]
 
 A *setting* is a method label with its overrides; a ``sweep`` (any TrainConfig field → list of values; several
 fields make their product) turns one method entry into one setting per value, labelled ``sdft[lr=3e-5]``. A *run*
@@ -56,6 +56,8 @@ class EvalTask:
     spec: str
     """A registered task name or ``PATH.jsonl[:scorer]``."""
     limit: int | None
+    max_new_tokens: int | None = None
+    """This task's generation budget in this plan (None: the task's own, capped by ``eval.max_new_tokens``)."""
 
     @property
     def name(self) -> str:
@@ -278,10 +280,11 @@ def _eval_task(f: _Fields, path: str, value: Any, base: Path, default_limit: int
     if isinstance(value, str):
         value = {"task": value}
     entry = _Fields(f.where, path, value, required=("task",))
-    entry.reject_unknown(("task", "limit"))
+    entry.reject_unknown(("task", "limit", "max_new_tokens"))
     spec = _task_spec(entry, "task", base)
     limit = entry.get("limit", int, default_limit, lambda n: n > 0, "must be > 0")
-    return EvalTask(spec, limit)
+    max_new = entry.get("max_new_tokens", int, None, lambda n: n > 0, "must be > 0")
+    return EvalTask(spec, limit, max_new)
 
 
 def _task_spec(f: _Fields, key: str, base: Path) -> str:

@@ -72,13 +72,22 @@ class GenerationTask(Task):
     def test_examples(self) -> list[Example]:
         raise NotImplementedError
 
+    has_validation: ClassVar[bool] = False
+    """Whether ``validation_examples`` returns a split; callers check this rather than catching the TaskError."""
+
+    def validation_examples(self) -> list[Example]:
+        """Held-out examples with demonstrations, disjoint from train and test (for model selection and early
+        stopping); a TaskError where the task has none (``has_validation`` is False)."""
+        raise TaskError(f"{self.name}: task has no validation split")
+
     def score(self, example: Example, output: str) -> dict[str, float]:
         raise NotImplementedError
 
 
 class SplitTask(GenerationTask):
     """A generation task whose data yields both splits at once: subclasses define ``load_splits``, which runs once
-    per task object."""
+    per task object. A subclass with a validation split sets ``has_validation`` and overrides
+    ``validation_examples`` (``load_splits`` stays ``(train, test)``)."""
 
     def load_splits(self) -> tuple[list[Example], list[Example]]:
         """``(train, test)`` examples."""

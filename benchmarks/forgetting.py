@@ -1,0 +1,311 @@
+"""The forgetting benchmark: does SDFT forget less than SFT (and seqkd), over several seeds and skill sequences?
+
+    .venv/bin/python benchmarks/forgetting.py            # everything, resumable: tune → run → summary
+    .venv/bin/python benchmarks/forgetting.py tune       # the learning-rate sweep on the validation split
+    .venv/bin/python benchmarks/forgetting.py run --seeds 0   # the test runs of seed 0 (all sequences)
+    .venv/bin/python benchmarks/forgetting.py probe      # `selfdistill probe` on every skill (the predictor check)
+    .venv/bin/python benchmarks/forgetting.py summary    # the table, from the results files alone
+
+Everything below was fixed before any result was seen, and is not changed after:
+
+- **Sequences** (``SEQUENCES``): four three-stage sequences A → B → C over the seven project-generated skills
+  (``selfdistill.tasks.procedural``), each skill in at least one sequence. ``s1`` extends the seed's scenario
+  (record_json → ticket_line) with a worked procedure; the others mix the kinds so every skill follows another.
+- **Methods**: SFT, SDFT (chat-turn teacher, no skipped tokens: at 135M the chat-turn teacher is the one that
+  copies a demonstration, and the format decision sits in the first tokens) and seqkd (the same teacher generates,
+  then SFT). Batch 8, ``STEPS`` steps per stage, the other options at their defaults.
+- **Learning rate**: per method, one of ``LRS``, chosen by ``tune``: the first stage of ``s1`` scored on its
+  *validation* split (disjoint from test), seed 0, with the near-prior tasks and prior_probe; the chosen lr maximises
+  ``ACC + (near-prior average + prior average) / 2`` at the end (learning and keeping weigh the same); ties go to
+  the smaller lr. The test runs never see validation items and the tuning never sees test items.
+- **Seeds** 0, 1, 2; the seed sets training and sampling; the evaluation subsets are the same for every seed (paired).
+- **Evaluation after every stage**: each stage task (``LIMIT`` test items), the near-prior tasks of the sequence's
+  skills (``LIMIT`` items each: what the base model already does on those skills' surface), and the prior suite
+  ``PRIOR`` (prior_probe, arc_easy, piqa, hellaswag, and an 8-prompt IFEval subset with a 128-token budget).
+  24 items a task is few (a single task's score has a standard error near 0.1); the near-prior and prior
+  averages pool several tasks, and the seeds are paired, which is what the comparisons rest on.
+
+Run order is seed-major (seed 0 of every sequence, then seed 1, ...), so a stopped benchmark holds whole seeds.
+Each sequence is a `selfdistill continual` plan (``benchmarks/forgetting/<name>.yaml``, written by this script) run
+into ``benchmarks/results/forgetting/<name>/``; a rerun skips what is done. Trained weights are deleted as soon as
+no later stage needs them; results.json, every stage's metrics.jsonl, eval.json and predictions stay, and are
+committed, so the tables can be regenerated and a later session can continue (a run cut mid-way restarts that run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from selfdistill.continual import ContinualConfig, run_plan
+from selfdistill.metrics import aggregate, comparisons, summarize_method
+from selfdistill.plan import format_value, load_plan
+from selfdistill.report import load_results, write_report
+
+ROOT = Path(__file__).resolve().parent
+PLANS = ROOT / "forgetting"
+RESULTS = ROOT / "results" / "forgetting"
+
+SEQUENCES: dict[str, tuple[str, str, str]] = {
+    "s1": ("record_json", "ticket_line", "arith_steps"),
+    "s2": ("csv_row", "shipping_zone", "fact_doc"),
+    "s3": ("extract_trip", "arith_steps", "shipping_zone"),
+    "s4": ("ticket_line", "extract_trip", "csv_row"),
+}
+SEEDS = (0, 1, 2)
+LRS = (3.0e-5, 1.0e-4, 3.0e-4)
+STEPS = 12
+LIMIT = 24
+METHODS: dict[str, dict] = {
+    "sft": {},
+    "sdft": {"teacher_template": "chat-turn", "skip_first_tokens": 0},
+    "seqkd": {"teacher_template": "chat-turn"},
+}
+TRAIN = {"batch_size": 8, "max_new_tokens": 48, "save_every": 0}
+PRIOR = [
+    {"task": "prior_probe"},
+    {"task": "arc_easy", "limit": LIMIT},
+    {"task": "piqa", "limit": LIMIT},
+    {"task": "hellaswag", "limit": LIMIT},
+    {"task": "ifeval", "limit": 8, "max_new_tokens": 128},
+]
+TUNE = {"stages": SEQUENCES["s1"][:1], "prior": [{"task": "prior_probe"}], "limit": LIMIT}
+
+log = logging.getLogger("forgetting")
+
+
+def _near(skills) -> list[str]:
+    return [f"near_{skill}" for skill in skills]
+
+
+def _plan(name: str, skills, methods: dict, seeds, split: str, prior: list, limit: int) -> dict:
+    return {
+        "model": "smollm2-135m-instruct",
+        "output": str(RESULTS / name),
+        "seeds": list(seeds),
+        "train": dict(TRAIN),
+        "methods": methods,
+        "stages": [{"task": skill, "steps": STEPS} for skill in skills],
+        "eval": {"limit": limit, "seed": 0, "split": split, "batch_size": 24, "near": _near(skills), "prior": prior},
+    }
+
+
+def _write_plan(name: str, raw: dict, comment: str) -> Path:
+    PLANS.mkdir(parents=True, exist_ok=True)
+    path = PLANS / f"{name}.yaml"
+    text = f"# {comment}\n# Written by benchmarks/forgetting.py; run it with that script (or selfdistill continual).\n"
+    text += yaml.safe_dump(raw, sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def tune_plan() -> Path:
+    methods = {m: {**o, "sweep": {"lr": list(LRS)}} for m, o in METHODS.items()}
+    raw = _plan("tune", TUNE["stages"], methods, [0], "validation", TUNE["prior"], TUNE["limit"])
+    return _write_plan("tune", raw, "Learning-rate sweep per method on the validation split (seed 0).")
+
+
+def objective(summary: dict) -> float:
+    """The pre-registered tuning score: ACC + (near-prior average + prior average) / 2, at the end."""
+    return summary["acc"] + (summary["near_end"] + summary["prior_end"]) / 2
+
+
+def chosen_lrs() -> dict[str, float]:
+    """Per method, the tuned lr (from the tuning run's results); raises if tuning is not finished."""
+    results = load_results(RESULTS / "tune")
+    best: dict[str, tuple[float, float]] = {}
+    for label, record in results["methods"].items():
+        s = summarize_method(results, label)
+        if s["stages_done"] < len(TUNE["stages"]):
+            raise RuntimeError(f"tuning is not finished ({label} has {s['stages_done']} stages); run `tune` first")
+        method, lr = record["config"]["method"], float(record["config"]["lr"])
+        score = objective(s)
+        if method not in best or score > best[method][1] + 1e-12 or (abs(score - best[method][1]) <= 1e-12 and lr < best[method][0]):
+            best[method] = (lr, score)
+    return {method: lr for method, (lr, _) in best.items()}
+
+
+def sequence_plan(name: str, lrs: dict[str, float]) -> Path:
+    methods = {m: {**o, "lr": lrs[m]} for m, o in METHODS.items()}
+    raw = _plan(name, SEQUENCES[name], methods, SEEDS, "test", PRIOR, LIMIT)
+    lr_text = ", ".join(f"{m} {format_value(lr)}" for m, lr in lrs.items())
+    return _write_plan(name, raw, f"Sequence {name}: {' → '.join(SEQUENCES[name])}; tuned lr: {lr_text}.")
+
+
+def _run(path: Path, seeds=None) -> None:
+    plan = load_plan(path)
+    cfg = ContinualConfig(plan=path, progress=False, keep_models=False, only_seeds=list(seeds) if seeds else None)
+    run_plan(plan, cfg)
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+                    platform.processor())  # fmt: skip
+    except OSError:
+        return platform.processor()
+
+
+def _log_time(what: str, start: float) -> None:
+    line = {"what": what, "seconds": round(time.perf_counter() - start, 1), "cpu": cpu_model(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with (RESULTS / "wall_times.jsonl").open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    log.info("%s: %.0f s", what, line["seconds"])
+
+
+def cmd_tune(_args) -> None:
+    start = time.perf_counter()
+    _run(tune_plan())
+    lrs = chosen_lrs()
+    (RESULTS / "chosen_lr.json").write_text(json.dumps(lrs, indent=1) + "\n")
+    print("chosen learning rates:", ", ".join(f"{m} {format_value(lr)}" for m, lr in lrs.items()))
+    _log_time("tune", start)
+
+
+def cmd_run(args) -> None:
+    lrs = json.loads((RESULTS / "chosen_lr.json").read_text()) if (RESULTS / "chosen_lr.json").is_file() else None
+    if lrs is None:
+        sys.exit("no tuned learning rates yet: run `benchmarks/forgetting.py tune` first")
+    for seed in args.seeds:
+        for name in args.sequences:
+            start = time.perf_counter()
+            _run(sequence_plan(name, lrs), seeds=[seed])
+            _log_time(f"{name} seed {seed}", start)
+    cmd_summary(args)
+
+
+def cmd_probe(args) -> None:
+    from selfdistill.probe import ProbeConfig, run_probe
+
+    skills = sorted({s for seq in SEQUENCES.values() for s in seq})
+    out = {}
+    path = RESULTS / "probe.json"
+    if path.is_file():
+        out = json.loads(path.read_text())
+    for skill in skills:
+        if skill in out:
+            continue
+        report = run_probe(ProbeConfig(task=skill, limit=args.probe_limit, templates=["chat-turn"], skip_first_tokens=0,
+                                       progress=False))  # fmt: skip
+        row = report["templates"]["chat-turn"]
+        out[skill] = {"student": report["student"]["score"], "teacher": row.get("score"), "gap": row.get("gap"),
+                      "gap_se": row.get("gap_stderr"), "kl": row.get("kl"), "n": report["n"],
+                      "verdict": report["verdict"]}  # fmt: skip
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------- summary
+
+
+def _pm(value) -> str:
+    mean, std, n = value
+    if not math.isfinite(mean):
+        return "—"
+    return f"{mean:.3f} ± {std:.3f}" if math.isfinite(std) else f"{mean:.3f} (n={n})"
+
+
+def _diff(d) -> str:
+    if not math.isfinite(d["mean"]):
+        return "—"
+    if not math.isfinite(d["lo"]):
+        return f"{d['mean']:+.3f} (n={d['n']})"
+    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+
+
+def summary_rows() -> tuple[list[list[str]], list[list[str]], dict]:
+    rows, diffs, raw = [], [], {}
+    for name in SEQUENCES:
+        run_dir = RESULTS / name
+        if not (run_dir / "results.json").is_file():
+            continue
+        results = load_results(run_dir)
+        write_report(run_dir)
+        agg = aggregate(results)
+        raw[name] = {}
+        for setting, v in agg.items():
+            sc = v["scalars"]
+            raw[name][setting] = {k: list(sc[k]) for k in ("acc", "bwt", "prior_drop", "near_drop")}
+            raw[name][setting]["per_seed"] = {k: v["per_seed"][k] for k in ("acc", "bwt", "prior_drop", "near_drop")}
+            rows.append([name, setting, f"{len(v['seeds'])}/{len(v['runs'])}", _pm(sc["acc"]), _pm(sc["bwt"]),
+                         _pm(sc["prior_drop"]), _pm(sc["near_drop"])])  # fmt: skip
+        for pair in comparisons(results, agg):
+            diffs.append([name, f"{pair['setting']} − {pair['reference']}", _diff(pair["acc"]), _diff(pair["bwt"]),
+                          _diff(pair["prior_drop"]), _diff(pair["near_drop"])])  # fmt: skip
+    return rows, diffs, raw
+
+
+def _pooled(raw: dict) -> list[list[str]]:
+    """Every (sequence, seed) pair pooled: the paired difference of each method against SFT over all of them."""
+    from selfdistill.metrics import paired_difference
+
+    out = []
+    for method in ("sdft", "seqkd"):
+        cells = [f"{method} − sft (all sequences)"]
+        for key in ("acc", "bwt", "prior_drop", "near_drop"):
+            a, b = {}, {}
+            for name, settings in raw.items():
+                if method in settings and "sft" in settings:
+                    for seed, value in settings[method]["per_seed"][key].items():
+                        a[f"{name}/{seed}"] = value
+                    for seed, value in settings["sft"]["per_seed"][key].items():
+                        b[f"{name}/{seed}"] = value
+            cells.append(_diff(paired_difference(a, b)) if a else "—")
+        out.append(cells)
+    return out
+
+
+def _md(header, rows) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])  # fmt: skip
+
+
+def cmd_summary(_args) -> None:
+    rows, diffs, raw = summary_rows()
+    if not rows:
+        print("no results yet")
+        return
+    text = "## Per sequence and method (mean ± std over finished seeds)\n\n"
+    text += _md(["sequence", "method", "seeds", "ACC", "BWT", "prior drop", "near-prior drop"], rows)
+    text += "\n\n## Paired differences against SFT (mean [95% t-interval] over seeds)\n\n"
+    text += _md(["sequence", "difference", "ACC", "BWT", "prior drop", "near-prior drop"], diffs + _pooled(raw))
+    text += f"\n\nCPU: {cpu_model()}\n"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "summary.md").write_text(text)
+    (RESULTS / "summary.json").write_text(json.dumps(raw, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", default="all", choices=("all", "tune", "run", "probe", "summary"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--sequences", nargs="+", default=list(SEQUENCES), choices=list(SEQUENCES))
+    parser.add_argument("--probe-limit", type=int, default=16)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.command in ("all", "tune") and not (RESULTS / "chosen_lr.json").is_file():
+        cmd_tune(args)
+    if args.command in ("all", "run"):
+        cmd_run(args)
+    if args.command in ("all", "probe"):
+        cmd_probe(args)
+    if args.command == "summary":
+        cmd_summary(args)
+
+
+if __name__ == "__main__":
+    main()
