@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -175,20 +176,24 @@ def test_data_stage_is_relative_to_the_plan(tmp_path):
         load_plan(_write(tmp_path / "q.yaml", "methods: {sft: {}}\nstages: [{data: facts.jsonl, steps: 1}]\n"))
 
 
-def test_demo_plan_is_the_example_file_and_adds_real_priors_when_present(tmp_path):
+def test_demo_plan_is_the_example_file_and_runs_offline(tmp_path):
     assert yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text()) == yaml.safe_load(DEMO_PLAN)
     offline = demo_plan(DemoConfig(data_dir=tmp_path / "none"))
     assert [t.spec for t in offline.prior] == ["prior_probe"] and offline.model == "smollm2-135m-instruct"
-    assert [s.name for s in offline.stages] == ["record_json", "ticket_line"]
+    assert [s.name for s in offline.stages] == ["record_json", "ticket_line", "arith_steps"]
+    assert [t.spec for t in offline.near] == [f"near_{s.name}" for s in offline.stages]
     assert {m["method"] for m in offline.methods.values()} == {"sft", "sdft"}
-    (tmp_path / "arc_easy").mkdir()
-    quick = demo_plan(DemoConfig(data_dir=tmp_path, quick=True))
-    assert [(t.spec, t.limit) for t in quick.prior] == [("prior_probe", 8), ("arc_easy", 8)]
-    assert all(s.steps == 2 for s in quick.stages)
+    quick = demo_plan(DemoConfig(quick=True))
+    assert [t.limit for t in (*quick.near, *quick.prior)] == [8, 8, 8, 8]
+    assert all(s.steps == 2 and s.test.limit == 8 for s in quick.stages)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))
-def test_example_plans_are_valid(name):
-    plan = load_plan(ROOT / "examples" / name)
-    assert plan.stages and plan.methods
-    assert all("method" in overrides for overrides in plan.methods.values())
+def test_demo_is_a_sequence_of_the_forgetting_benchmark():
+    """The demo shows one of the benchmark's pre-registered sequences, with the benchmark's method options."""
+    spec = importlib.util.spec_from_file_location("forgetting", ROOT / "benchmarks" / "forgetting.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    plan = demo_plan(DemoConfig(data_dir=ROOT / "nonexistent"))
+    assert tuple(s.name for s in plan.stages) in bench.SEQUENCES.values()
+    for method, options in plan.methods.items():
+        assert {k: v for k, v in options.items() if k in bench.METHODS[method]} == bench.METHODS[method]

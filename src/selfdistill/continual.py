@@ -43,30 +43,34 @@ PLAN_FILE = "plan.json"
 TRAINED_MARK = "trained.json"
 """Written into a stage directory once its training returned: a rerun then goes straight to its evaluation."""
 DEMO_PLAN = """\
-# The offline demo (`selfdistill demo`): SmolLM2-135M-Instruct learns two project-generated skills in a row,
-# once with SFT and once with SDFT, from the same start; every task is evaluated after every stage.
-# `selfdistill demo` runs this plan (it is embedded in selfdistill/continual.py) and adds arc_easy and piqa
-# (50 items each) to the prior tasks when the data directory holds them.
+# The offline demo (`selfdistill demo`): SmolLM2-135M-Instruct learns three project-generated skills in a row,
+# A → B → C = record_json → ticket_line → arith_steps (sequence s1 of the forgetting benchmark, fixed before any
+# result), once with SFT and once with SDFT, from the same start. After every stage it evaluates the three skills,
+# their near-prior tasks (what the base model already does on the same prompts) and prior_probe.
+# `selfdistill demo` runs this plan (it is embedded in selfdistill/continual.py). One seed: docs/science.md says how
+# far seeds move these numbers.
 model: smollm2-135m-instruct
 output: runs/demo
 seed: 0
-train:                          # for both methods and both stages
-  batch_size: 8
-  max_new_tokens: 40            # the skills' answers are 7-27 tokens; this caps the student's rollouts
-  save_every: 10
+train:                          # for both methods and every stage
+  batch_size: 4
+  max_new_tokens: 40            # the skills' answers are 7-31 tokens; this caps the student's rollouts
+  save_every: 4
 methods:
   sft:
     lr: 1.0e-4
   sdft:
     lr: 1.0e-4
-    teacher_template: chat-turn # the demonstration as an earlier answer: a 135M teacher copies it (12/12)
+    teacher_template: chat-turn # the demonstration as an earlier answer: a 135M teacher copies it
     skip_first_tokens: 0        # the format is decided in the first tokens; chat-turn adds no preamble to skip
 stages:
-  - {task: record_json, steps: 20}
-  - {task: ticket_line, steps: 20}
+  - {task: record_json, steps: 8}
+  - {task: ticket_line, steps: 8}
+  - {task: arith_steps, steps: 8}
 eval:
-  limit: 32                     # test items per task (a fixed seeded subset)
+  limit: 16                     # test items per task (a fixed seeded subset, the same for both methods)
   batch_size: 16
+  near: [near_record_json, near_ticket_line, near_arith_steps]
   prior: [prior_probe]
 """
 """The demo's plan, kept in the code so an installed package has it; ``examples/demo.yaml`` is the same plan."""
@@ -332,7 +336,7 @@ def run_continual(cfg: ContinualConfig) -> Path:
 
 @dataclass
 class DemoConfig:
-    """The offline demo: SFT vs SDFT on the embedded model over two project-generated skills, then a report."""
+    """The offline demo: SFT vs SDFT on the embedded model over three project-generated skills, then a report."""
 
     output: Path = Path("runs/demo")
     """Run directory."""
@@ -341,19 +345,16 @@ class DemoConfig:
     quick: bool = False
     """A smoke version (few steps, few eval items): checks the pipeline in minutes; numbers mean little."""
     data_dir: Path | None = None
-    """Real evaluation sets (default: $SELFDISTILL_DATA or ../shared/data); used when present, skipped if not."""
+    """Where registered data sets live (the demo's tasks are all project-generated and need none)."""
     device: str = "auto"
     progress: bool = True
 
 
 def demo_plan(cfg: DemoConfig) -> Plan:
-    """The shipped demo plan, plus a small real prior-capability subset when its data sets are on disk."""
+    """The shipped demo plan (``quick``: 2 steps a stage, 8 items a task)."""
     raw = yaml.safe_load(DEMO_PLAN)
-
-    data_dir = cfg.data_dir or default_data_dir()
-    real = [{"task": name, "limit": 50} for name in ("arc_easy", "piqa") if (data_dir / name).is_dir()]
-    raw["eval"]["prior"] += real
-    raw["data_dir"] = str(data_dir) if real else None
+    if cfg.data_dir:
+        raw["data_dir"] = str(cfg.data_dir)
     if cfg.quick:
         for stage in raw["stages"]:
             stage["steps"] = 2
