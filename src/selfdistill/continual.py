@@ -33,7 +33,7 @@ from selfdistill.models import load_model
 from selfdistill.plan import EvalTask, Plan, PlanError, Stage, load_plan, parse_plan
 from selfdistill.report import RESULTS_FILE, load_results, trajectories, write_report
 from selfdistill.tasks import get_task
-from selfdistill.tasks.base import Task, default_data_dir
+from selfdistill.tasks.base import Task
 from selfdistill.train import TrainConfig, train
 from selfdistill.training_setup import OutputDirError, resolve_device
 
