@@ -94,6 +94,14 @@ def test_format_value(value, text):
         ({"seeds": [0, "one"]}, "plan.yaml: seeds[1]: expected an integer"),
         ({"seed": 1}, "plan.yaml: seeds: give 'seeds' (a list) or 'seed' (one), not both"),
         ({"eval__split": "dev"}, "plan.yaml: eval.split: must be 'test' or 'validation'"),
+        ({"seeds": [-1]}, "plan.yaml: seeds[0]: must be in [0, 2**32), got -1"),
+        ({"train__seed": 1}, "plan.yaml: train.seed: set by the plan's 'seeds'"),
+        ({"methods__sdft__sweep": {"seed": [0, 1]}}, "methods.sdft.sweep.seed: set by the plan's 'seeds'"),
+        ({"methods__sdft__lr": 1e-3}, "methods.sdft.lr: also swept in this method's 'sweep'"),
+        ({"stages": [{"task": "record_json", "steps": 1, "train": {"lr": 1e-3}}]},
+         "stages[0].train.lr: overrides the sweep of methods.sdft"),
+        ({"methods": {"sft v2": {"method": "sft"}, "sft_v2": {"method": "sft"}}},
+         "plan.yaml: methods: the runs 'sft v2@seed0' and 'sft_v2@seed0' would share the directory 'sft_v2@seed0'"),
     ],
 )
 def test_bad_seeds_and_sweeps_are_one_line_errors(changes, message):
@@ -201,3 +209,19 @@ def test_a_partial_run_whose_weights_are_gone_starts_over(tmp_path, caplog):
     assert "starts over" in caplog.text
     again = json.loads((out / "results.json").read_text())["methods"]["sft@seed0"]
     assert [s["index"] for s in again["stages"]] == [0, 1, 2]
+
+
+def test_a_plain_label_that_is_a_reserved_name_is_refused():
+    raw = _with(methods={"base": {"method": "sft"}})
+    del raw["seeds"]
+    with pytest.raises(PlanError, match="reserved name"):
+        _parse(raw)
+
+
+def test_only_seeds_outside_the_plan_is_refused_before_anything_runs(tmp_path, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(PLAN, sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["continual", str(plan), "--output", str(out), "--only-seeds", "7", "--no-progress"]) == 2
+    assert "--only-seeds: 7 not in the plan's seeds (0, 1)" in capsys.readouterr().err
+    assert not out.exists()

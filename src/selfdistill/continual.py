@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import yaml
 from selfdistill.evaluate import evaluate_tasks
 from selfdistill.fileio import write_text_atomic
 from selfdistill.models import load_model
-from selfdistill.plan import EvalTask, Plan, PlanError, Stage, load_plan, parse_plan
+from selfdistill.plan import EvalTask, Plan, PlanError, Stage, load_plan, parse_plan, run_dir_name
 from selfdistill.report import RESULTS_FILE, load_results, trajectories, write_report
 from selfdistill.tasks import get_task
 from selfdistill.tasks.base import Task
@@ -110,7 +109,7 @@ def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]
     """A fresh results dict, or the one a previous run of the same plan left (refusing a changed plan)."""
     results_path, plan_path = run_dir / RESULTS_FILE, run_dir / PLAN_FILE
     if overwrite:
-        for name in (RESULTS_FILE, PLAN_FILE, "base", *(_run_dir_name(r.label) for r in plan.runs)):
+        for name in (RESULTS_FILE, PLAN_FILE, "base", *(run_dir_name(r.label) for r in plan.runs)):
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     if plan_path.is_file():
@@ -193,13 +192,8 @@ def _summary(scores: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- one stage
 
 
-def _run_dir_name(label: str) -> str:
-    """A run label as a directory name: anything but letters, digits and ``_.=@,[]+-`` becomes ``_``."""
-    return re.sub(r"[^A-Za-z0-9_.=@,\[\]+-]", "_", label)
-
-
 def _stage_dir(run: str, k: int, stage: Stage) -> str:
-    return f"{_run_dir_name(run)}/stage{k}-{stage.name}"
+    return f"{run_dir_name(run)}/stage{k}-{stage.name}"
 
 
 def _on_validation(task: Task, name: str) -> Task:
@@ -267,9 +261,13 @@ def _restart_if_unresumable(plan: Plan, run_dir: Path, results: dict, run) -> No
     stage_dir = run_dir / _stage_dir(run.label, done, stage)
     if _has_weights(Path(_next_model(stage_dir, plan.train_overrides(run.setting, stage)))):
         return
+    upcoming = plan.stages[done]
+    next_dir = run_dir / _stage_dir(run.label, done + 1, upcoming)
+    if (next_dir / TRAINED_MARK).is_file() and _has_weights(Path(_next_model(next_dir, plan.train_overrides(run.setting, upcoming)))):
+        return  # the next stage trained already and only needs its evaluation
     log.warning("== [%s]: the model after stage %d is gone, so this run starts over", run.label, done)
     record["stages"] = [s for s in record["stages"] if int(s["index"]) == 0]
-    shutil.rmtree(run_dir / _run_dir_name(run.label), ignore_errors=True)
+    shutil.rmtree(run_dir / run_dir_name(run.label), ignore_errors=True)
     _write_json(run_dir / RESULTS_FILE, results)
 
 
@@ -279,6 +277,13 @@ def _restart_if_unresumable(plan: Plan, run_dir: Path, results: dict, run) -> No
 def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
     """Run (or resume) ``plan`` into ``plan.output``; return the path of ``report.md``."""
     run_dir = plan.output
+    if cfg.only_seeds is not None:
+        unknown = sorted(set(cfg.only_seeds) - set(plan.seeds))
+        if unknown:
+            raise PlanError(f"--only-seeds: {', '.join(map(str, unknown))} not in the plan's seeds "
+                            f"({', '.join(map(str, plan.seeds))})")  # fmt: skip
+        if cfg.overwrite:
+            raise PlanError("--only-seeds with --overwrite would delete every seed's results; use one or the other")
     tasks = _load_tasks(plan)
     results = _start_results(plan, run_dir, cfg.overwrite)
     device = resolve_device(cfg.device)
@@ -310,17 +315,18 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
             log.info("== %s: training %s (%s, seed %d) from %s", where, overrides["method"], what, run.seed,
                      model_spec)  # fmt: skip
             seconds = _train_stage(plan, stage, run.seed, overrides, model_spec, stage_dir, cfg)
-            if previous is not None and not cfg.keep_models:
-                _drop_weights(previous)  # the stage that needed it as a start has trained
-            model_spec, previous = _next_model(stage_dir, overrides), stage_dir
+            before, model_spec, previous = previous, _next_model(stage_dir, overrides), stage_dir
             log.info("== %s: trained in %.0f s; evaluating", where, seconds)
             scores = _evaluate(model_spec, plan, tasks, stage_dir / "eval", device, cfg.progress)
             log.info("== %s: %s", where, _summary(scores))
             entry = {"index": k, "name": stage.name, "train_task": stage.data, "train_dir":
                      _stage_dir(run.label, k, stage), "train_seconds": seconds, "eval": scores}  # fmt: skip
             _finish_stage(run_dir, results, run.label, entry, cfg.prune_checkpoints)
-        if previous is not None and not cfg.keep_models:
-            _drop_weights(previous)
+            if before is not None and not cfg.keep_models:
+                _drop_weights(before)  # stage k is recorded: a resume never starts from stage k-1 again
+        if not cfg.keep_models and len(record["stages"]) == n + 1:  # the run is done: no stage needs weights
+            for k, stage in enumerate(plan.stages, start=1):
+                _drop_weights(run_dir / _stage_dir(run.label, k, stage))
     report = write_report(run_dir)
     print(f"report: {report}")
     return report

@@ -30,6 +30,7 @@ is one setting trained with one seed, labelled ``sdft[lr=3e-5]@seed1`` when the 
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, fields
@@ -43,8 +44,17 @@ from selfdistill.tasks import SUITES, TASKS
 from selfdistill.train import TrainConfig
 
 METHODS = ("sdft", "sft", "seqkd")
-MANAGED = ("data", "model", "output", "resume", "overwrite", "data_dir", "max_steps", "epochs")
-"""TrainConfig fields the runner sets itself (from the plan's model, stages and output)."""
+MANAGED = ("data", "model", "output", "resume", "overwrite", "data_dir", "max_steps", "epochs", "seed", "device",
+           "progress", "merge")  # fmt: skip
+"""TrainConfig fields the runner sets itself (from the plan's model, stages, seeds and output, and the command line)."""
+RESERVED = (".", "..", "base", "plan.json", "results.json")
+"""Names a run's directory may not have (the run directory's own entries, and path tricks)."""
+
+
+def _managed_why(name: str) -> str:
+    if name == "seed":
+        return "set by the plan's 'seeds' (or 'seed'), one run per seed"
+    return "set by the plan (model, stages' steps/epochs, output, data_dir) or the command line (device, progress)"
 
 
 class PlanError(ValueError):
@@ -249,7 +259,7 @@ def _train_overrides(f: _Fields, path: str, value: Any, allow_method: bool) -> d
     for key, item in section.value.items():
         name = key.replace("-", "_")
         if name in MANAGED:
-            section.fail(section.sub(key), "set by the plan (model, stages' steps/epochs, output, data_dir)")
+            section.fail(section.sub(key), _managed_why(name))
         if name not in TRAIN_FIELDS or (name == "method" and not allow_method):
             section.fail(section.sub(key), "unknown training option" + ("" if name != "method" else " here"))
         try:
@@ -354,7 +364,7 @@ def _sweep(f: _Fields, path: str, value: Any, base: dict[str, Any]) -> list[tupl
     for key, values in section.value.items():
         name, where = key.replace("-", "_"), section.sub(key)
         if name in MANAGED:
-            section.fail(where, "set by the plan (model, stages' steps/epochs, output, data_dir); not sweepable")
+            section.fail(where, _managed_why(name) + "; not sweepable")
         if name not in TRAIN_FIELDS or name == "method":
             section.fail(where, "unknown training option")
         if not isinstance(values, list) or not values:
@@ -385,9 +395,30 @@ def _seeds(f: _Fields) -> tuple[tuple[int, ...], bool]:
     for i, seed in enumerate(seeds):
         if isinstance(seed, bool) or not isinstance(seed, int):
             f.fail(f"seeds[{i}]", f"expected an integer, got {_kind(seed)} {seed!r}")
+        if not 0 <= seed < 2**32:
+            f.fail(f"seeds[{i}]", f"must be in [0, 2**32), got {seed}")
         if seed in seeds[:i]:
             f.fail(f"seeds[{i}]", f"seed {seed} appears twice")
     return tuple(seeds), True
+
+
+def run_dir_name(label: str) -> str:
+    """A run label as a directory name: anything but letters, digits and ``_.=@,[]+-`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.=@,\[\]+-]", "_", label)
+
+
+def _check_run_names(f: _Fields, seeds: tuple[int, ...], seeded: bool, methods: dict[str, Any]) -> None:
+    """Every run gets a directory of its own, none of them a reserved name."""
+    seen: dict[str, str] = {}
+    for setting in methods:
+        for seed in seeds:
+            label = f"{setting}@seed{seed}" if seeded else setting
+            name = run_dir_name(label)
+            if name in RESERVED:
+                f.fail("methods", f"the run {label!r} would be written to {name!r}, a reserved name; rename it")
+            if name in seen:
+                f.fail("methods", f"the runs {seen[name]!r} and {label!r} would share the directory {name!r}; rename one")
+            seen[name] = label
 
 
 def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> Plan:
@@ -416,6 +447,8 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
         setting = {"method": overrides.pop("method"), **common, **overrides}
         _check_train(f, m.sub(label), setting)
         points = [("", {})] if sweep is None else _sweep(f, m.sub(label) + ".sweep", sweep, setting)
+        for swept in {k.replace("-", "_") for k in (sweep or {}) if isinstance(sweep, dict)} & set(overrides):
+            m.fail(f"{m.sub(label)}.{swept}", "also swept in this method's 'sweep'; set it in one place")
         for suffix, swept in points:
             name = f"{label}[{suffix}]" if suffix else label
             if name in methods:
@@ -439,6 +472,13 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
     for setting in methods:  # the merged options must make a valid TrainConfig at every stage
         for k, stage in enumerate(stages):
             _check_train(f, f"stages[{k}].train", {**methods[setting], **stage.train})
+    for k, stage in enumerate(stages):  # a stage override would silently flatten a sweep
+        for setting, values in m.value.items():
+            swept = (values or {}).get("sweep") if isinstance(values, dict) else None
+            for key in swept or {}:
+                if key.replace("-", "_") in stage.train:
+                    f.fail(f"stages[{k}].train.{key}", f"overrides the sweep of methods.{setting}; set it in one place")
+    _check_run_names(f, seeds, seeded, methods)
     names = [s.name for s in stages] + [t.name for t in near] + [t.name for t in prior]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)

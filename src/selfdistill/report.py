@@ -47,6 +47,7 @@ from selfdistill.metrics import (
     average_accuracy,
     comparisons,
     matrix_from_results,
+    mean_std,
     prior_average,
     settings_of,
     summarize_method,
@@ -177,7 +178,8 @@ def _interval(d: Mapping[str, float]) -> str:
         return "—"
     if not math.isfinite(d["lo"]):
         return f"{d['mean']:+.3f} (n={d['n']})"
-    mark = " *" if d["lo"] > 0 or d["hi"] < 0 else ""  # the interval excludes 0
+    # the interval excludes 0; not claimed from fewer than 3 pairs or pairs that all differ by the same amount
+    mark = " *" if d["n"] >= 3 and d["hi"] > d["lo"] and (d["lo"] > 0 or d["hi"] < 0) else ""
     return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]{mark}"
 
 
@@ -206,8 +208,11 @@ def _across_seeds(results: Mapping[str, Any]) -> list[str]:
     pairs = comparisons(results, agg)
     if pairs:
         lines += ["### Paired differences", "",
-                  "Setting minus reference, paired by seed, mean [95% t-interval]; * marks an interval that excludes 0. "
-                  "Higher ACC/BWT is better; a lower (more negative) prior or near drop is better.", ""]  # fmt: skip
+                  "Setting minus reference, paired by seed, mean [95% t-interval over seeds]; * marks an interval that "
+                  "excludes 0 (from 3 or more seeds). The interval is about training and sampling noise on these "
+                  "evaluation items; it does not cover which items were drawn, and comparisons are not corrected for "
+                  "their number. Higher ACC/BWT is better; a lower (more negative) prior or near drop is better.",
+                  ""]  # fmt: skip
         header = ["setting − reference", "ACC", "BWT", "prior drop"] + (["near drop"] if near else [])
         rows = [[f"{p['setting']} − {p['reference']}", _interval(p["acc"]), _interval(p["bwt"]),
                  _interval(p["prior_drop"])] + ([_interval(p["near_drop"])] if near else []) for p in pairs]  # fmt: skip
@@ -234,8 +239,12 @@ def trajectories(results: Mapping[str, Any]) -> list[str]:
     for setting, labels in settings_of(results).items():
         if len(labels) > 1 and agg[setting]["seeds"]:
             M, title = agg[setting]["matrix_mean"], f"{setting} (mean of {len(agg[setting]['seeds'])} seeds)"
-        else:
-            M, title = matrix_from_results(results, labels[0], columns), setting
+        else:  # one run, or none finished: the most advanced run, by name
+            label = max(labels, key=lambda name: len(results["methods"][name].get("stages", [])))
+            M, title = matrix_from_results(results, label, columns), label
+        if not M.shape[0]:
+            lines.append(f"{title}: not started")
+            continue
         lines.append(f"{title}:  base → " + " → ".join(f"after {t}" for t in results["stage_tasks"][: M.shape[0] - 1]))
         for j, name in enumerate(columns):
             kind = "" if j < len(results["stage_tasks"]) else " (near)" if name in results.get("near_tasks", []) else " (prior)"
@@ -303,8 +312,9 @@ def _plot_accuracy_by_stage(results: Mapping[str, Any], path: Path) -> None:
         if len(labels) > 1 and agg[setting]["seeds"]:
             runs = [matrix_from_results(results, label, [*tasks, *near, *priors]) for label in agg[setting]["seeds"].values()]
             curves = np.stack([with_averages(M) for M in runs])
-            columns[setting] = np.nanmean(curves, axis=0) if curves.size else curves
-            bands[setting] = np.nanstd(curves, axis=0, ddof=1) if len(runs) > 1 else None
+            stats = [[mean_std(curves[:, i, j]) for j in range(curves.shape[2])] for i in range(curves.shape[1])]
+            columns[setting] = np.array([[c[0] for c in row] for row in stats]).reshape(curves.shape[1:])
+            bands[setting] = np.array([[c[1] for c in row] for row in stats]).reshape(curves.shape[1:])
         else:
             columns[setting] = with_averages(matrix_from_results(results, labels[0], [*tasks, *near, *priors]))
     labels = ["base", *tasks]
@@ -313,7 +323,7 @@ def _plot_accuracy_by_stage(results: Mapping[str, Any], path: Path) -> None:
             ax.axvspan(k + 0.5, k + 1.5, color="0.9", label="trained at this stage")
         for setting, values in columns.items():
             line = ax.plot(range(values.shape[0]), values[:, k], marker="o", label=setting)[0]
-            if bands.get(setting) is not None:
+            if bands.get(setting) is not None and np.isfinite(bands[setting][:, k]).any():
                 low, high = values[:, k] - bands[setting][:, k], values[:, k] + bands[setting][:, k]
                 ax.fill_between(range(values.shape[0]), low, high, color=line.get_color(), alpha=0.15)
         scores = np.concatenate([values[:, k] for values in columns.values()] or [np.zeros(0)])
