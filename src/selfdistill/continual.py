@@ -51,10 +51,10 @@ DEMO_PLAN = """\
 model: smollm2-135m-instruct
 output: runs/demo
 seed: 0
-train:                          # for both methods and every stage
+train:                          # for both methods and every stage (sized to fit 20 min on a 2-core AVX2 CPU)
   batch_size: 4
   max_new_tokens: 40            # the skills' answers are 7-31 tokens; this caps the student's rollouts
-  save_every: 4
+  save_every: 0                 # stages are short; a stopped demo redoes the stage it was in
 methods:
   sft:
     lr: 1.0e-4
@@ -63,9 +63,9 @@ methods:
     teacher_template: chat-turn # the demonstration as an earlier answer: a 135M teacher copies it
     skip_first_tokens: 0        # the format is decided in the first tokens; chat-turn adds no preamble to skip
 stages:
-  - {task: record_json, steps: 8}
-  - {task: ticket_line, steps: 8}
-  - {task: arith_steps, steps: 8}
+  - {task: record_json, steps: 6}
+  - {task: ticket_line, steps: 6}
+  - {task: arith_steps, steps: 6}
 eval:
   limit: 16                     # test items per task (a fixed seeded subset, the same for both methods)
   batch_size: 16
