@@ -1,6 +1,6 @@
 """The forgetting benchmark: does SDFT forget less than SFT (and seqkd), over several seeds and skill sequences?
 
-    .venv/bin/python benchmarks/forgetting.py            # everything, resumable: tune → run → summary
+    .venv/bin/python benchmarks/forgetting.py            # everything, resumable: tune → probe → run → summary
     .venv/bin/python benchmarks/forgetting.py tune       # the learning-rate sweep on the validation split
     .venv/bin/python benchmarks/forgetting.py run --seeds 0   # the test runs of seed 0 (all sequences)
     .venv/bin/python benchmarks/forgetting.py probe      # `selfdistill probe` on every skill (the predictor check)
@@ -201,8 +201,8 @@ def cmd_probe(args) -> None:
         report = run_probe(ProbeConfig(task=skill, limit=args.probe_limit, templates=["chat-turn"], skip_first_tokens=0,
                                        progress=False))  # fmt: skip
         row = report["templates"]["chat-turn"]
-        out[skill] = {"student": report["student"]["score"], "teacher": row.get("score"), "gap": row.get("gap"),
-                      "gap_se": row.get("gap_stderr"), "kl": row.get("kl"), "n": report["n"],
+        out[skill] = {"student": report["student"]["score"], "teacher": row["teacher"], "gap": row["gap"],
+                      "gap_se": row["gap_stderr"], "kl": row["kl"], "n": report["n"],
                       "verdict": report["verdict"]}  # fmt: skip
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1) + "\n")
@@ -273,10 +273,73 @@ def _md(header, rows) -> str:
                      + ["| " + " | ".join(r) + " |" for r in rows])  # fmt: skip
 
 
+def tune_table() -> str:
+    """The tuning sweep: per setting, the validation score of the skill, the near-prior and prior averages, the
+    objective; the chosen lr per method is marked (only once every setting has finished)."""
+    if not (RESULTS / "tune" / "results.json").is_file():
+        return ""
+    results = load_results(RESULTS / "tune")
+    try:
+        chosen = chosen_lrs()
+    except RuntimeError:
+        chosen = {}
+    rows = []
+    for label, record in results["methods"].items():
+        s = summarize_method(results, label)
+        if s["stages_done"] < len(TUNE["stages"]):
+            rows.append([record["setting"], "pending", "", "", "", ""])
+            continue
+        method, lr = record["config"]["method"], float(record["config"]["lr"])
+        mark = " **chosen**" if chosen.get(method) == lr else ""
+        rows.append([record["setting"] + mark, f"{s['acc']:.3f}", f"{s['near_end']:.3f}", f"{s['prior_end']:.3f}",
+                     f"{objective(s):.3f}", f"{s['stages_done']}"])  # fmt: skip
+    skill = TUNE["stages"][0]
+    return _md(["setting", f"{skill} (validation)", "near-prior", "prior_probe", "objective", "stages"], rows)
+
+
+def probe_table() -> str:
+    """Per skill: the probe's teacher − student gap (before training) next to SDFT − SFT in what training on that
+    skill gave it (its score right after its stage minus right before), pooled over the sequences and seeds that
+    have it. Does the probe tell in advance whether SDFT pays off?"""
+    from selfdistill.metrics import learning_gain, matrix_from_results, paired_difference
+
+    path = RESULTS / "probe.json"
+    if not path.is_file():
+        return ""
+    probe = json.loads(path.read_text())
+    gains: dict[str, dict[str, dict[str, float]]] = {}  # skill → method → "seq/seed" → gain
+    for name, skills in SEQUENCES.items():
+        if not (RESULTS / name / "results.json").is_file():
+            continue
+        results = load_results(RESULTS / name)
+        agg = aggregate(results)
+        for v in agg.values():
+            method = (results["methods"][v["runs"][0]].get("config") or {}).get("method")
+            for seed, label in v["seeds"].items():
+                g = learning_gain(matrix_from_results(results, label, list(skills)))
+                for j, skill in enumerate(skills):
+                    gains.setdefault(skill, {}).setdefault(method, {})[f"{name}/{seed}"] = float(g[j])
+    rows = []
+    for skill, p in sorted(probe.items()):
+        by = gains.get(skill, {})
+        d = paired_difference(by.get("sdft", {}), by.get("sft", {})) if by else None
+        rows.append([skill, f"{p['student']:.2f}", f"{p['teacher']:.2f}", f"{p['gap']:+.2f} ± {p['gap_se'] or 0:.2f}",
+                     f"{p['kl']:.3f}", _diff(d) if d else "—"])  # fmt: skip
+    return _md(["skill", "probe student", "probe teacher", "gap ± se", "KL", "SDFT − SFT gain on the skill"], rows)
+
+
 def cmd_summary(_args) -> None:
     rows, diffs, raw = summary_rows()
+    tune = tune_table()
+    if tune:
+        print("## Learning-rate sweep\n\n" + tune + "\n")
+        (RESULTS / "tune_summary.md").write_text(tune + "\n")
+    probe = probe_table()
+    if probe:
+        print("## The probe as a predictor\n\n" + probe + "\n")
+        (RESULTS / "probe_summary.md").write_text(probe + "\n")
     if not rows:
-        print("no results yet")
+        print("no test runs yet")
         return
     text = "## Per sequence and method (mean ± std over finished seeds)\n\n"
     text += _md(["sequence", "method", "seeds", "ACC", "BWT", "prior drop", "near-prior drop"], rows)
@@ -299,10 +362,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.command in ("all", "tune") and not (RESULTS / "chosen_lr.json").is_file():
         cmd_tune(args)
+    if args.command in ("all", "probe"):  # minutes, before the hours of test runs
+        cmd_probe(args)
     if args.command in ("all", "run"):
         cmd_run(args)
-    if args.command in ("all", "probe"):
-        cmd_probe(args)
     if args.command == "summary":
         cmd_summary(args)
 
