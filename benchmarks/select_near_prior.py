@@ -22,7 +22,7 @@ import torch
 
 from selfdistill.evaluate import evaluate_tasks
 from selfdistill.models import DEFAULT_MODEL, load_model
-from selfdistill.tasks.procedural import NEAR_PRIOR_FILE, NEAR_TASKS, pool_fingerprint
+from selfdistill.tasks.prior import NEAR_PRIOR_FILE, NEAR_TASKS, pool_fingerprint
 
 
 def cpu_model() -> str:

@@ -9,24 +9,28 @@ from pathlib import Path
 import pytest
 
 from selfdistill.tasks import TASKS, TaskError, get_task
-from selfdistill.tasks.procedural import (
-    LEAD_INS,
+from selfdistill.tasks.prior import (
     NEAR_PRIOR_FILE,
     NEAR_TASKS,
-    PROCEDURAL_TASKS,
+    PRIOR_TASKS,
+    NearPriorTask,
+    PriorProbeTask,
+    pool_fingerprint,
+)
+from selfdistill.tasks.procedural import (
+    LEAD_INS,
+    SKILL_TASKS,
     ZONES,
     ArithStepsTask,
     CSVRowTask,
     ExtractTripTask,
     FactDocTask,
-    NearPriorTask,
-    PriorProbeTask,
     ProceduralTask,
     RecordJSONTask,
     TicketLineTask,
-    pool_fingerprint,
 )
 
+PROCEDURAL_TASKS = {**SKILL_TASKS, **PRIOR_TASKS}
 SKILLS = tuple(name for name, cls in PROCEDURAL_TASKS.items() if issubclass(cls, ProceduralTask))
 
 

@@ -54,7 +54,7 @@ seed: 0
 train:                          # for both methods and every stage (sized to fit 20 min on a 2-core AVX2 CPU)
   batch_size: 4
   max_new_tokens: 40            # the skills' answers are 7-31 tokens; this caps the student's rollouts
-  save_every: 0                 # stages are short; a stopped demo redoes the stage it was in
+  save_every: 0                 # no periodic checkpoints (each costs seconds here); Ctrl-C still saves one
 methods:
   sft:
     lr: 1.0e-4

@@ -19,11 +19,12 @@ from selfdistill.tasks.base import (
     default_data_dir,
 )
 from selfdistill.tasks.choice import CHOICE_TASKS
-from selfdistill.tasks.procedural import PROCEDURAL_TASKS
+from selfdistill.tasks.prior import PRIOR_TASKS
+from selfdistill.tasks.procedural import SKILL_TASKS
 from selfdistill.tasks.skills import GENERATION_TASKS
 from selfdistill.tasks.user import UserTask
 
-TASKS: dict[str, type[Task]] = {**CHOICE_TASKS, **GENERATION_TASKS, **PROCEDURAL_TASKS}
+TASKS: dict[str, type[Task]] = {**CHOICE_TASKS, **GENERATION_TASKS, **SKILL_TASKS, **PRIOR_TASKS}
 
 SUITES: dict[str, tuple[str, ...]] = {
     "prior": (
