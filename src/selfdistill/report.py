@@ -26,11 +26,8 @@ what it has. The Pareto plot also shows every sibling run directory (same parent
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,87 +35,47 @@ from typing import Any
 
 import numpy as np
 import tyro
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from selfdistill.fileio import write_text_atomic
 from selfdistill.metrics import (
     aggregate,
-    average_accuracy,
     comparisons,
     matrix_from_results,
-    mean_std,
     prior_average,
     settings_of,
     summarize_method,
 )
+from selfdistill.plots import (
+    ParetoPoint,
+    pareto_points,
+    plot_accuracy_by_stage,
+    plot_matrix,
+    plot_pareto,
+    plot_training,
+)
+from selfdistill.results import (
+    RESULTS_FILE,
+    ResultsError,
+    fmt_num,
+    load_results,
+    read_metrics_jsonl,
+    safe_name,
+    stage_label,
+    stages_of,
+)
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
-CURVE_KEYS = ("loss", "kl", "student_entropy")
-DPI = 110
-
-
-# ---------------------------------------------------------------- reading
-
-
-class ResultsError(ValueError):
-    """A ``results.json`` that cannot be read or has the wrong shape; the message names the file."""
-
-def load_results(run_dir: Path) -> dict[str, Any]:
-    """Read and shape-check ``run_dir/results.json``; errors are one line naming the file."""
-    path = Path(run_dir) / RESULTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (is {run_dir} a continual run directory?)")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ResultsError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(results, dict):
-        raise ResultsError(f"{path}: expected a JSON object at the top level")
-    for key, kind in (("stage_tasks", list), ("prior_tasks", list), ("methods", dict)):
-        if not isinstance(results.setdefault(key, kind()), kind):
-            raise ResultsError(f"{path}: field '{key}' must be a {'list' if kind is list else 'object'}")
-    for name, method in results["methods"].items():
-        stages = method.get("stages") if isinstance(method, dict) else None
-        if not isinstance(stages, list) or not all(isinstance(s, dict) and isinstance(s.get("index"), int) for s in stages):
-            raise ResultsError(f"{path}: methods.{name}.stages must be a list of objects with an integer 'index'")
-    return results
-
-
-def read_metrics_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.jsonl``; a missing file is empty and a torn line (a run still writing) is skipped."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        with contextlib.suppress(json.JSONDecodeError):
-            rows.append(json.loads(line))
-    return [row for row in rows if isinstance(row, dict)]
-
-
-def _stages(results: Mapping[str, Any], method: str) -> list[dict[str, Any]]:
-    return sorted(results["methods"][method]["stages"], key=lambda stage: int(stage["index"]))
-
-
-def _stage_label(index: int, tasks: Sequence[str]) -> str:
-    name = tasks[index - 1] if 0 < index <= len(tasks) else f"stage {index}"
-    return "base" if index == 0 else f"after {name}"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+__all__ = ["RESULTS_FILE", "ParetoPoint", "ResultsError", "load_results", "pareto_points", "read_metrics_jsonl",
+           "trajectories", "write_report"]  # fmt: skip
 
 
 # ---------------------------------------------------------------- markdown
 
 
-def _num(value: float, signed: bool = False) -> str:
-    return "—" if not math.isfinite(value) else f"{value:+.3f}" if signed else f"{value:.3f}"
-
-
 def _cell(value: float, stderr: float) -> str:
-    text = _num(value)
+    text = fmt_num(value)
     return f"{text} ± {stderr:.3f}" if math.isfinite(value) and math.isfinite(stderr) else text
 
 
@@ -143,8 +100,8 @@ def _seed_table(results: Mapping[str, Any], method: str) -> list[str]:
     for i in range(R.shape[0]):
         cells = [_cell(R[i, j], R_err[i, j]) for j in range(len(tasks))]
         for _, names, P, P_err in parts:
-            cells += [_num(prior_average(P)[i])] + [_cell(P[i, m], P_err[i, m]) for m in range(len(names))]
-        rows.append([_stage_label(i, tasks), *cells])
+            cells += [fmt_num(prior_average(P)[i])] + [_cell(P[i, m], P_err[i, m]) for m in range(len(names))]
+        rows.append([stage_label(i, tasks), *cells])
     header = ["stage", *tasks] + [c for label, names, *_ in parts for c in (label, *names)]
     return _table(header, rows)
 
@@ -157,12 +114,12 @@ def _metrics_table(results: Mapping[str, Any], summaries: Mapping[str, dict[str,
     header += ["train time"]
     rows = []
     for method, s in summaries.items():
-        seconds = sum(float(stage.get("train_seconds") or 0.0) for stage in _stages(results, method))
+        seconds = sum(float(stage.get("train_seconds") or 0.0) for stage in stages_of(results, method))
         rows.append(
-            [method, f"{s['stages_done']}/{len(tasks)}", _num(s["acc"]), _num(s["bwt"], True), _num(s["fwt"], True)]
-            + [_num(s["forgetting"][t]) for t in tasks]
-            + [_num(s["prior_base"]), _num(s["prior_end"]), _num(s["prior_drop"], True)]
-            + ([_num(s["near_base"]), _num(s["near_end"]), _num(s["near_drop"], True)] if near else [])
+            [method, f"{s['stages_done']}/{len(tasks)}", fmt_num(s["acc"]), fmt_num(s["bwt"], True), fmt_num(s["fwt"], True)]
+            + [fmt_num(s["forgetting"][t]) for t in tasks]
+            + [fmt_num(s["prior_base"]), fmt_num(s["prior_end"]), fmt_num(s["prior_drop"], True)]
+            + ([fmt_num(s["near_base"]), fmt_num(s["near_end"]), fmt_num(s["near_drop"], True)] if near else [])
             + [_duration(seconds)]
         )
     return _table(header, rows)
@@ -170,7 +127,7 @@ def _metrics_table(results: Mapping[str, Any], summaries: Mapping[str, dict[str,
 
 def _pm(value: tuple[float, float, int] | Sequence[float], signed: bool = False) -> str:
     mean, std = float(value[0]), float(value[1])
-    return _num(mean, signed) + (f" ± {std:.3f}" if math.isfinite(mean) and math.isfinite(std) else "")
+    return fmt_num(mean, signed) + (f" ± {std:.3f}" if math.isfinite(mean) and math.isfinite(std) else "")
 
 
 def _interval(d: Mapping[str, float]) -> str:
@@ -222,7 +179,7 @@ def _across_seeds(results: Mapping[str, Any]) -> list[str]:
         if not v["seeds"]:
             continue
         lines += [f"### {setting}: each task after each stage (mean ± std over {len(v['seeds'])} seeds)", ""]
-        rows = [[_stage_label(i, tasks)] + [_pm((v["matrix_mean"][i, j], v["matrix_std"][i, j]))
+        rows = [[stage_label(i, tasks)] + [_pm((v["matrix_mean"][i, j], v["matrix_std"][i, j]))
                                             for j in range(len(v["columns"]))]
                 for i in range(v["matrix_mean"].shape[0])]  # fmt: skip
         lines += [*_table(["stage", *v["columns"]], rows), ""]
@@ -268,6 +225,8 @@ def _summary_line(method: str, s: Mapping[str, Any], tasks: Sequence[str]) -> st
         if s["forgetting"][t] > 0.0005  # NaN compares False; below this it would print as 0.000
     ]
     prior = f"({s['prior_base']:.3f}→{s['prior_end']:.3f})"
+    if s["near_drop"] > 0.0005:  # NaN (no near-prior tasks) compares False
+        lost.append(f"near-prior average {s['near_drop']:.3f} ({s['near_base']:.3f}→{s['near_end']:.3f})")
     if s["prior_drop"] > 0.0005:
         lost.append(f"prior average {s['prior_drop']:.3f} {prior}")
     parts = [f"learned {', '.join(learned)}" if learned else "learned nothing yet (no training stage finished)"]
@@ -282,219 +241,6 @@ def _config_line(config: Mapping[str, Any]) -> str:
     return f"config: `{' · '.join(scalars)}`" if scalars else ""
 
 
-# ---------------------------------------------------------------- plots
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)  # PNG rendering without any display or global pyplot state
-    return figure
-
-
-def _plot_accuracy_by_stage(results: Mapping[str, Any], path: Path) -> None:
-    """One panel per stage task, per near-prior and prior task, and the averages; x = stage, one line per setting
-    (the mean over its finished seeds, with a ±std band, when it has several)."""
-    tasks, near, priors = list(results["stage_tasks"]), list(results.get("near_tasks", [])), list(results["prior_tasks"])
-    panels = tasks + near + (["near-prior average"] if near else []) + priors + (["prior average"] if priors else [])
-    ncols = min(3, len(panels)) or 1
-    nrows = max(1, math.ceil(len(panels) / ncols))
-    figure = _new_figure(4.2 * ncols, 3.2 * nrows)
-    axes = np.atleast_1d(figure.subplots(nrows, ncols, squeeze=False)).ravel()
-    agg = aggregate(results)
-
-    def with_averages(M: np.ndarray) -> np.ndarray:
-        R, N, P = M[:, : len(tasks)], M[:, len(tasks) : len(tasks) + len(near)], M[:, len(tasks) + len(near) :]
-        parts = [R, N] + ([prior_average(N)[:, None]] if near else []) + [P] + ([prior_average(P)[:, None]] if priors else [])
-        return np.column_stack(parts)
-
-    columns, bands = {}, {}
-    for setting, labels in settings_of(results).items():
-        if len(labels) > 1 and agg[setting]["seeds"]:
-            runs = [matrix_from_results(results, label, [*tasks, *near, *priors]) for label in agg[setting]["seeds"].values()]
-            curves = np.stack([with_averages(M) for M in runs])
-            stats = [[mean_std(curves[:, i, j]) for j in range(curves.shape[2])] for i in range(curves.shape[1])]
-            columns[setting] = np.array([[c[0] for c in row] for row in stats]).reshape(curves.shape[1:])
-            bands[setting] = np.array([[c[1] for c in row] for row in stats]).reshape(curves.shape[1:])
-        else:
-            columns[setting] = with_averages(matrix_from_results(results, labels[0], [*tasks, *near, *priors]))
-    labels = ["base", *tasks]
-    for k, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
-        if k < len(tasks):
-            ax.axvspan(k + 0.5, k + 1.5, color="0.9", label="trained at this stage")
-        for setting, values in columns.items():
-            line = ax.plot(range(values.shape[0]), values[:, k], marker="o", label=setting)[0]
-            if bands.get(setting) is not None and np.isfinite(bands[setting][:, k]).any():
-                low, high = values[:, k] - bands[setting][:, k], values[:, k] + bands[setting][:, k]
-                ax.fill_between(range(values.shape[0]), low, high, color=line.get_color(), alpha=0.15)
-        scores = np.concatenate([values[:, k] for values in columns.values()] or [np.zeros(0)])
-        if np.all((scores >= 0) & (scores <= 1) | np.isnan(scores)):  # scores in [0, 1]: show the whole range
-            ax.set_ylim(-0.03, 1.03)
-        kind = " (near-prior)" if panel in near else " (prior)" if panel in priors else ""
-        ax.set_title(panel + kind)
-        ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
-        ax.set_xlim(-0.3, len(labels) - 0.7)
-        ax.set_ylabel("score")
-        ax.grid(alpha=0.3)
-    for ax in axes[len(panels) :]:
-        ax.set_axis_off()
-    handles, names = axes[0].get_legend_handles_labels()
-    figure.legend(handles, names, loc="outside upper center", ncols=len(names))
-    figure.savefig(path, dpi=DPI)
-
-
-def _plot_matrix(results: Mapping[str, Any], method: str, path: Path) -> None:
-    """Heatmap of R (row = after stage, column = task) with each value written in its cell."""
-    tasks = list(results["stage_tasks"])
-    R = matrix_from_results(results, method, tasks)
-    figure = _new_figure(2.0 + 1.5 * max(len(tasks), 1), 1.8 + 0.6 * max(R.shape[0], 1))
-    ax = figure.subplots()
-    image = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    for (i, j), value in np.ndenumerate(R):
-        ax.text(j, i, _num(value), ha="center", va="center", color="white" if value <= 0.55 else "black")
-    ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_yticks(range(R.shape[0]), [_stage_label(i, tasks) for i in range(R.shape[0])])
-    ax.set_xlabel("task")
-    ax.set_title(f"{method}: accuracy matrix R")
-    figure.colorbar(image, ax=ax, label="score")
-    figure.savefig(path, dpi=DPI)
-
-
-def _sibling_runs(run_dir: Path, tasks: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
-    """Other run directories next to this one with the same stage tasks, for the Pareto plot."""
-    found = []
-    for other in sorted(p for p in run_dir.resolve().parent.iterdir() if p.is_dir()):
-        if other == run_dir.resolve() or not (other / RESULTS_FILE).is_file():
-            continue
-        try:
-            results = load_results(other)
-        except (OSError, ValueError) as error:
-            logger.warning("skipping %s in the Pareto plot: %s", other, error)
-            continue
-        if list(results["stage_tasks"]) == list(tasks):
-            found.append((other.name, results))
-    return found
-
-
-@dataclass(frozen=True)
-class ParetoPoint:
-    label: str
-    prior: float
-    """Prior-capability average at the end (mean over the setting's finished seeds)."""
-    acc: float
-    """ACC at the end (mean over the setting's finished seeds)."""
-    prior_std: float
-    acc_std: float
-    """Sample std across seeds (NaN for one seed)."""
-    ours: bool
-    """From this run directory (not a sibling)."""
-
-
-def _setting_points(results: Mapping[str, Any]) -> list[tuple[str, float, float, float, float]]:
-    """``(setting, prior mean, acc mean, prior std, acc std)``; a setting of one run uses it even while partial."""
-    points = []
-    groups = settings_of(results)
-    agg = aggregate(results)
-    for setting, labels in groups.items():
-        if len(labels) == 1:
-            s = summarize_method(results, labels[0])
-            values = (s["prior_end"], s["acc"], math.nan, math.nan)
-        else:
-            scalars = agg[setting]["scalars"]
-            values = (scalars["prior_end"][0], scalars["acc"][0], scalars["prior_end"][1], scalars["acc"][1])
-        if math.isfinite(values[0]) and math.isfinite(values[1]):
-            points.append((setting, *values))
-    return points
-
-
-def pareto_points(results: Mapping[str, Any], run_dir: Path) -> list[ParetoPoint]:
-    """One point per setting of this run (mean over seeds, with the std across seeds), then per setting of each
-    sibling run with the same stage tasks (labelled ``run/setting``); points missing a coordinate are left out."""
-    points = []
-    for run_name, run in [(None, results), *_sibling_runs(Path(run_dir), results["stage_tasks"])]:
-        for setting, x, y, xerr, yerr in _setting_points(run):
-            label = setting if run_name is None else f"{run_name}/{setting}"
-            points.append(ParetoPoint(label, x, y, xerr, yerr, run_name is None))
-    return points
-
-
-def _plot_pareto(results: Mapping[str, Any], run_dir: Path, path: Path) -> None:
-    """x = prior-capability average at the end, y = mean stage-task accuracy at the end; one point per setting,
-    error bars = std across seeds."""
-    figure = _new_figure(6.4, 4.8)
-    ax = figure.subplots()
-    points = pareto_points(results, run_dir)
-    colors: dict[str, str] = {}  # one color per setting name, across runs; the marker tells the runs apart
-    for p in points:
-        color = colors.setdefault(p.label.rsplit("/", 1)[-1], f"C{len(colors) % 10}")
-        style = {"markersize": 9, "zorder": 3, "marker": "o"} if p.ours else {"markersize": 6, "alpha": 0.6, "marker": "s"}
-        xerr = p.prior_std if math.isfinite(p.prior_std) else None
-        yerr = p.acc_std if math.isfinite(p.acc_std) else None
-        ax.errorbar([p.prior], [p.acc], xerr=xerr, yerr=yerr, label=p.label, color=color, capsize=3, linestyle="none",
-                    **style)  # fmt: skip
-        ax.annotate(p.label, (p.prior, p.acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    for method in results["methods"]:  # the common starting point, for reference
-        s = summarize_method(results, method)
-        if not s["matrix"]:  # a pending run
-            continue
-        base_acc = average_accuracy(np.asarray(s["matrix"])[:1])
-        if math.isfinite(s["prior_base"]) and math.isfinite(base_acc):
-            ax.scatter([s["prior_base"]], [base_acc], marker="*", s=160, color="black", label="base model")
-            break
-    if points:
-        ax.legend(fontsize=8, loc="best")
-    else:
-        ax.text(0.5, 0.5, "nothing to plot: needs prior tasks", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("prior-capability average at end (right = kept more)")
-    ax.set_ylabel("mean stage-task accuracy at end (up = learned more)")
-    seeds = max((len(v["seeds"]) for v in aggregate(results).values()), default=0)
-    ax.set_title("learning vs. retention" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""))
-    ax.grid(alpha=0.3)
-    figure.savefig(path, dpi=DPI)
-
-
-def _plot_training(results: Mapping[str, Any], run_dir: Path, method: str, path: Path) -> bool:
-    """Loss and (when logged) KL against the global step across stages; False when there is nothing logged."""
-    series: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in CURVE_KEYS}
-    boundaries: list[tuple[float, str]] = []
-    offset = 0.0
-    for stage in _stages(results, method):
-        if not stage.get("train_dir"):
-            continue
-        rows = read_metrics_jsonl(run_dir / stage["train_dir"] / "metrics.jsonl")
-        boundaries.append((offset, str(stage.get("name", stage["index"]))))
-        for xs, ys in series.values():
-            if xs:  # a NaN breaks the line, so no segment joins the end of one stage to the start of the next
-                xs.append(math.nan)
-                ys.append(math.nan)
-        steps = [float(r["step"]) if isinstance(r.get("step"), int | float) else n + 1.0 for n, r in enumerate(rows)]
-        for row, step in zip(rows, steps, strict=True):
-            for key, (xs, ys) in series.items():
-                if isinstance(row.get(key), int | float):
-                    xs.append(offset + step)
-                    ys.append(float(row[key]))
-        offset += max(steps, default=0.0)
-    keys = [key for key in CURVE_KEYS if series[key][0]]
-    labels = {key: key for key in keys}
-    if "kl" in keys and series["kl"] == series["loss"]:  # forward KL on the full vocabulary: the loss is the KL
-        keys.remove("kl")
-        labels["loss"] = "loss (= KL)"
-    if not keys:
-        return False
-    figure = _new_figure(7.0, 2.6 * len(keys))
-    for ax, key in zip(np.atleast_1d(figure.subplots(len(keys), 1, sharex=True, squeeze=False)).ravel(), keys,
-                       strict=True):
-        ax.plot(*series[key], marker=".", label=labels[key])
-        for start, name in boundaries:
-            ax.axvline(start + 0.5, color="0.5", linestyle="--", linewidth=1)
-            ax.annotate(name, (start + 0.5, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                        textcoords="offset points", fontsize=8, color="0.3")
-        ax.set_ylabel(labels[key])
-        ax.grid(alpha=0.3)
-    ax.set_xlabel("optimizer step (all stages)")
-    figure.suptitle(f"{method}: training curves (dashed = stage start)")
-    figure.savefig(path, dpi=DPI)
-    return True
-
 
 # ---------------------------------------------------------------- entry points
 
@@ -505,8 +251,8 @@ def write_report(run_dir: Path) -> Path:
     results = load_results(run_dir)
     tasks, methods = list(results["stage_tasks"]), list(results["methods"])
     summaries = {method: summarize_method(results, method) for method in methods}
-    _plot_accuracy_by_stage(results, run_dir / "accuracy_by_stage.png")
-    _plot_pareto(results, run_dir, run_dir / "pareto.png")
+    plot_accuracy_by_stage(results, run_dir / "accuracy_by_stage.png")
+    plot_pareto(results, run_dir, run_dir / "pareto.png")
 
     lines = [f"# Continual run `{run_dir.resolve().name}`", ""]
     near = ", ".join(results.get("near_tasks", [])) or "—"
@@ -531,10 +277,10 @@ def write_report(run_dir: Path) -> Path:
         lines += ["Score of each task (rows: after each stage; primary metric ± stderr).", ""]
         lines += [*_seed_table(results, method), ""]
         if summaries[method]["matrix"]:
-            _plot_matrix(results, method, run_dir / f"matrix_{_safe(method)}.png")
-            lines += [f"![{method} accuracy matrix](matrix_{_safe(method)}.png)", ""]
-        if _plot_training(results, run_dir, method, run_dir / f"training_{_safe(method)}.png"):
-            lines += [f"![{method} training curves](training_{_safe(method)}.png)", ""]
+            plot_matrix(results, method, run_dir / f"matrix_{safe_name(method)}.png")
+            lines += [f"![{method} accuracy matrix](matrix_{safe_name(method)}.png)", ""]
+        if plot_training(results, run_dir, method, run_dir / f"training_{safe_name(method)}.png"):
+            lines += [f"![{method} training curves](training_{safe_name(method)}.png)", ""]
 
     report = run_dir / REPORT_FILE
     write_text_atomic(report, "\n".join(lines))  # a reader never sees half a report while a run rewrites it
@@ -560,3 +306,4 @@ def run_report(run_dir: Path | str) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
     return write_report(run_dir)
+
