@@ -49,6 +49,15 @@ def _normalize(text: str) -> str:
     return (fenced.group(1) if fenced else text).strip().strip("`").strip()
 
 
+def _same_json(output: str, answer: str) -> float:
+    """1.0 when the output (code fences stripped) parses as the same JSON value as the answer, else 0.0."""
+    try:
+        value = json.loads(_normalize(output))
+    except json.JSONDecodeError:
+        return 0.0
+    return float(value == json.loads(answer))
+
+
 def _has_word(word: str, text: str) -> bool:
     """Whether ``word`` (one or more words) occurs in ``text`` as whole word(s), ignoring case."""
     return re.search(rf"\b{re.escape(word)}\b", text, re.IGNORECASE) is not None
@@ -118,11 +127,7 @@ class RecordJSONTask(ProceduralTask):
         return f"Make a record: {person} is {age} years old and lives in {city}.", json.dumps(record), None
 
     def score(self, example: Example, output: str) -> dict[str, float]:
-        try:
-            value = json.loads(_normalize(output))
-        except json.JSONDecodeError:
-            return {"acc": 0.0}
-        return {"acc": float(value == json.loads(example.answer))}
+        return {"acc": _same_json(output, example.answer)}
 
 
 class TicketLineTask(ProceduralTask):
@@ -229,11 +234,7 @@ class ExtractTripTask(ProceduralTask):
         return text, json.dumps(fields), None
 
     def score(self, example: Example, output: str) -> dict[str, float]:
-        try:
-            value = json.loads(_normalize(output))
-        except json.JSONDecodeError:
-            return {"acc": 0.0}
-        return {"acc": float(value == json.loads(example.answer))}
+        return {"acc": _same_json(output, example.answer)}
 
 
 ZONES = {"France": 1, "Germany": 3, "Belgium": 1, "Portugal": 2, "Spain": 4, "Italy": 2, "Canada": 3, "Brazil": 1,
