@@ -92,8 +92,8 @@ class ContinualConfig:
     progress: bool = True
     """Progress bars for training and evaluation."""
     keep_models: bool = True
-    """Keep every stage's trained model (False: delete a stage's weights once the next stage no longer needs them,
-    keeping its metrics, config and evaluation; for long benchmarks)."""
+    """Keep every stage's trained model (False: delete a stage's weights once the next stage is recorded, and a
+    run's last weights once the run is done, keeping metrics, configs and evaluations; for long benchmarks)."""
     only_seeds: list[int] | None = None
     """Run only the runs of these seeds now (the others stay pending; results.json and the report hold what is done)."""
 
