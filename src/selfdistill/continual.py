@@ -246,7 +246,10 @@ def _drop_weights(stage_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _has_weights(model_dir: Path) -> bool:
+def _stage_model_exists(plan: Plan, run_dir: Path, run, k: int) -> bool:
+    """Whether the model stage ``k`` of ``run`` hands on (its output, or its merged copy) still has its weights."""
+    stage = plan.stages[k - 1]
+    model_dir = Path(_next_model(run_dir / _stage_dir(run.label, k, stage), plan.train_overrides(run.setting, stage)))
     return (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors"))
 
 
@@ -257,13 +260,10 @@ def _restart_if_unresumable(plan: Plan, run_dir: Path, results: dict, run) -> No
     done = max((int(s["index"]) for s in record["stages"]), default=0)
     if not 0 < done < len(plan.stages):
         return
-    stage = plan.stages[done - 1]
-    stage_dir = run_dir / _stage_dir(run.label, done, stage)
-    if _has_weights(Path(_next_model(stage_dir, plan.train_overrides(run.setting, stage)))):
+    if _stage_model_exists(plan, run_dir, run, done):
         return
-    upcoming = plan.stages[done]
-    next_dir = run_dir / _stage_dir(run.label, done + 1, upcoming)
-    if (next_dir / TRAINED_MARK).is_file() and _has_weights(Path(_next_model(next_dir, plan.train_overrides(run.setting, upcoming)))):
+    next_dir = run_dir / _stage_dir(run.label, done + 1, plan.stages[done])
+    if (next_dir / TRAINED_MARK).is_file() and _stage_model_exists(plan, run_dir, run, done + 1):
         return  # the next stage trained already and only needs its evaluation
     log.warning("== [%s]: the model after stage %d is gone, so this run starts over", run.label, done)
     record["stages"] = [s for s in record["stages"] if int(s["index"]) == 0]
