@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from selfdistill.cli import main
+from selfdistill.config import TrainConfig
 from selfdistill.models import load_model
-from selfdistill.train import TrainConfig, batch_order, train
+from selfdistill.train import batch_order, train
 
 FAST = {"model": "tiny-random", "batch_size": 2, "max_new_tokens": 8, "progress": False, "lr": 1e-3}
 

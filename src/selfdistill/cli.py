@@ -16,22 +16,46 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import tyro
 
-from selfdistill.models import DEFAULT_MODEL
+from selfdistill.config import DEFAULT_MODEL
 
-# name -> (module, config class, runner, one-line help); modules import lazily so `--help` stays fast.
-COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "train": ("selfdistill.train", "TrainConfig", "train", "train with sdft | sft | seqkd on a data file or task"),
-    "generate": ("selfdistill.cli", "GenerateConfig", "generate", "generate an answer to one prompt"),
-    "eval": ("selfdistill.evaluate", "EvalConfig", "run_eval", "evaluate a model on tasks or suites"),
-    "probe": ("selfdistill.probe", "ProbeConfig", "run_probe", "ICL gap: teacher with demo vs student without"),
-    "continual": ("selfdistill.continual", "ContinualConfig", "run_continual", "run a plan of stages, report"),
-    "demo": ("selfdistill.continual", "DemoConfig", "run_demo", "the offline demo on the embedded model"),
-    "report": ("selfdistill.report", "ReportConfig", "run_report_cli", "write report.md and plots for a run dir"),
-}
+
+class Command(NamedTuple):
+    """A subcommand: where its config class and its runner live ("module:name"), and its one-line help.
+
+    Both import only when the command runs, and a config lives in a module without torch where it can, so
+    `--help` and flag errors come back fast."""
+
+    config: str
+    runner: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("selfdistill.config:TrainConfig", "selfdistill.train:train",
+                     "train with sdft | sft | seqkd on a data file or task"),
+    "generate": Command("selfdistill.cli:GenerateConfig", "selfdistill.cli:generate", "generate an answer to one prompt"),
+    "eval": Command("selfdistill.evaluate:EvalConfig", "selfdistill.evaluate:run_eval",
+                    "evaluate a model on tasks or suites"),
+    "probe": Command("selfdistill.probe:ProbeConfig", "selfdistill.probe:run_probe",
+                     "ICL gap: teacher with demo vs student without"),
+    "continual": Command("selfdistill.continual:ContinualConfig", "selfdistill.continual:run_continual",
+                         "run a plan of stages, report"),
+    "demo": Command("selfdistill.continual:DemoConfig", "selfdistill.continual:run_demo",
+                    "the offline demo on the embedded model"),
+    "report": Command("selfdistill.report:ReportConfig", "selfdistill.report:run_report_cli",
+                      "write report.md and plots for a run dir"),
+}  # fmt: skip
+
+
+def resolve(target: str) -> Any:
+    """The object a "module:name" string names."""
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
 
 log = logging.getLogger("selfdistill")
 
@@ -119,7 +143,7 @@ def _flag(field_name: str) -> str:
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {info[3]}" for name, info in COMMANDS.items()]
+    lines = [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
     return (
         "usage: selfdistill COMMAND [--help] [--config FILE] [options]\n\n"
         "Continual fine-tuning from demonstrations without forgetting (SDFT).\n\ncommands:\n"
@@ -210,13 +234,14 @@ def _is_number(text: str) -> bool:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from selfdistill.checkpoint import CheckpointError
+    from selfdistill.config import ConfigError
     from selfdistill.data import DataError
     from selfdistill.models import ModelSpecError
     from selfdistill.plan import PlanError
     from selfdistill.prompts import PromptBudgetError
     from selfdistill.report import ResultsError
     from selfdistill.tasks.base import TaskError
-    from selfdistill.training_setup import ConfigError, OutputDirError
+    from selfdistill.training_setup import OutputDirError
 
     return (DataError, ModelSpecError, PromptBudgetError, TaskError, OutputDirError, CheckpointError,
             ConfigError, ResultsError, PlanError, FileNotFoundError)  # fmt: skip
@@ -235,10 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         return _fail(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
-    module_name, cls_name, fn_name, _ = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    config_cls: type = getattr(module, cls_name)
-    runner: Callable[[Any], Any] = getattr(module, fn_name)
+    config_cls: type = resolve(COMMANDS[name].config)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     debug = bool(os.environ.get("SELFDISTILL_DEBUG"))
     try:
@@ -254,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(str(err).splitlines()[0])
+    runner: Callable[[Any], Any] = resolve(COMMANDS[name].runner)
     _quiet_libraries()
     try:
         result = runner(cfg)

@@ -26,6 +26,7 @@ import torch
 import tyro
 import yaml
 
+from selfdistill.config import TrainConfig
 from selfdistill.evaluate import evaluate_tasks
 from selfdistill.fileio import write_text_atomic
 from selfdistill.models import load_model
@@ -33,7 +34,7 @@ from selfdistill.plan import EvalTask, Plan, PlanError, Stage, load_plan, parse_
 from selfdistill.report import RESULTS_FILE, load_results, trajectories, write_report
 from selfdistill.tasks import get_task
 from selfdistill.tasks.base import Task
-from selfdistill.train import TrainConfig, train
+from selfdistill.train import train
 from selfdistill.training_setup import OutputDirError, resolve_device
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from selfdistill.models import DEFAULT_MODEL, load_model
+from selfdistill.config import DEFAULT_MODEL
+from selfdistill.models import load_model
 from selfdistill.prompts import student_prompt_ids
 from selfdistill.rollout import eos_ids, left_pad
 from selfdistill.tasks import expand_task_names, get_task

@@ -9,13 +9,16 @@ float32. The primitives differentiate both arguments; ``distill_loss`` treats th
 
 import math
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-DIVERGENCES = ("forward", "reverse", "jsd")
-SUPPORTS = ("full", "topk", "sampled")
+from selfdistill.config import Divergence, Support
+
+DIVERGENCES = get_args(Divergence)
+SUPPORTS = get_args(Support)
 
 
 def _logprobs(logits_BTV: Tensor) -> Tensor:

@@ -39,11 +39,10 @@ from typing import Any, Literal
 
 import yaml
 
-from selfdistill.models import DEFAULT_MODEL
+from selfdistill.config import DEFAULT_MODEL, Method, TrainConfig
 from selfdistill.tasks import SUITES, TASKS
-from selfdistill.train import TrainConfig
 
-METHODS = ("sdft", "sft", "seqkd")
+METHODS = typing.get_args(Method)
 MANAGED = ("data", "model", "output", "resume", "overwrite", "data_dir", "max_steps", "epochs", "seed", "device",
            "progress", "merge")  # fmt: skip
 """TrainConfig fields the runner sets itself (from the plan's model, stages, seeds and output, and the command line)."""

