@@ -279,3 +279,24 @@ def test_invalid_arguments():
         Teacher(student, "ema").update(tiny_llama())
     with pytest.raises(ValueError, match="live"):
         Teacher(student, "live").load_state_dict({"x": torch.zeros(1)})
+
+
+def test_live_teacher_scores_completions_without_lora_dropout_and_leaves_the_student_training():
+    """A live teacher is the student; in the loop the student is in train mode, so scoring must switch dropout off
+    (LoRA dropout 0.5 would otherwise make two scorings of the same batch differ) and switch it back on after."""
+    from selfdistill.rollout import completion_logits, pack
+
+    student = lora_student(lora_dropout=0.5).train()
+    teacher = Teacher(student, "live")
+    packed = pack([[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]], pad_id=0)
+    first = teacher.completion_logits(packed)
+    assert student.training and not first.requires_grad
+    assert torch.equal(teacher.completion_logits(packed), first)
+    with torch.no_grad():
+        student.eval()
+        eval_logits = completion_logits(student, packed)
+        student.train()
+        torch.manual_seed(0)
+        train_logits = completion_logits(student, packed)
+    torch.testing.assert_close(first, eval_logits, rtol=0, atol=0)
+    assert not torch.allclose(train_logits, eval_logits)  # dropout really is on in train mode: the check can fail

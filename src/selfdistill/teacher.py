@@ -1,7 +1,7 @@
 """SDFT teacher state φ: an EMA, frozen, or live view of the student's weights (LoRA-aware).
 
     teacher = Teacher(student, mode="ema", ema_rate=0.01)
-    logits_BTV = teacher.logits(ids_BT, mask_BT)   # no grad; after each optimizer step: teacher.update(student)
+    logits_BCV = teacher.completion_logits(packed)  # no grad, no dropout; after each step: teacher.update(student)
 
 For a peft LoRA student the teacher copy is a plain model holding the student's *effective* weights
 W0 + s·B·A, so the EMA averages the product B·A, never A and B separately (DESIGN §1 step 6).
@@ -23,6 +23,7 @@ from peft.utils import ModulesToSaveWrapper
 from torch import Tensor
 
 from selfdistill.config import TeacherMode
+from selfdistill.rollout import Packed, completion_logits
 
 
 class Teacher:
@@ -76,6 +77,12 @@ class Teacher:
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             )
         return out.logits
+
+    @torch.no_grad()
+    def completion_logits(self, packed: Packed) -> Tensor:
+        """Teacher logits_BCV for a packed ``[teacher prompt | completion]`` batch, in eval mode (no dropout)."""
+        with _eval_mode(self.model):
+            return completion_logits(self.model, packed)
 
     def state_dict(self) -> dict[str, Tensor]:
         """The shadow weights under plain-model names (references, as nn.Module.state_dict); {} when live."""

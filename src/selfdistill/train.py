@@ -11,6 +11,7 @@ completion comes from and which loss runs on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +19,8 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,16 +150,22 @@ def train(cfg: TrainConfig) -> Path:
         interrupted.append(signum)
 
     on_main = threading.current_thread() is threading.main_thread()
-    previous_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
     log.info(
         "training %s | %s | %d examples | %d steps | %s%s",
         cfg.method, cfg.model, len(examples), total_steps, device, " | LoRA" if cfg.lora else "",
     )  # fmt: skip
-    bar = tqdm(total=total_steps, initial=step, desc=cfg.method, unit="step", disable=not cfg.progress)
-    metrics_file = (cfg.output / "metrics.jsonl").open("a")
-    redirect = logging_redirect_tqdm()
-    redirect.__enter__()  # step lines print above the progress bar instead of through it
-    try:
+    completions_for = _completion_source(cfg, model, teacher, tok, student_prompts, teacher_prompts, demos, device)
+    distill = cfg.method == "sdft"  # sdft: divergence to the teacher; sft and seqkd: NLL of the completion
+    timer = PhaseTimer(device)
+    with contextlib.ExitStack() as stack:
+        if on_main:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                stack.callback(signal.signal, signum, signal.signal(signum, on_signal))
+        bar = stack.enter_context(
+            tqdm(total=total_steps, initial=step, desc=cfg.method, unit="step", disable=not cfg.progress)
+        )
+        metrics_file = stack.enter_context((cfg.output / "metrics.jsonl").open("a"))
+        stack.enter_context(logging_redirect_tqdm())  # step lines print above the progress bar, not through it
         # ------------------------------------------------------------ loop
         while step < total_steps:
             t0 = time.perf_counter()
@@ -164,67 +173,54 @@ def train(cfg: TrainConfig) -> Path:
             for micro in range(cfg.grad_accum):
                 idx = batch_order(len(examples), cfg.batch_size, cfg.seed, step * cfg.grad_accum + micro)
                 # -------- completion: the student's own sample (sdft), the demo (sft), or the teacher's (seqkd)
-                if cfg.method == "sft":
-                    rows, completions, capped = idx, [demos[i] for i in idx], [False] * len(idx)
-                else:
-                    source = teacher.model if cfg.method == "seqkd" else model
-                    prompts = [(teacher_prompts if cfg.method == "seqkd" else student_prompts)[i] for i in idx]
-                    with autocast(cfg.precision, device):
-                        ro = sample(
-                            source, tok, prompts, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_new_tokens=cfg.max_new_tokens, num_generations=cfg.num_generations,
-                        )  # fmt: skip
-                    rows, completions, capped = [idx[j] for j in ro.prompt_index], ro.completions, ro.hit_cap
-                student_batch = pack([student_prompts[i] for i in rows], completions, tok.pad_token_id).to(device)
+                with timer("rollout"):
+                    batch = completions_for(idx)
+                student_batch = pack([student_prompts[i] for i in batch.rows], batch.ids, tok.pad_token_id).to(device)
                 mask_BC = student_batch.completion_mask_BC.clone()
                 # -------- loss
                 with autocast(cfg.precision, device):
-                    if cfg.method == "sdft":
+                    if distill:
                         mask_BC[:, : cfg.skip_first_tokens] = 0
-                        teacher_batch = pack([teacher_prompts[i] for i in rows], completions, tok.pad_token_id)
-                        with torch.no_grad():
-                            teacher_logits = completion_logits(teacher.model, teacher_batch.to(device))
-                        student_logits = completion_logits(model, student_batch)
-                        loss_BC = losses.distill_loss(
-                            student_logits, teacher_logits, student_batch.completion_ids_BC,
-                            divergence=cfg.divergence, support=cfg.support, k=cfg.topk, beta=cfg.jsd_beta,
-                            chunk_size=cfg.loss_chunk_size,
-                        )  # fmt: skip
-                    else:
-                        student_logits = completion_logits(model, student_batch)
-                        loss_BC = losses.token_nll(student_logits, student_batch.completion_ids_BC)
-                    loss = losses.masked_mean(loss_BC, mask_BC)
-                (loss / cfg.grad_accum).backward()
-                # -------- diagnostics (no grad)
-                with torch.no_grad():
-                    _collect(stats, "loss", loss.item())
-                    if cfg.method == "sdft":
-                        kl = loss_BC if (cfg.divergence, cfg.support) == ("forward", "full") else None
-                        if kl is None:
-                            kl = losses.distill_loss(
-                                student_logits, teacher_logits, student_batch.completion_ids_BC,
+                        with timer("teacher"):
+                            teacher_batch = pack([teacher_prompts[i] for i in batch.rows], batch.ids, tok.pad_token_id)
+                            teacher_logits_BCV = teacher.completion_logits(teacher_batch.to(device))
+                    with timer("student"):
+                        student_logits_BCV = completion_logits(model, student_batch)
+                        if distill:
+                            loss_BC = losses.distill_loss(
+                                student_logits_BCV, teacher_logits_BCV, student_batch.completion_ids_BC,
+                                divergence=cfg.divergence, support=cfg.support, k=cfg.topk, beta=cfg.jsd_beta,
                                 chunk_size=cfg.loss_chunk_size,
                             )  # fmt: skip
-                        _collect(stats, "kl", losses.masked_mean(kl.detach(), mask_BC).item())
-                        extra = losses.token_stats(student_logits, teacher_logits, student_batch.completion_ids_BC)
-                        for name, val_BC in extra.items():
-                            _collect(stats, name, losses.masked_mean(val_BC, mask_BC).item())
-                    _collect(stats, "completion_length", float(np.mean([len(c) for c in completions])))
-                    _collect(stats, "hit_length_cap", float(np.mean(capped)))
+                        else:
+                            loss_BC = losses.token_nll(student_logits_BCV, student_batch.completion_ids_BC)
+                        loss = losses.masked_mean(loss_BC, mask_BC)
+                with timer("student"):
+                    (loss / cfg.grad_accum).backward()
+                # -------- diagnostics (no grad)
+                with timer("diagnostics"), torch.no_grad():
+                    _collect(stats, "loss", loss.item())
+                    if distill:
+                        _distill_stats(stats, cfg, loss_BC, student_logits_BCV, teacher_logits_BCV,
+                                       student_batch.completion_ids_BC, mask_BC)  # fmt: skip
+                    _collect(stats, "completion_length", float(np.mean([len(c) for c in batch.ids])))
+                    _collect(stats, "hit_length_cap", float(np.mean(batch.hit_cap)))
             # ------------------------------------------------------------ step
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            if not (math.isfinite(grad_norm.item()) and all(math.isfinite(v) for v in stats["loss"])):
-                last_good = latest_checkpoint(cfg.output)
-                raise FloatingPointError(
-                    f"step {step + 1}: non-finite loss or gradient (loss {stats['loss']}, grad norm "
-                    f"{grad_norm.item()}); stopped before the update; last good checkpoint: "
-                    f"{last_good or 'none yet'} (lower --lr, or check the data, then --resume)"
-                )
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            teacher.update(model)
+            with timer("optimizer"):
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                if not (math.isfinite(grad_norm.item()) and all(math.isfinite(v) for v in stats["loss"])):
+                    last_good = latest_checkpoint(cfg.output)
+                    raise FloatingPointError(
+                        f"step {step + 1}: non-finite loss or gradient (loss {stats['loss']}, grad norm "
+                        f"{grad_norm.item()}); stopped before the update; last good checkpoint: "
+                        f"{last_good or 'none yet'} (lower --lr, or check the data, then --resume)"
+                    )
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            with timer("ema"):
+                teacher.update(model)
             step += 1
             # ------------------------------------------------------------ log
             record = {"step": step, **{k: float(np.mean(v)) for k, v in stats.items()}}
@@ -233,6 +229,7 @@ def train(cfg: TrainConfig) -> Path:
                 "lr": lr,
                 "demonstrations_truncated": n_truncated,
                 "seconds_per_step": time.perf_counter() - t0,
+                **timer.pop(),
             }
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
@@ -244,18 +241,73 @@ def train(cfg: TrainConfig) -> Path:
             if interrupted:
                 log.warning("interrupted at step %d; checkpoint saved; continue with --resume", step)
                 raise TrainingInterrupted(interrupted[0])
-    finally:
-        redirect.__exit__(None, None, None)
-        bar.close()
-        metrics_file.close()
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
 
     # ---------------------------------------------------------------- save
     checkpoint(step)
     save_final(model, tok, cfg, config_dict(cfg))
     log.info("done: model saved to %s", cfg.output)
     return cfg.output
+
+
+@dataclass
+class Completions:
+    """One micro-batch's completions: which example each row belongs to, its tokens, and whether it hit the cap."""
+
+    rows: list[int]
+    ids: list[list[int]]
+    hit_cap: list[bool]
+
+
+def _completion_source(cfg, model, teacher, tok, student_prompts, teacher_prompts, demos, device):
+    """``idx -> Completions`` for the method, chosen once: the demonstrations (sft), the student's samples without
+    the demonstration (sdft), or the teacher's samples with it (seqkd)."""
+    if cfg.method == "sft":
+        return lambda idx: Completions(list(idx), [demos[i] for i in idx], [False] * len(idx))
+    source, prompts = (teacher.model, teacher_prompts) if cfg.method == "seqkd" else (model, student_prompts)
+
+    def rollout(idx: list[int]) -> Completions:
+        with autocast(cfg.precision, device):
+            ro = sample(
+                source, tok, [prompts[i] for i in idx], temperature=cfg.temperature, top_p=cfg.top_p,
+                max_new_tokens=cfg.max_new_tokens, num_generations=cfg.num_generations,
+            )  # fmt: skip
+        return Completions([idx[j] for j in ro.prompt_index], ro.completions, ro.hit_cap)
+
+    return rollout
+
+
+def _distill_stats(stats, cfg, loss_BC, student_logits_BCV, teacher_logits_BCV, ids_BC, mask_BC) -> None:
+    """The forward KL (whatever the loss is) and the per-token teacher/student diagnostics, masked means."""
+    kl_BC = loss_BC if (cfg.divergence, cfg.support) == ("forward", "full") else None
+    if kl_BC is None:
+        kl_BC = losses.distill_loss(student_logits_BCV, teacher_logits_BCV, ids_BC, chunk_size=cfg.loss_chunk_size)
+    _collect(stats, "kl", losses.masked_mean(kl_BC.detach(), mask_BC).item())
+    for name, val_BC in losses.token_stats(student_logits_BCV, teacher_logits_BCV, ids_BC).items():
+        _collect(stats, name, losses.masked_mean(val_BC, mask_BC).item())
+
+
+class PhaseTimer:
+    """Seconds per phase of a step (``with timer("rollout"): ...``); ``pop()`` returns ``{"seconds_rollout": s}``
+    for the phases that ran and starts over. On CUDA it synchronizes at the edges, so a phase owns its kernels."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self._seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self._seconds[phase] = self._seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def pop(self) -> dict[str, float]:
+        out = {f"seconds_{phase}": s for phase, s in self._seconds.items()}
+        self._seconds = {}
+        return out
 
 
 def _collect(stats: dict[str, list[float]], key: str, value: float) -> None:
