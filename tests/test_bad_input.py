@@ -417,3 +417,9 @@ def test_help_and_plan_validation_never_import_torch(tmp_path):
     script = _TORCH_FREE.format(plan=str(plan))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "heavy: []"
+
+
+def test_python_dash_m_runs_the_cli():
+    """`python -m selfdistill` is what `torchrun -m selfdistill` starts, so it must be the same command."""
+    done = subprocess.run([sys.executable, "-m", "selfdistill", "nope"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown command 'nope'" in done.stderr

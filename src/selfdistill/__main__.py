@@ -1,0 +1,7 @@
+"""``python -m selfdistill ...`` is the ``selfdistill`` command (what ``torchrun -m selfdistill`` needs)."""
+
+import sys
+
+from selfdistill.cli import main
+
+sys.exit(main())
