@@ -23,6 +23,8 @@ Precision = Literal["auto", "fp32", "bf16"]
 TeacherMode = Literal["ema", "frozen", "live"]
 Divergence = Literal["forward", "reverse", "jsd"]
 Support = Literal["full", "topk", "sampled"]
+RolloutName = Literal["hf", "vllm"]
+TISChoice = Literal["auto", "none", "sequence", "prefix"]
 
 
 class ConfigError(ValueError):
@@ -96,6 +98,14 @@ class TrainConfig:
     """Cut over-long demonstrations (counted in the logs); with --no-truncate-demonstration, fail instead."""
     loss_chunk_size: int = 64
     """Completion tokens per chunk when computing the divergence (bounds memory)."""
+    rollout: RolloutName = "hf"
+    """Rollout engine: hf (model.generate on the trained model) or vllm (an in-process vLLM given the weights after
+    every step)."""
+    tis: TISChoice = "auto"
+    """Truncated importance sampling of engine rollouts: prefix, sequence, none (auto: prefix with vllm, none with
+    hf, whose sampler is the trainer itself)."""
+    tis_cap: float = 2.0
+    """Largest importance weight."""
 
     lora: bool = False
     """Train a LoRA adapter (peft) instead of all weights."""
@@ -135,6 +145,10 @@ class TrainConfig:
             ("skip_first_tokens", self.skip_first_tokens >= 0, "must be >= 0"),
             ("max_teacher_prompt_tokens", self.max_teacher_prompt_tokens > 0, "must be > 0"),
             ("loss_chunk_size", self.loss_chunk_size > 0, "must be > 0"),
+            ("tis_cap", self.tis_cap > 0, "must be > 0"),
+            ("tis", self.rollout != "hf" or self.tis in ("auto", "none"),
+             "means nothing with --rollout hf (the sampler is the trainer's own model); use --rollout vllm"),
+            ("tis", self.method != "sft" or self.tis in ("auto", "none"), "sft samples nothing to weigh"),
             ("lora_r", self.lora_r > 0, "must be > 0"),
             ("save_every", self.save_every >= 0, "must be >= 0"),
             ("keep_checkpoints", self.keep_checkpoints > 0, "must be > 0"),
@@ -146,6 +160,15 @@ class TrainConfig:
         if self.divergence == "jsd" and self.support == "topk":
             bad("divergence", "jsd is not supported with --support topk")
         resolve_template(self.teacher_template)
+
+    @property
+    def tis_mode(self) -> str:
+        """The TIS weighting that runs: none unless an engine other than the trainer samples."""
+        if self.method == "sft":
+            return "none"
+        if self.tis == "auto":
+            return "prefix" if self.rollout != "hf" else "none"
+        return self.tis
         self.output = Path(self.output)
 
 

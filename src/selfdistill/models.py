@@ -108,7 +108,7 @@ def load_tokenizer(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False
 
 
 def tiny_random_model(tok: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
-    """A 2-layer Llama (~3.3 M params, mostly the tied embedding) sharing the embedded model's tokenizer."""
+    """A 2-layer Llama (~3.2 M params, mostly the tied embedding) sharing the embedded model's tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -116,8 +116,8 @@ def tiny_random_model(tok: PreTrainedTokenizerBase, seed: int = 0) -> PreTrained
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,  # head_dim 32: the smallest vLLM's CPU attention kernels take
+        num_key_value_heads=1,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id,

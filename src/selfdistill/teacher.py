@@ -64,7 +64,7 @@ class Teacher:
         if student is not self._student:
             raise ValueError("update() must be given the student the teacher was built from")
         thetas = [p.float() for p in self._sources]  # no copy when the student is fp32
-        thetas += [_effective_weight(layer) for layer in self._lora_layers]
+        thetas += [effective_weight(layer) for layer in self._lora_layers]
         torch._foreach_lerp_(self._targets + self._lora_targets, thetas, self.ema_rate)
 
     @torch.no_grad()
@@ -183,7 +183,7 @@ def _check_lora(student: PeftModel, mode: TeacherMode) -> None:
                 )
 
 
-def _effective_weight(layer: LoraLayer) -> Tensor:
+def effective_weight(layer: LoraLayer) -> Tensor:
     """W0 + Σ s·B·A over the active, unmerged adapters, in fp32 (peft's own delta, fan_in_fan_out aware)."""
     weight = layer.get_base_layer().weight.float()
     if layer.disable_adapters:

@@ -29,13 +29,15 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from selfdistill import losses
+from selfdistill import engines, losses
 from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from selfdistill.config import ConfigError, TrainConfig, config_dict
+from selfdistill.correction import tis_stats, tis_weights, token_logprobs
+from selfdistill.engines import Sampling
 from selfdistill.fileio import write_text_atomic
 from selfdistill.models import load_model
 from selfdistill.prompts import student_prompt_ids, teacher_prompt_ids
-from selfdistill.rollout import completion_logits, eos_ids, pack, sample
+from selfdistill.rollout import completion_logits, eos_ids, pack
 from selfdistill.teacher import Teacher
 from selfdistill.training_setup import (
     autocast,
@@ -43,6 +45,7 @@ from selfdistill.training_setup import (
     prepare_output,
     resolve_device,
     save_final,
+    uses_bf16,
     wrap_lora,
 )
 
@@ -85,6 +88,8 @@ def warmup_cosine(warmup: int, total: int):
 def train(cfg: TrainConfig) -> Path:
     """Run training to completion (or resume it); return the output directory holding the final model."""
     # ---------------------------------------------------------------- setup
+    if cfg.method != "sft":
+        engines.require(cfg.rollout)  # a missing engine fails before anything loads or is written
     examples = load_training_examples(cfg)
     _seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -154,8 +159,16 @@ def train(cfg: TrainConfig) -> Path:
         "training %s | %s | %d examples | %d steps | %s%s",
         cfg.method, cfg.model, len(examples), total_steps, device, " | LoRA" if cfg.lora else "",
     )  # fmt: skip
-    completions_for = _completion_source(cfg, model, teacher, tok, student_prompts, teacher_prompts, demos, device)
+    # Chosen once: where completions come from, which loss runs on them, and which model's probabilities the
+    # importance weights compare with the engine's (the model that sampled: the student, or seqkd's teacher).
+    sampler = None if cfg.method == "sft" else (teacher.model if cfg.method == "seqkd" else model)
+    engine = sampler and engines.make_engine(
+        cfg.rollout, sampler, tok, version=step, autocast=lambda: autocast(cfg.precision, device),
+        dtype="bfloat16" if uses_bf16(cfg.precision, device) else "float32", seed=cfg.seed,
+    )  # fmt: skip
+    completions_for = _completion_source(cfg, engine, student_prompts, teacher_prompts, demos)
     distill = cfg.method == "sdft"  # sdft: divergence to the teacher; sft and seqkd: NLL of the completion
+    tis_mode, tis_by_teacher = cfg.tis_mode, cfg.method == "seqkd"
     timer = PhaseTimer(device)
     with contextlib.ExitStack() as stack:
         if on_main:
@@ -174,16 +187,18 @@ def train(cfg: TrainConfig) -> Path:
                 idx = batch_order(len(examples), cfg.batch_size, cfg.seed, step * cfg.grad_accum + micro)
                 # -------- completion: the student's own sample (sdft), the demo (sft), or the teacher's (seqkd)
                 with timer("rollout"):
-                    batch = completions_for(idx)
+                    batch = completions_for(idx, step)
                 student_batch = pack([student_prompts[i] for i in batch.rows], batch.ids, tok.pad_token_id).to(device)
                 mask_BC = student_batch.completion_mask_BC.clone()
+                if distill or tis_by_teacher:
+                    teacher_batch = pack([teacher_prompts[i] for i in batch.rows], batch.ids, tok.pad_token_id)
+                    teacher_batch = teacher_batch.to(device)
                 # -------- loss
                 with autocast(cfg.precision, device):
                     if distill:
                         mask_BC[:, : cfg.skip_first_tokens] = 0
                         with timer("teacher"):
-                            teacher_batch = pack([teacher_prompts[i] for i in batch.rows], batch.ids, tok.pad_token_id)
-                            teacher_logits_BCV = teacher.completion_logits(teacher_batch.to(device))
+                            teacher_logits_BCV = teacher.completion_logits(teacher_batch)
                     with timer("student"):
                         student_logits_BCV = completion_logits(model, student_batch)
                         if distill:
@@ -194,7 +209,15 @@ def train(cfg: TrainConfig) -> Path:
                             )  # fmt: skip
                         else:
                             loss_BC = losses.token_nll(student_logits_BCV, student_batch.completion_ids_BC)
-                        loss = losses.masked_mean(loss_BC, mask_BC)
+                    weights_BC = None
+                    if tis_mode != "none":  # the engine sampled: weigh each position toward the trainer's model
+                        with timer("tis"):
+                            weights_BC = _tis(
+                                stats, cfg, tis_mode, batch, student_batch,
+                                teacher.completion_logits(teacher_batch) if tis_by_teacher else student_logits_BCV,
+                            )  # fmt: skip
+                    with timer("student"):
+                        loss = losses.masked_mean(loss_BC if weights_BC is None else loss_BC * weights_BC, mask_BC)
                 with timer("student"):
                     (loss / cfg.grad_accum).backward()
                 # -------- diagnostics (no grad)
@@ -222,6 +245,9 @@ def train(cfg: TrainConfig) -> Path:
             with timer("ema"):
                 teacher.update(model)
             step += 1
+            if engine is not None:
+                with timer("sync"):
+                    engine.sync_weights(sampler, step)  # before the next rollout; generate checks the version
             # ------------------------------------------------------------ log
             record = {"step": step, **{k: float(np.mean(v)) for k, v in stats.items()}}
             record |= {
@@ -251,29 +277,49 @@ def train(cfg: TrainConfig) -> Path:
 
 @dataclass
 class Completions:
-    """One micro-batch's completions: which example each row belongs to, its tokens, and whether it hit the cap."""
+    """One micro-batch's completions: which example each row belongs to, its tokens, whether it hit the cap, and
+    the sampler's log-prob of each token (empty for demonstrations)."""
 
     rows: list[int]
     ids: list[list[int]]
     hit_cap: list[bool]
+    sampler_logprobs: list[list[float]]
 
 
-def _completion_source(cfg, model, teacher, tok, student_prompts, teacher_prompts, demos, device):
-    """``idx -> Completions`` for the method, chosen once: the demonstrations (sft), the student's samples without
-    the demonstration (sdft), or the teacher's samples with it (seqkd)."""
-    if cfg.method == "sft":
-        return lambda idx: Completions(list(idx), [demos[i] for i in idx], [False] * len(idx))
-    source, prompts = (teacher.model, teacher_prompts) if cfg.method == "seqkd" else (model, student_prompts)
+def _completion_source(cfg, engine, student_prompts, teacher_prompts, demos):
+    """``(idx, step) -> Completions`` for the method, chosen once: the demonstrations (sft), the engine's samples
+    from the student without the demonstration (sdft), or from the teacher with it (seqkd)."""
+    if engine is None:
+        return lambda idx, step: Completions(list(idx), [demos[i] for i in idx], [False] * len(idx), [])
+    prompts = teacher_prompts if cfg.method == "seqkd" else student_prompts
+    sampling = Sampling(
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+        num_generations=cfg.num_generations,
+    )  # fmt: skip
 
-    def rollout(idx: list[int]) -> Completions:
-        with autocast(cfg.precision, device):
-            ro = sample(
-                source, tok, [prompts[i] for i in idx], temperature=cfg.temperature, top_p=cfg.top_p,
-                max_new_tokens=cfg.max_new_tokens, num_generations=cfg.num_generations,
-            )  # fmt: skip
-        return Completions([idx[j] for j in ro.prompt_index], ro.completions, ro.hit_cap)
+    def rollout(idx: list[int], step: int) -> Completions:
+        ro = engine.generate([prompts[i] for i in idx], sampling, version=step)
+        return Completions([idx[j] for j in ro.prompt_index], ro.completions, ro.hit_cap, ro.sample_logprobs)
 
     return rollout
+
+
+def _tis(stats, cfg, mode: str, batch: Completions, packed, own_logits_BCV) -> torch.Tensor:
+    """Importance weights_BC of the engine's samples toward the trainer's own model (``own_logits_BCV``), logged."""
+    ids_BC, mask_BC = packed.completion_ids_BC, packed.completion_mask_BC
+    trainer_logp_BC = token_logprobs(own_logits_BCV, ids_BC, cfg.temperature)
+    sampler_logp_BC = _pad_right(batch.sampler_logprobs, ids_BC.shape[1], ids_BC.device)
+    weights_BC = tis_weights(trainer_logp_BC, sampler_logp_BC, mask_BC, mode, cfg.tis_cap)
+    for name, value in tis_stats(trainer_logp_BC, sampler_logp_BC, mask_BC, weights_BC).items():
+        _collect(stats, name, value)
+    return weights_BC
+
+
+def _pad_right(rows: list[list[float]], width: int, device: torch.device) -> torch.Tensor:
+    out = torch.zeros(len(rows), width)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row[:width])
+    return out.to(device)
 
 
 def _distill_stats(stats, cfg, loss_BC, student_logits_BCV, teacher_logits_BCV, ids_BC, mask_BC) -> None:

@@ -102,10 +102,14 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether compute runs in bf16 (autocast): asked for, or ``auto`` on hardware with native bf16."""
+    return precision == "bf16" or (precision == "auto" and bf16_supported(device))
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast over fp32 master weights (pure-bf16 weights barely move at small learning rates)."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    if not use_bf16:
+    if not uses_bf16(precision, device):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 

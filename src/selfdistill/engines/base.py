@@ -1,0 +1,61 @@
+"""The rollout-engine seam: what training and evaluation ask of whatever samples completions.
+
+    engine = make_engine("hf", model, tok)
+    ro = engine.generate(prompt_ids, Sampling(max_new_tokens=64), version=step)   # a rollout.Rollout
+    ...optimizer step...
+    engine.sync_weights(model, version=step + 1)
+
+An engine samples from the weights it was last given. ``sync_weights`` hands it the sampling model's current
+weights (the student for sdft, the EMA teacher for seqkd) and a version; ``generate`` refuses to sample when the
+caller expects a newer version than the engine holds, so stale weights fail loudly instead of skewing a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from selfdistill.rollout import Rollout
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: ``greedy`` ignores temperature and top-p."""
+
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_generations: int = 1
+    greedy: bool = False
+
+
+class StaleWeightsError(RuntimeError):
+    """An engine asked to sample from weights older than the caller's current step."""
+
+
+class RolloutEngine(Protocol):
+    name: str
+    version: int
+    """The version of the weights the engine samples from (the optimizer step they came from)."""
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None) -> Rollout:
+        """Completions of token-id prompts (cut after the first end-of-turn token), with the sampler's log-probs."""
+        ...
+
+    def sync_weights(self, model: torch.nn.Module, version: int) -> None:
+        """Take ``model``'s current (effective) weights as version ``version``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_version(engine: RolloutEngine, version: int | None) -> None:
+    if version is not None and engine.version != version:
+        raise StaleWeightsError(
+            f"{engine.name} engine holds weights of step {engine.version}, but step {version} is sampling: "
+            "sync_weights was not called after the last optimizer step"
+        )

@@ -1,0 +1,173 @@
+"""The vLLM engine: a colocated, in-process ``vllm.LLM`` that samples token-id prompts and is handed the trainer's
+weights after every optimizer step.
+
+Setup writes the sampling model's current effective weights (LoRA merged out of place, see ``weights.py``) and
+its config to a private temporary directory, and starts the engine there; nothing is downloaded. ``sync_weights``
+streams the new tensors through ``collective_rpc("reload_weights", weights_iterator=..., is_checkpoint_format=True)``:
+vLLM re-runs its per-layer post-load processing (on CPU it repacks every linear weight for oneDNN and drops the
+original tensor, so a plain ``model.load_weights`` after start-up would fail or leave stale packed copies), then
+the prefix cache is reset so no KV block computed with old weights is reused.
+
+The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), which is what lets a Python generator of
+tensors reach the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from selfdistill.engines.base import Sampling, check_version
+from selfdistill.engines.weights import hf_weights
+from selfdistill.rollout import Rollout, cut_at_eos, eos_ids
+
+log = logging.getLogger(__name__)
+
+_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # in-process: weights reach the worker without serialization
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+class _QuietReload(logging.Filter):
+    """A reload names no rotary buffer (there is none in a checkpoint); vLLM warns about it on every sync."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "RotaryEmbedding: Failed to load weights" not in record.getMessage()
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tok,
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        max_model_len: int | None = None,
+        max_num_seqs: int = 64,
+    ) -> None:
+        for key, value in _ENV.items():
+            os.environ.setdefault(key, value)
+        if not torch.cuda.is_available():
+            os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # share the trainer's cores, no pinning
+        from vllm import LLM
+
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_QuietReload())
+
+        self.tok = tok
+        self.version = 0
+        self.dtype = _DTYPES[dtype]
+        self._stop = eos_ids(tok, model)
+        self._dir = Path(tempfile.mkdtemp(prefix="selfdistill-vllm-"))
+        threads = torch.get_num_threads()
+        try:
+            config = _write_checkpoint(model, self._dir, self.dtype)
+            length = max_model_len or min(int(getattr(config, "max_position_embeddings", 2048) or 2048), 4096)
+            kwargs: dict = {}
+            if not torch.cuda.is_available():
+                kwargs["kv_cache_memory_bytes"] = 1 << 30
+            else:
+                kwargs["gpu_memory_utilization"] = 0.3
+            self.llm = LLM(
+                model=str(self._dir),
+                skip_tokenizer_init=True,
+                dtype=dtype,
+                seed=seed,
+                max_model_len=length,
+                max_num_seqs=max_num_seqs,
+                enforce_eager=True,
+                logprobs_mode="processed_logprobs",  # log-probs of the distribution sampled from (temperature applied)
+                generation_config="vllm",  # ignore the checkpoint's sampling defaults: ours are explicit
+                **kwargs,
+            )
+        except Exception:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
+        finally:
+            _restore_threads(threads)
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None) -> Rollout:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        check_version(self, version)
+        params = SamplingParams(
+            n=sampling.num_generations,
+            temperature=0.0 if sampling.greedy else sampling.temperature,
+            top_p=1.0 if sampling.greedy else sampling.top_p,
+            top_k=0,
+            max_tokens=sampling.max_new_tokens,
+            stop_token_ids=self._stop,
+            logprobs=0,  # the sampled token's log-prob only
+            detokenize=False,
+        )
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+        completions, index, logprobs, hit_cap = [], [], [], []
+        stop = set(self._stop)
+        for i, out in enumerate(outs):
+            for c in out.outputs:
+                ids, capped = cut_at_eos(list(c.token_ids), stop)
+                completions.append(ids)
+                index.append(i)
+                logprobs.append([float(c.logprobs[t][tok].logprob) for t, tok in enumerate(ids)])
+                hit_cap.append(capped)
+        return Rollout(completions, index, logprobs, hit_cap)
+
+    @torch.no_grad()
+    def sync_weights(self, model: torch.nn.Module, version: int) -> None:
+        weights = ((name, t.to(self.dtype)) for name, t in hf_weights(model, tied_head=True))
+        threads = torch.get_num_threads()
+        try:
+            self.llm.collective_rpc(
+                "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+            )
+        finally:
+            _restore_threads(threads)
+        self.llm.reset_prefix_cache()
+        self.version = version
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            del self.llm
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __del__(self) -> None:
+        if shutil is not None and getattr(self, "_dir", None) is not None:  # (modules are gone at interpreter exit)
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _write_checkpoint(model: torch.nn.Module, out: Path, dtype: torch.dtype):
+    """config.json + model.safetensors of the effective weights: what vLLM starts from."""
+    from peft import PeftModel
+
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    config = base.config
+    tensors = {name: t.to(dtype).contiguous().clone() for name, t in hf_weights(model)}
+    save_file(tensors, str(out / "model.safetensors"))
+    data = config.to_dict()
+    data.pop("selfdistill", None)
+    data["torch_dtype"] = str(dtype).removeprefix("torch.")
+    (out / "config.json").write_text(json.dumps(data, indent=2))
+    return config
+
+
+def _restore_threads(n: int) -> None:
+    """vLLM's CPU worker may replace torch.set_num_threads for the process; put the trainer's thread count back."""
+    with contextlib.suppress(Exception):  # a patched no-op or a refused call leaves the count as it is
+        torch.set_num_threads(n)
