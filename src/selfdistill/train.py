@@ -36,6 +36,7 @@ from selfdistill.correction import tis_stats, tis_weights, token_logprobs
 from selfdistill.engines import Sampling
 from selfdistill.fileio import write_text_atomic
 from selfdistill.models import load_model
+from selfdistill.parallel import Ranks
 from selfdistill.prompts import student_prompt_ids, teacher_prompt_ids
 from selfdistill.rollout import completion_logits, eos_ids, pack
 from selfdistill.teacher import Teacher
@@ -92,7 +93,13 @@ def train(cfg: TrainConfig) -> Path:
         engines.require(cfg.rollout)  # a missing engine fails before anything loads or is written
     examples = load_training_examples(cfg)
     _seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    ranks = Ranks.setup(resolve_device(cfg.device))  # one process, or this rank of a torchrun launch
+    device = ranks.device
+    ranks.check_batch(cfg.batch_size, len(examples))
+    if ranks.world > 1 and cfg.rollout != "hf" and cfg.method != "sft":
+        raise ConfigError("rollout: vllm with several processes is not supported yet; use --rollout hf under torchrun")
+    if not ranks.is_main:
+        logging.getLogger("selfdistill").setLevel(logging.WARNING)  # rank 0 speaks for all
     model, tok = load_model(cfg.model, device=device, trust_remote_code=cfg.trust_remote_code)
     if cfg.support == "topk" and cfg.topk > model.config.vocab_size:
         raise ConfigError(f"topk: {cfg.topk} is larger than the vocabulary ({model.config.vocab_size} tokens)")
@@ -116,7 +123,9 @@ def train(cfg: TrainConfig) -> Path:
     if n_truncated:
         log.warning("%d of %d demonstrations truncated to fit the teacher prompt budget", n_truncated, len(examples))
     demos = [tok(ex.completion, add_special_tokens=False)["input_ids"] + [end_of_turn] for ex in examples]
-    prepare_output(cfg, config_dict(cfg))  # only now: bad data, model or prompts must leave nothing behind
+    if ranks.is_main:
+        prepare_output(cfg, config_dict(cfg))  # only now: bad data, model or prompts must leave nothing behind
+    ranks.barrier()
 
     steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum))
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
@@ -126,15 +135,21 @@ def train(cfg: TrainConfig) -> Path:
         optimizer, warmup_cosine(int(cfg.warmup_ratio * total_steps), total_steps)
     )
     teacher = Teacher(model, cfg.teacher if cfg.method != "sft" else "live", cfg.ema_rate)
+    trained = ranks.wrap(model)  # DDP under torchrun (it averages gradients in backward); the model itself alone
+    if ranks.world > 1:  # identical weights everywhere (DDP broadcast rank 0's), different samples per rank
+        _seed_everything(cfg.seed + 7919 * ranks.rank)
 
     step = 0
     if cfg.resume and (ckpt := latest_checkpoint(cfg.output)) is not None:
         state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher)
         step = state["step"]
         log.info("resumed from %s at step %d", ckpt, step)
-    _truncate_metrics(cfg.output / "metrics.jsonl", step)
+    if ranks.is_main:
+        _truncate_metrics(cfg.output / "metrics.jsonl", step)
 
     def checkpoint(at: int) -> None:
+        if not ranks.is_main:  # every rank holds the same weights, optimizer state and teacher
+            return
         save_checkpoint(
             cfg.output, at, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher,
             state={
@@ -162,10 +177,12 @@ def train(cfg: TrainConfig) -> Path:
     # Chosen once: where completions come from, which loss runs on them, and which model's probabilities the
     # importance weights compare with the engine's (the model that sampled: the student, or seqkd's teacher).
     sampler = None if cfg.method == "sft" else (teacher.model if cfg.method == "seqkd" else model)
-    engine = sampler and engines.make_engine(
-        cfg.rollout, sampler, tok, version=step, autocast=lambda: autocast(cfg.precision, device),
-        dtype="bfloat16" if uses_bf16(cfg.precision, device) else "float32", seed=cfg.seed,
-    )  # fmt: skip
+    engine = None
+    if sampler is not None:
+        engine = engines.make_engine(
+            cfg.rollout, sampler, tok, version=step, autocast=lambda: autocast(cfg.precision, device),
+            dtype="bfloat16" if uses_bf16(cfg.precision, device) else "float32", seed=cfg.seed + ranks.rank,
+        )  # fmt: skip
     completions_for = _completion_source(cfg, engine, student_prompts, teacher_prompts, demos)
     distill = cfg.method == "sdft"  # sdft: divergence to the teacher; sft and seqkd: NLL of the completion
     tis_mode, tis_by_teacher = cfg.tis_mode, cfg.method == "seqkd"
@@ -174,17 +191,18 @@ def train(cfg: TrainConfig) -> Path:
         if on_main:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 stack.callback(signal.signal, signum, signal.signal(signum, on_signal))
-        bar = stack.enter_context(
-            tqdm(total=total_steps, initial=step, desc=cfg.method, unit="step", disable=not cfg.progress)
-        )
-        metrics_file = stack.enter_context((cfg.output / "metrics.jsonl").open("a"))
+        bar = stack.enter_context(tqdm(
+            total=total_steps, initial=step, desc=cfg.method, unit="step", disable=not (cfg.progress and ranks.is_main)
+        ))  # fmt: skip
+        metrics_file = stack.enter_context((cfg.output / "metrics.jsonl").open("a") if ranks.is_main else _Discard())
         stack.enter_context(logging_redirect_tqdm())  # step lines print above the progress bar, not through it
         # ------------------------------------------------------------ loop
         while step < total_steps:
             t0 = time.perf_counter()
             stats: dict[str, list[float]] = {}
             for micro in range(cfg.grad_accum):
-                idx = batch_order(len(examples), cfg.batch_size, cfg.seed, step * cfg.grad_accum + micro)
+                global_idx = batch_order(len(examples), cfg.batch_size, cfg.seed, step * cfg.grad_accum + micro)
+                idx = ranks.share(global_idx)
                 # -------- completion: the student's own sample (sdft), the demo (sft), or the teacher's (seqkd)
                 with timer("rollout"):
                     batch = completions_for(idx, step)
@@ -200,7 +218,7 @@ def train(cfg: TrainConfig) -> Path:
                         with timer("teacher"):
                             teacher_logits_BCV = teacher.completion_logits(teacher_batch)
                     with timer("student"):
-                        student_logits_BCV = completion_logits(model, student_batch)
+                        student_logits_BCV = completion_logits(trained, student_batch)
                         if distill:
                             loss_BC = losses.distill_loss(
                                 student_logits_BCV, teacher_logits_BCV, student_batch.completion_ids_BC,
@@ -218,6 +236,8 @@ def train(cfg: TrainConfig) -> Path:
                             )  # fmt: skip
                     with timer("student"):
                         loss = losses.masked_mean(loss_BC if weights_BC is None else loss_BC * weights_BC, mask_BC)
+                        if ranks.world > 1:  # DDP averages over ranks; this makes it the mean over the global rows
+                            loss = loss * ranks.loss_scale(len(idx), len(global_idx))
                 with timer("student"):
                     (loss / cfg.grad_accum).backward()
                 # -------- diagnostics (no grad)
@@ -231,7 +251,8 @@ def train(cfg: TrainConfig) -> Path:
             # ------------------------------------------------------------ step
             with timer("optimizer"):
                 grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                if not (math.isfinite(grad_norm.item()) and all(math.isfinite(v) for v in stats["loss"])):
+                finite = math.isfinite(grad_norm.item()) and all(math.isfinite(v) for v in stats["loss"])
+                if ranks.any(not finite):
                     last_good = latest_checkpoint(cfg.output)
                     raise FloatingPointError(
                         f"step {step + 1}: non-finite loss or gradient (loss {stats['loss']}, grad norm "
@@ -249,7 +270,7 @@ def train(cfg: TrainConfig) -> Path:
                 with timer("sync"):
                     engine.sync_weights(sampler, step)  # before the next rollout; generate checks the version
             # ------------------------------------------------------------ log
-            record = {"step": step, **{k: float(np.mean(v)) for k, v in stats.items()}}
+            record = {"step": step, **ranks.mean({k: float(np.mean(v)) for k, v in stats.items()})}
             record |= {
                 "grad_norm": grad_norm.item(),
                 "lr": lr,
@@ -262,16 +283,19 @@ def train(cfg: TrainConfig) -> Path:
             log.info(_format_record(record, total_steps))
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", s_per_step=f"{record['seconds_per_step']:.1f}")
-            if interrupted or (cfg.save_every and step % cfg.save_every == 0 and step < total_steps):
+            stop = ranks.any(bool(interrupted))  # a signal that reached one rank stops every rank here
+            if stop or (cfg.save_every and step % cfg.save_every == 0 and step < total_steps):
                 checkpoint(step)
-            if interrupted:
+            if stop:
                 log.warning("interrupted at step %d; checkpoint saved; continue with --resume", step)
-                raise TrainingInterrupted(interrupted[0])
+                raise TrainingInterrupted(interrupted[0] if interrupted else signal.SIGTERM)
 
     # ---------------------------------------------------------------- save
     checkpoint(step)
-    save_final(model, tok, cfg, config_dict(cfg))
-    log.info("done: model saved to %s", cfg.output)
+    if ranks.is_main:
+        save_final(model, tok, cfg, config_dict(cfg))
+        log.info("done: model saved to %s", cfg.output)
+    ranks.barrier()
     return cfg.output
 
 
@@ -354,6 +378,19 @@ class PhaseTimer:
         out = {f"seconds_{phase}": s for phase, s in self._seconds.items()}
         self._seconds = {}
         return out
+
+
+class _Discard(contextlib.nullcontext):
+    """The metrics file of a rank other than 0: writes go nowhere."""
+
+    def __enter__(self):
+        return self
+
+    def write(self, _text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 def _collect(stats: dict[str, list[float]], key: str, value: float) -> None:

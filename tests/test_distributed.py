@@ -1,0 +1,98 @@
+"""Data parallel for real: two gloo processes under torchrun on this CPU, against one process on the same global
+batch. No mocks of torch.distributed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+HERE = Path(__file__).parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+COMMON = ["train", "--model", "tiny-random", "--max-new-tokens", "8", "--no-progress", "--lr", "1e-3",
+          "--batch-size", "8"]  # fmt: skip
+
+
+def _run(args: list[str], tmp_path: Path, ranks: int, digest: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = [str(HERE / "dist" / "digest_run.py")] if digest else ["-m", "selfdistill"]
+    if digest:
+        digest.mkdir(exist_ok=True)
+        env["DIGEST_DIR"] = str(digest)
+    cmd = (TORCHRUN if ranks > 1 else [sys.executable]) + script + COMMON + args
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "model.safetensors")
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_of_four_rows_equal_one_process_of_eight_for_sft(tmp_path, small_jsonl):
+    data = ["--data", str(small_jsonl), "--method", "sft", "--max-steps", "3"]
+    _run([*data, "--output", str(tmp_path / "one")], tmp_path, ranks=1)
+    _run([*data, "--output", str(tmp_path / "two")], tmp_path, ranks=2)
+    one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert [r["step"] for r in two] == [1, 2, 3], "one metrics row per step, not one per rank"
+    for a, b in zip(one, two, strict=True):
+        # the gradient norm is what catches summed instead of averaged gradients (2x here); AdamW's update is
+        # nearly scale-free, so the weights alone would not
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert w1.keys() == w2.keys()
+    for name in w1:  # reduction order moves the last bits; AdamW turns that into ~1e-6 (lr is 1e-3 per step)
+        torch.testing.assert_close(w2[name], w1[name], rtol=0, atol=2e-5, msg=name)
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "two")  # the output loads like any HF model
+
+
+def test_sdft_ranks_hold_identical_student_and_teacher_after_every_step(tmp_path, small_jsonl):
+    digest = tmp_path / "digest"
+    args = ["--data", str(small_jsonl), "--method", "sdft", "--max-steps", "3", "--output", str(tmp_path / "out")]
+    _run(args, tmp_path, ranks=2, digest=digest)
+    rank0 = (digest / "rank0.jsonl").read_text().splitlines()
+    rank1 = (digest / "rank1.jsonl").read_text().splitlines()
+    assert len(rank0) == 3 and rank0 == rank1
+    assert len({json.loads(r)["student"] for r in rank0}) == 3, "the student must move every step"
+
+
+def test_resume_at_two_ranks_continues_the_same_run(tmp_path, small_jsonl):
+    data = ["--data", str(small_jsonl), "--method", "sft", "--save-every", "1", "--keep-checkpoints", "4"]
+    _run([*data, "--max-steps", "4", "--output", str(tmp_path / "straight")], tmp_path, ranks=2)
+    _run([*data, "--max-steps", "4", "--output", str(tmp_path / "split")], tmp_path, ranks=2)
+    # cut the second run back to its step-2 checkpoint, as a kill after step 2 would leave it, then resume
+    split = tmp_path / "split"
+    later = [c for c in sorted((split / "checkpoints").iterdir()) if c.name > "step-000002"]
+    assert [c.name for c in later] == ["step-000003", "step-000004"]
+    for ckpt in later:
+        shutil.rmtree(ckpt)
+    (split / "model.safetensors").unlink()
+    done = _run([*data, "--max-steps", "4", "--output", str(split), "--resume"], tmp_path, ranks=2)
+    assert "at step 2" in done.stdout + done.stderr, "the run must resume from the step-2 checkpoint"
+    assert [r["step"] for r in _rows(split)] == [1, 2, 3, 4]
+    a, b = _weights(tmp_path / "straight"), _weights(split)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_a_batch_the_ranks_cannot_share_is_one_line_and_exit_2(tmp_path, small_jsonl):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [*TORCHRUN, "-m", "selfdistill", *COMMON[:-2], "--batch-size", "1", "--data", str(small_jsonl),
+           "--output", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "batch-size: a micro-batch of 1 examples cannot give each of 2 processes a row" in done.stderr
+    assert not (tmp_path / "out").exists()
