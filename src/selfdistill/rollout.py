@@ -119,6 +119,7 @@ def sample(
     max_new_tokens: int = 128,
     num_generations: int = 1,
     do_sample: bool = True,
+    min_new_tokens: int = 0,
 ) -> Rollout:
     """Sample ``num_generations`` completions per prompt with the KV cache (HF ``generate``)."""
     rows = [p for p in prompts for _ in range(num_generations)]
@@ -138,6 +139,7 @@ def sample(
         pad_token_id=tok.pad_token_id,
         output_logits=True,
         return_dict_in_generate=True,
+        **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
         **sampling,
     )
     model.train(was_training)

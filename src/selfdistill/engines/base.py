@@ -31,6 +31,8 @@ class Sampling:
     top_p: float = 1.0
     num_generations: int = 1
     greedy: bool = False
+    min_new_tokens: int = 0
+    """End of turn is not sampled before this many tokens (fixed-length rollouts for benchmarks)."""
 
 
 class StaleWeightsError(RuntimeError):

@@ -112,6 +112,7 @@ class VLLMEngine:
             top_p=1.0 if sampling.greedy else sampling.top_p,
             top_k=0,
             max_tokens=sampling.max_new_tokens,
+            min_tokens=sampling.min_new_tokens,
             stop_token_ids=self._stop,
             logprobs=0,  # the sampled token's log-prob only
             detokenize=False,
