@@ -35,7 +35,9 @@ from safetensors.torch import load_file
 from selfdistill.checkpoint import CHECKPOINTS, list_checkpoints, read_checkpoint
 
 MODES = ("anytime", "training", "checkpoint")
-TIMING_KEYS = ("seconds_per_step",)
+def _timing(key: str) -> bool:
+    """Wall-clock keys (seconds_per_step and the per-phase seconds_*): they differ between any two runs."""
+    return key.startswith("seconds_")
 
 
 def write_data(path: Path, n: int = 16) -> Path:
@@ -154,8 +156,8 @@ def differences(ref: Path, out: Path, steps: int) -> list[str]:
         problems.append(f"metrics.jsonl steps are {[r['step'] for r in records]}")
     else:
         for a, b in zip(ref_records, records, strict=True):
-            if {k: v for k, v in a.items() if k not in TIMING_KEYS} != {
-                k: v for k, v in b.items() if k not in TIMING_KEYS
+            if {k: v for k, v in a.items() if not _timing(k)} != {
+                k: v for k, v in b.items() if not _timing(k)
             }:
                 problems.append(f"metrics.jsonl step {a['step']} differs")
                 break
