@@ -44,3 +44,21 @@ def test_eval_with_vllm_gives_hf_greedy_predictions(tmp_path):
         return [json.loads(line)["prediction"] for line in lines]
 
     assert predictions("vllm") == predictions("hf") and len(predictions("hf")) == 4
+
+
+def test_a_model_vllm_cannot_run_is_one_line_and_exit_2(tmp_path, small_jsonl, capsys):
+    """Head size 16 has no vLLM CPU attention kernel: refused at start-up, before any training step."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from selfdistill.models import load_tokenizer
+
+    tok = load_tokenizer("tiny-random")
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "odd")
+    tok.save_pretrained(tmp_path / "odd")
+    args = [a if a != "tiny-random" else str(tmp_path / "odd") for a in TRAIN]
+    code = main(["train", "--data", str(small_jsonl), "--output", str(tmp_path / "out"), *args])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("selfdistill: error")]
+    assert code == 2 and len(err) == 1 and "rollout: vllm cannot run this model" in err[0] and "head size 16" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -123,6 +123,8 @@ def train(cfg: TrainConfig) -> Path:
     if n_truncated:
         log.warning("%d of %d demonstrations truncated to fit the teacher prompt budget", n_truncated, len(examples))
     demos = [tok(ex.completion, add_special_tokens=False)["input_ids"] + [end_of_turn] for ex in examples]
+    if cfg.method != "sft":
+        engines.preflight(cfg.rollout, model)
     if ranks.is_main:
         prepare_output(cfg, config_dict(cfg))  # only now: bad data, model or prompts must leave nothing behind
     ranks.barrier()

@@ -28,6 +28,17 @@ def require(name: EngineName) -> None:
         raise EngineUnavailable(f"rollout: vllm is not installed; {VLLM_INSTALL}")
 
 
+def preflight(name: EngineName, model) -> None:
+    """Refuse, before anything is written, a model the engine is known not to run (vLLM on CPU: head sizes)."""
+    if name == "vllm":
+        from selfdistill.engines.vllm import EngineStartError, check_model
+
+        try:
+            check_model(model)
+        except ValueError as err:
+            raise EngineStartError(f"rollout: vllm cannot run this model ({err})") from err
+
+
 def make_engine(
     name: EngineName,
     model,

@@ -14,7 +14,6 @@ tensors reach the worker.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from selfdistill.config import ConfigError
 from selfdistill.engines.base import Sampling, check_version
 from selfdistill.engines.weights import hf_weights
 from selfdistill.rollout import Rollout, cut_at_eos, eos_ids
@@ -37,6 +37,10 @@ _ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
+class EngineStartError(ConfigError):
+    """vLLM refused the model (an architecture or shape it has no kernels for): a user error, exit code 2."""
+
+
 class _QuietReload(logging.Filter):
     """A reload names no rotary buffer (there is none in a checkpoint); vLLM warns about it on every sync."""
 
@@ -74,9 +78,9 @@ class VLLMEngine:
         self.dtype = _DTYPES[dtype]
         self._stop = eos_ids(tok, model)
         self._dir = Path(tempfile.mkdtemp(prefix="selfdistill-vllm-"))
-        threads = torch.get_num_threads()
         try:
             config = _write_checkpoint(model, self._dir, self.dtype)
+            _check_cpu_head_size(config)
             length = max_model_len or min(int(getattr(config, "max_position_embeddings", 2048) or 2048), 4096)
             kwargs: dict = {}
             if not torch.cuda.is_available():
@@ -95,11 +99,10 @@ class VLLMEngine:
                 generation_config="vllm",  # ignore the checkpoint's sampling defaults: ours are explicit
                 **kwargs,
             )
-        except Exception:
+        except Exception as err:
             shutil.rmtree(self._dir, ignore_errors=True)
-            raise
-        finally:
-            _restore_threads(threads)
+            first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise EngineStartError(f"rollout: vllm cannot run this model ({type(err).__name__}: {first})") from err
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None) -> Rollout:
         from vllm import SamplingParams
@@ -132,13 +135,7 @@ class VLLMEngine:
     @torch.no_grad()
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:
         weights = ((name, t.to(self.dtype)) for name, t in hf_weights(model, tied_head=True))
-        threads = torch.get_num_threads()
-        try:
-            self.llm.collective_rpc(
-                "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
-            )
-        finally:
-            _restore_threads(threads)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
         self.version = version
 
@@ -168,7 +165,21 @@ def _write_checkpoint(model: torch.nn.Module, out: Path, dtype: torch.dtype):
     return config
 
 
-def _restore_threads(n: int) -> None:
-    """vLLM's CPU worker may replace torch.set_num_threads for the process; put the trainer's thread count back."""
-    with contextlib.suppress(Exception):  # a patched no-op or a refused call leaves the count as it is
-        torch.set_num_threads(n)
+def check_model(model: torch.nn.Module) -> None:
+    """Raise ValueError for a model this engine is known not to run here (before anything starts)."""
+    from peft import PeftModel
+
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    _check_cpu_head_size(base.config)
+
+
+def _check_cpu_head_size(config) -> None:
+    """vLLM's CPU attention has kernels for some head sizes only; it would fail at the first generate otherwise."""
+    if torch.cuda.is_available():
+        return
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    sizes = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in sizes:
+        raise ValueError(f"head size {head} is not one of vLLM's CPU attention sizes {sizes}")
