@@ -25,6 +25,7 @@ Divergence = Literal["forward", "reverse", "jsd"]
 Support = Literal["full", "topk", "sampled"]
 RolloutName = Literal["hf", "vllm"]
 TISChoice = Literal["auto", "none", "sequence", "prefix"]
+TrackerName = Literal["tensorboard", "trackio", "wandb"]
 
 
 class ConfigError(ValueError):
@@ -115,6 +116,9 @@ class TrainConfig:
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     merge: bool = False
     """With --lora, also write the merged model to OUTPUT/merged."""
+
+    report_to: list[TrackerName] = field(default_factory=list)
+    """Also log every metrics row to these trackers: tensorboard (OUTPUT/tensorboard), trackio (local), wandb."""
 
     save_every: int = 50
     """Checkpoint every N optimizer steps (0: only at the end)."""

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from selfdistill import engines, losses
+from selfdistill import engines, losses, trackers
 from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from selfdistill.config import ConfigError, TrainConfig, config_dict
 from selfdistill.correction import tis_stats, tis_weights, token_logprobs
@@ -40,6 +40,7 @@ from selfdistill.parallel import Ranks
 from selfdistill.prompts import student_prompt_ids, teacher_prompt_ids
 from selfdistill.rollout import completion_logits, eos_ids, pack
 from selfdistill.teacher import Teacher
+from selfdistill.trackers import Trackers
 from selfdistill.training_setup import (
     autocast,
     load_training_examples,
@@ -90,7 +91,8 @@ def train(cfg: TrainConfig) -> Path:
     """Run training to completion (or resume it); return the output directory holding the final model."""
     # ---------------------------------------------------------------- setup
     if cfg.method != "sft":
-        engines.require(cfg.rollout)  # a missing engine fails before anything loads or is written
+        engines.require(cfg.rollout)  # a missing engine or tracker fails before anything loads or is written
+    trackers.require(cfg.report_to)
     examples = load_training_examples(cfg)
     _seed_everything(cfg.seed)
     ranks = Ranks.setup(resolve_device(cfg.device))  # one process, or this rank of a torchrun launch
@@ -198,6 +200,9 @@ def train(cfg: TrainConfig) -> Path:
         ))  # fmt: skip
         metrics_file = stack.enter_context((cfg.output / "metrics.jsonl").open("a") if ranks.is_main else _Discard())
         stack.enter_context(logging_redirect_tqdm())  # step lines print above the progress bar, not through it
+        tracked = stack.enter_context(
+            Trackers.open(cfg.report_to if ranks.is_main else [], cfg.output, cfg.output.name, config_dict(cfg))
+        )
         # ------------------------------------------------------------ loop
         while step < total_steps:
             t0 = time.perf_counter()
@@ -282,6 +287,7 @@ def train(cfg: TrainConfig) -> Path:
             }
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
+            tracked.log(record, step)
             log.info(_format_record(record, total_steps))
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", s_per_step=f"{record['seconds_per_step']:.1f}")
