@@ -26,6 +26,7 @@ import torch
 import tyro
 import yaml
 
+from selfdistill.cards import add_scores
 from selfdistill.config import TrainConfig
 from selfdistill.evaluate import evaluate_tasks
 from selfdistill.fileio import write_text_atomic
@@ -183,6 +184,9 @@ def _evaluate(model_spec: str, plan: Plan, tasks, out_dir: Path, device: torch.d
             part.unlink()
     _write_json(out_dir / "eval.json", scores)
     del model
+    card_scores = {name: {"metric": e["primary"], "value": e["metrics"][e["primary"]], "n": e["n"]}
+                   for name, e in scores.items() if e["primary"] in e["metrics"]}  # fmt: skip
+    add_scores(out_dir, card_scores, source=f"continual eval after {out_dir.name}")  # the stage model's card
     return scores
 
 

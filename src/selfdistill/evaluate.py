@@ -34,6 +34,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from selfdistill import engines
+from selfdistill.cards import add_scores
 from selfdistill.config import DEFAULT_MODEL, RolloutName
 from selfdistill.engines import Sampling
 from selfdistill.models import load_model
@@ -372,6 +373,14 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _card_scores(results: dict[str, dict], limit: int | None) -> dict[str, dict]:
+    note = f" (subset of {limit})" if limit else ""
+    return {
+        name: {"metric": r["primary"] + note, "value": r["metrics"][r["primary"]], "n": r["n"]}
+        for name, r in results.items() if r["primary"] in r["metrics"]
+    }  # fmt: skip
+
+
 def run_eval(cfg: EvalConfig) -> dict:
     """Load the model, evaluate the tasks, print a table; write ``{"config", "results"}`` JSON to ``cfg.output``."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -399,6 +408,8 @@ def run_eval(cfg: EvalConfig) -> dict:
         if engine is not None:
             engine.close()
     print(format_table(results))
+    if Path(cfg.model).is_dir():  # a selfdistill output: its model card lists these scores from now on
+        add_scores(Path(cfg.model), _card_scores(results, cfg.limit), source="selfdistill eval")
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     report = {"config": config | {"tasks": names}, "results": results}
     if cfg.output:

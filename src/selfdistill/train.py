@@ -301,7 +301,7 @@ def train(cfg: TrainConfig) -> Path:
     # ---------------------------------------------------------------- save
     checkpoint(step)
     if ranks.is_main:
-        save_final(model, tok, cfg, config_dict(cfg))
+        save_final(model, tok, cfg, config_dict(cfg), rows=len(examples))
         log.info("done: model saved to %s", cfg.output)
     ranks.barrier()
     return cfg.output

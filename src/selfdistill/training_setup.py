@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from selfdistill.cards import render_card, write_data_info
 from selfdistill.data import DataError, Example, read_examples
 from selfdistill.fileio import write_text_atomic
 
@@ -44,7 +45,7 @@ def load_training_examples(cfg: TrainConfig) -> list[Example]:
     raise DataError(f"{cfg.data}: no such file, dataset directory or task")
 
 
-_OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged")
+_OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged", "scores.json", "training_data.json")
 TRAIN_CONFIG = "train_config.json"
 """The resolved training config. It is also config.json until the run ends, when the saved model's HF config
 takes that name and carries the training config under the key ``selfdistill``."""
@@ -133,8 +134,9 @@ def wrap_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     return model
 
 
-def save_final(model: torch.nn.Module, tok, cfg: TrainConfig, config: dict) -> None:
-    """HF format: the full model, or the LoRA adapter (plus OUTPUT/merged with --merge)."""
+def save_final(model: torch.nn.Module, tok, cfg: TrainConfig, config: dict, rows: int) -> None:
+    """HF format: the full model, or the LoRA adapter (plus OUTPUT/merged with --merge), each with its card."""
+    write_data_info(cfg.output, cfg.data, rows)
     model.config.selfdistill = config  # unknown keys round-trip through HF configs
     model.save_pretrained(cfg.output)
     tok.save_pretrained(cfg.output)
@@ -142,3 +144,5 @@ def save_final(model: torch.nn.Module, tok, cfg: TrainConfig, config: dict) -> N
         merged = copy.deepcopy(model).merge_and_unload()
         merged.save_pretrained(cfg.output / "merged")
         tok.save_pretrained(cfg.output / "merged")
+        render_card(cfg.output / "merged", merged=True)
+    render_card(cfg.output)
