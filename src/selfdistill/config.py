@@ -58,7 +58,7 @@ class TrainConfig:
     epochs: float = 1.0
     """Passes over the data when --max-steps is not given."""
     batch_size: int = 8
-    """Prompts per micro-batch (each sampled --num-generations times)."""
+    """Prompts per micro-batch, over all processes under torchrun (each sampled --num-generations times)."""
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
     warmup_ratio: float = 0.1
