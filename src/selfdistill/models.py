@@ -93,11 +93,50 @@ def _tokenizer_source(spec: str) -> str:
     return base if base == spec else _tokenizer_source(base)
 
 
+def hub_status(repo_id: str, kind: str = "models", timeout: float = 5.0) -> str:
+    """One request, no retries: "ok", "missing" (the hub says 404) or "unreachable" (offline, DNS, timeout).
+
+    The hub client retries a failed connection with backoff for about a minute; asking once first lets an
+    unknown or unreachable name fail in seconds, and a cached copy load without touching the network."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "unreachable"
+    url = f"{constants.ENDPOINT.rstrip('/')}/api/{kind}/{repo_id}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError as err:
+        return "missing" if err.code == 404 else "ok"  # 401/403 (gated, private): let the client use its token
+    except (urllib.error.URLError, OSError):
+        return "unreachable"
+    return "ok"
+
+
+def _hub_options(spec: str, path: str) -> dict:
+    """``from_pretrained`` options for a hub id: local cache only when the hub cannot be reached."""
+    if Path(path).exists():
+        return {}
+    status = hub_status(path)
+    if status == "missing":
+        raise ModelSpecError(f"{spec}: not a known model spec ({DEFAULT_MODEL}, {TINY_RANDOM}), a model "
+                             "directory, or a model on the hub (the hub says 404)")  # fmt: skip
+    return {"local_files_only": True} if status == "unreachable" else {}
+
+
 def load_tokenizer(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     path = _tokenizer_source(spec)
+    options = _hub_options(spec, path)
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **options)
     except OSError as err:  # a hub id that does not exist or cannot be reached (no network, no cache)
+        if options.get("local_files_only"):
+            raise ModelSpecError(
+                f"{spec}: not a known model spec ({DEFAULT_MODEL}, {TINY_RANDOM}) or a model directory, and the "
+                "model hub cannot be reached to look it up (no copy is cached here)"
+            ) from None
         raise ModelSpecError(
             f"{spec}: not a known model spec ({DEFAULT_MODEL}, {TINY_RANDOM}), a model directory, "
             f"or a reachable hub id ({str(err).splitlines()[0]})"
@@ -163,7 +202,7 @@ def load_model(
     else:
         try:
             base_model = AutoModelForCausalLM.from_pretrained(
-                base, dtype=dtype, trust_remote_code=trust_remote_code
+                base, dtype=dtype, trust_remote_code=trust_remote_code, **_hub_options(spec, base)
             ).to(device)
         except OSError as err:
             raise ModelSpecError(
