@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from selfdistill.data import parse_columns
 from selfdistill.prompts import resolve_template
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -37,7 +38,8 @@ class TrainConfig:
     """Train a causal LM on demonstrations with SDFT, SFT or seqkd."""
 
     data: str
-    """Training data: a JSONL file, a saved HF dataset directory, or a registered task name (its train split)."""
+    """Training data: a JSONL file, a saved HF dataset directory, a hub dataset (org/name[:config][:split]), or a
+    registered task name (its train split)."""
     method: Method = "sdft"
     """sdft: on-policy self-distillation; sft: NLL on the demonstration; seqkd: SFT on teacher generations."""
     model: str = DEFAULT_MODEL
@@ -50,6 +52,8 @@ class TrainConfig:
     """Continue the run in --output from its latest checkpoint."""
     data_dir: Path | None = None
     """Where registered task data lives (default: $SELFDISTILL_DATA or ../shared/data)."""
+    columns: str | None = None
+    """Where the fields are in data whose columns are named otherwise: prompt=question,completion=answer."""
 
     lr: float = 1e-5
     """Peak learning rate (AdamW)."""
@@ -164,6 +168,7 @@ class TrainConfig:
         if self.divergence == "jsd" and self.support == "topk":
             bad("divergence", "jsd is not supported with --support topk")
         resolve_template(self.teacher_template)
+        parse_columns(self.columns)
 
     @property
     def tis_mode(self) -> str:

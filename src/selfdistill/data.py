@@ -10,6 +10,7 @@ and optional ``answer`` used for scoring.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,46 @@ def _optional_text(row: Mapping, keys: Iterable[str], where: str) -> str | None:
     return value
 
 
-def parse_row(row: Any, where: str, *, require_completion: bool = True) -> Example:
-    """Validate one row (a decoded JSON object) into an Example."""
+FIELDS = ("prompt", "completion", "context", "answer")
+
+
+def parse_columns(spec: str | None) -> dict[str, str]:
+    """``"prompt=question,completion=answer"`` -> ``{"prompt": "question", "completion": "answer"}``."""
+    if not spec:
+        return {}
+    mapping: dict[str, str] = {}
+    for part in spec.split(","):
+        ours, sep, theirs = part.strip().partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise ValueError(f"columns: {part.strip()!r} is not FIELD=COLUMN (e.g. prompt=question,completion=answer)")
+        ours, theirs = ours.strip(), theirs.strip()
+        if ours not in FIELDS:
+            raise ValueError(f"columns: {ours!r} is not one of {', '.join(FIELDS)}")
+        if ours in mapping:
+            raise ValueError(f"columns: {ours!r} is mapped twice")
+        mapping[ours] = theirs
+    return mapping
+
+
+def _renamed(row: Mapping, columns: Mapping[str, str], where: str) -> dict:
+    """The row with our field names taken from the user's columns (the other columns stay as they are)."""
+    out = dict(row)
+    for ours, theirs in columns.items():
+        if theirs not in row:
+            raise DataError(f"{where}: no column {theirs!r} (mapped to {ours!r}); columns: {', '.join(map(str, row))}")
+        for alias in {"completion": COMPLETION_KEYS, "context": CONTEXT_KEYS}.get(ours, (ours,)):
+            if alias != theirs:
+                out.pop(alias, None)  # the mapped column is the field; a same-named column would be a second one
+        out[ours] = row[theirs]
+    return out
+
+
+def parse_row(row: Any, where: str, *, require_completion: bool = True, columns: Mapping[str, str] | None = None) -> Example:
+    """Validate one row (a decoded JSON object) into an Example, renaming ``columns`` first."""
     if not isinstance(row, Mapping):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if columns:
+        row = _renamed(row, columns, where)
     if "prompt" not in row:
         raise DataError(f"{where}: missing field 'prompt'")
     messages = _messages(row["prompt"], where)
@@ -94,7 +131,9 @@ def parse_row(row: Any, where: str, *, require_completion: bool = True) -> Examp
     return Example(messages, completion, context, row.get("answer"), where)
 
 
-def read_jsonl(path: str | Path, *, require_completion: bool = True) -> list[Example]:
+def read_jsonl(
+    path: str | Path, *, require_completion: bool = True, columns: Mapping[str, str] | None = None
+) -> list[Example]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -116,29 +155,79 @@ def read_jsonl(path: str | Path, *, require_completion: bool = True) -> list[Exa
                 row = json.loads(text)
             except json.JSONDecodeError as err:
                 raise DataError(f"{where}: not valid JSON ({err.msg}, column {err.colno})") from None
-            examples.append(parse_row(row, where, require_completion=require_completion))
+            examples.append(parse_row(row, where, require_completion=require_completion, columns=columns))
     if not examples:
         raise DataError(f"{path}: no examples (file is empty)")
     return examples
 
 
-def read_examples(source: str | Path, *, require_completion: bool = True, split: str = "train") -> list[Example]:
-    """Read a JSONL file, or a saved Hugging Face dataset directory (``datasets.load_from_disk``)."""
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+){0,2}")
+"""``org/name``, ``org/name:split`` or ``org/name:config:split``: a dataset on the Hugging Face hub."""
+
+
+def is_hub_name(source: str) -> bool:
+    """A hub dataset name, not a missing file (``data/train.jsonl`` is a path with a typo, not a dataset)."""
+    return bool(HUB_NAME.fullmatch(source)) and not source.lower().endswith((".jsonl", ".json", ".csv", ".txt"))
+
+
+def read_examples(
+    source: str | Path,
+    *,
+    require_completion: bool = True,
+    split: str = "train",
+    columns: Mapping[str, str] | None = None,
+) -> list[Example]:
+    """Read a JSONL file, a saved Hugging Face dataset directory (``datasets.load_from_disk``), or a dataset on
+    the hub by name (``org/name[:config][:split]``)."""
     path = Path(source)
     if path.is_dir():
-        try:
-            import datasets
-        except ImportError:
-            raise DataError(f"{path}: is a directory; reading datasets needs `pip install datasets`") from None
+        datasets = _datasets(str(path))
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
                 raise DataError(f"{path}: no split {split!r} (has {', '.join(ds)})")
             ds = ds[split]
-        examples = [
-            parse_row(row, f"{path}[{i}]", require_completion=require_completion) for i, row in enumerate(ds)
-        ]
-        if not examples:
-            raise DataError(f"{path}: no examples (dataset is empty)")
-        return examples
-    return read_jsonl(path, require_completion=require_completion)
+        return _dataset_examples(ds, str(path), require_completion, columns)
+    if not path.exists() and is_hub_name(str(source)):
+        return _hub_examples(str(source), split, require_completion, columns)
+    return read_jsonl(path, require_completion=require_completion, columns=columns)
+
+
+def _datasets(where: str):
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{where}: reading Hugging Face datasets needs `pip install datasets`") from None
+    return datasets
+
+
+def _dataset_examples(ds, where: str, require_completion: bool, columns) -> list[Example]:
+    examples = [
+        parse_row(row, f"{where}[{i}]", require_completion=require_completion, columns=columns)
+        for i, row in enumerate(ds)
+    ]
+    if not examples:
+        raise DataError(f"{where}: no examples (dataset is empty)")
+    return examples
+
+
+def _hub_examples(name: str, split: str, require_completion: bool, columns) -> list[Example]:
+    """A hub dataset: one request first, so an unknown or unreachable name fails in seconds, not after retries."""
+    from selfdistill.models import hub_status
+
+    repo, *rest = name.split(":")
+    config, split = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0] if rest else split)
+    datasets = _datasets(name)
+    status = hub_status(repo, kind="datasets")
+    if status == "missing":
+        raise DataError(f"{name}: no such file, and no dataset {repo!r} on the hub (404)")
+    if status == "unreachable":
+        raise DataError(
+            f"{name}: no such file, and the dataset hub cannot be reached (offline?); load it where the hub is "
+            "reachable, `save_to_disk` it, and pass that directory"
+        )
+    try:
+        ds = datasets.load_dataset(repo, config, split=split)
+    except ValueError as err:  # e.g. an unknown split or config
+        raise DataError(f"{name}: {str(err).splitlines()[0]}") from None
+    return _dataset_examples(ds, name, require_completion, columns)

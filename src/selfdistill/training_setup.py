@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from selfdistill.cards import render_card, write_data_info
-from selfdistill.data import DataError, Example, read_examples
+from selfdistill.data import DataError, Example, is_hub_name, parse_columns, read_examples
 from selfdistill.fileio import write_text_atomic
 
 if TYPE_CHECKING:
@@ -32,8 +32,9 @@ class OutputDirError(ValueError):
 def load_training_examples(cfg: TrainConfig) -> list[Example]:
     """Examples from a JSONL file / HF dataset dir, or the train split of a registered task."""
     path = Path(cfg.data)
-    if path.exists():
-        return read_examples(path)
+    columns = parse_columns(cfg.columns)
+    if path.exists() or is_hub_name(cfg.data):
+        return read_examples(cfg.data, columns=columns)
     from selfdistill.tasks import TASKS, get_task
 
     if cfg.data in TASKS:
