@@ -85,3 +85,22 @@ def test_a_missing_tracker_is_one_line_exit_2_and_nothing_written(tmp_path, smal
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and err == ["selfdistill: error: report-to: wandb is not installed; pip install wandb"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
+def test_eval_reports_every_task_metric_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "eval" / "results.json"
+    assert main(["eval", "--model", "tiny-random", "--tasks", "record_json", "--limit", "2", "--output", str(out),
+                 "--report-to", "tensorboard"]) == 0  # fmt: skip
+    events = EventAccumulator(str(out.parent / "tensorboard"))
+    events.Reload()
+    results = json.loads(out.read_text())["results"]
+    expected = {f"eval/record_json/{m}" for m in results["record_json"]["metrics"]}
+    assert expected <= set(events.Tags()["scalars"])
+
+
+def test_eval_report_to_without_output_is_refused(capsys):
+    assert main(["eval", "--model", "tiny-random", "--tasks", "record_json", "--report-to", "tensorboard"]) == 2
+    assert "report-to: needs --output" in capsys.readouterr().err

@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from selfdistill import engines
+from selfdistill import engines, trackers
 from selfdistill.cards import add_scores
-from selfdistill.config import DEFAULT_MODEL, RolloutName
+from selfdistill.config import DEFAULT_MODEL, RolloutName, TrackerName
 from selfdistill.engines import Sampling
 from selfdistill.models import load_model
 from selfdistill.prompts import student_prompt_ids
@@ -347,6 +347,8 @@ class EvalConfig:
     """Allow custom model code from the model directory or hub."""
     rollout: RolloutName = "hf"
     """Engine for generation tasks: hf (model.generate) or vllm (greedy, fp32, in process)."""
+    report_to: list[TrackerName] = field(default_factory=list)
+    """Also log every task's metrics to these trackers (tensorboard beside --output, trackio, wandb)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str) or not self.tasks or not all(self.tasks):
@@ -355,6 +357,8 @@ class EvalConfig:
             raise ValueError(f"limit: must be >= 1 or unset, got {self.limit}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.report_to and self.output is None:
+            raise ValueError("report-to: needs --output (tracker files go beside the results file)")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device: {self.device!r} is not auto, cpu, cuda, cuda:N or mps")
         self.output = Path(self.output) if self.output is not None else None
@@ -386,6 +390,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     names = expand_task_names(cfg.tasks)
     engines.require(cfg.rollout)
+    trackers.require(cfg.report_to)
     # Resolve every task and read its data before loading the model, so a bad name or a missing file fails fast.
     tasks = [get_task(name, cfg.data_dir) for name in names]
     for task in tasks:
@@ -408,6 +413,11 @@ def run_eval(cfg: EvalConfig) -> dict:
         if engine is not None:
             engine.close()
     print(format_table(results))
+    if cfg.report_to:
+        flat = {f"eval/{task}/{name}": value for task, r in results.items() for name, value in r["metrics"].items()}
+        config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+        with trackers.Trackers.open(cfg.report_to, cfg.output.parent, cfg.output.stem, config) as tracked:
+            tracked.log(flat, step=0)
     if Path(cfg.model).is_dir():  # a selfdistill output: its model card lists these scores from now on
         add_scores(Path(cfg.model), _card_scores(results, cfg.limit), source="selfdistill eval")
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
