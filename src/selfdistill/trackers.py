@@ -41,7 +41,10 @@ def require(names: list[str]) -> None:
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    """The numeric values; ``step`` is the x axis the trackers take separately, not a series of its own."""
+    return {
+        k: float(v) for k, v in metrics.items() if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
