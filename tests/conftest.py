@@ -43,3 +43,14 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"evaluation data not found at {DATA} (set SELFDISTILL_DATA)")
     return DATA
+
+
+@pytest.fixture
+def no_hub_retries(monkeypatch):
+    """Fail the test if the hub client's retry-with-backoff loop runs (a name must be decided in one request)."""
+    import huggingface_hub.utils._http as hub_http
+
+    def no_backoff(*_args, **_kwargs):
+        raise AssertionError("the hub client's retry loop ran")
+
+    monkeypatch.setattr(hub_http, "_http_backoff_base", no_backoff)

@@ -440,16 +440,10 @@ def test_rollout_vllm_without_vllm_names_the_install_and_writes_nothing(tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_an_unknown_hub_id_fails_without_the_hub_clients_retry_loop(monkeypatch):
+def test_an_unknown_hub_id_fails_without_the_hub_clients_retry_loop(no_hub_retries):
     """One request decides (unreachable: cache only; 404: no such model); the client's backoff never runs."""
-    import huggingface_hub.utils._http as hub_http
-
     from selfdistill.models import ModelSpecError, load_model
 
-    def no_backoff(*_args, **_kwargs):
-        raise AssertionError("the hub client's retry loop ran")
-
-    monkeypatch.setattr(hub_http, "_http_backoff_base", no_backoff)
     with pytest.raises(ModelSpecError, match="someorg/no-such-model-xyz: not a known model spec") as err:
         load_model("someorg/no-such-model-xyz")
     assert "cannot be reached" in str(err.value) or "404" in str(err.value)

@@ -59,13 +59,7 @@ def test_hub_names_are_told_apart_from_mistyped_paths():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="datasets not installed")
-def test_an_unknown_or_unreachable_hub_dataset_fails_without_retries(monkeypatch):
-    import huggingface_hub.utils._http as hub_http
-
-    def no_backoff(*_args, **_kwargs):
-        raise AssertionError("the hub client's retry loop ran")
-
-    monkeypatch.setattr(hub_http, "_http_backoff_base", no_backoff)
+def test_an_unknown_or_unreachable_hub_dataset_fails_without_retries(no_hub_retries):
     with pytest.raises(DataError, match="someorg/no-such-dataset-xyz:train: no such file, and") as err:
         read_examples("someorg/no-such-dataset-xyz:train")
     assert "cannot be reached" in str(err.value) or "404" in str(err.value)
