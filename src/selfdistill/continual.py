@@ -28,7 +28,7 @@ import yaml
 
 from selfdistill.cards import add_scores
 from selfdistill.config import TrainConfig
-from selfdistill.evaluate import evaluate_tasks
+from selfdistill.evaluate import card_scores, evaluate_tasks
 from selfdistill.fileio import write_text_atomic
 from selfdistill.models import load_model
 from selfdistill.plan import EvalTask, Plan, PlanError, Stage, load_plan, parse_plan, run_dir_name
@@ -184,9 +184,7 @@ def _evaluate(model_spec: str, plan: Plan, tasks, out_dir: Path, device: torch.d
             part.unlink()
     _write_json(out_dir / "eval.json", scores)
     del model
-    card_scores = {name: {"metric": e["primary"], "value": e["metrics"][e["primary"]], "n": e["n"]}
-                   for name, e in scores.items() if e["primary"] in e["metrics"]}  # fmt: skip
-    add_scores(out_dir, card_scores, source=f"continual eval after {out_dir.name}")  # the stage model's card
+    add_scores(out_dir, card_scores(scores), source=f"continual eval after {out_dir.name}")  # the stage model's card
     return scores
 
 

@@ -197,10 +197,16 @@ def generate(
     batch_size: int = 16,
     progress: bool = True,
     desc: str = "generate",
+    engine=None,
 ) -> list[str]:
-    """Greedy completions (special tokens dropped, cut at EOS) of left-padded prompt batches; input order."""
+    """Greedy completions (special tokens dropped, cut at EOS) of left-padded prompt batches; input order.
+
+    With ``engine`` (a rollout engine holding the model's weights, e.g. vLLM) the engine decodes instead."""
     if batch_size < 1 or any(not p for p in prompt_ids):
         raise ValueError(f"generate: batch_size must be >= 1 (got {batch_size}) and prompts non-empty")
+    if engine is not None:
+        ro = engine.generate(prompt_ids, Sampling(max_new_tokens=max_new_tokens, greedy=True))
+        return [tok.decode(ids, skip_special_tokens=True) for ids in ro.completions]
     eos = eos_ids(tok, model)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
     gen_cfg = GenerationConfig(
@@ -251,11 +257,7 @@ def _generation_rows(
     examples = task.test_examples()
     index = subset_indices(len(examples), limit, seed)
     prompts = [student_prompt_ids(tok, examples[i]) for i in index]
-    if engine is None:
-        outputs = generate(model, tok, prompts, task.max_new_tokens, desc=task.name, **opts)
-    else:  # e.g. vLLM: greedy, cut after end of turn like generate(); decoded the same way
-        ro = engine.generate(prompts, Sampling(max_new_tokens=task.max_new_tokens, greedy=True))
-        outputs = [tok.decode(ids, skip_special_tokens=True) for ids in ro.completions]
+    outputs = generate(model, tok, prompts, task.max_new_tokens, desc=task.name, engine=engine, **opts)
     return [
         {"id": str(i), "prediction": out, "gold": examples[i].answer, "scores": task.score(examples[i], out)}
         for i, out in zip(index, outputs, strict=True)
@@ -377,7 +379,8 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _card_scores(results: dict[str, dict], limit: int | None) -> dict[str, dict]:
+def card_scores(results: dict[str, dict], limit: int | None = None) -> dict[str, dict]:
+    """Each task's primary score as a model card lists it (``cards.add_scores``)."""
     note = f" (subset of {limit})" if limit else ""
     return {
         name: {"metric": r["primary"] + note, "value": r["metrics"][r["primary"]], "n": r["n"]}
@@ -419,7 +422,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         with trackers.Trackers.open(cfg.report_to, cfg.output.parent, cfg.output.stem, config) as tracked:
             tracked.log(flat, step=0)
     if Path(cfg.model).is_dir():  # a selfdistill output: its model card lists these scores from now on
-        add_scores(Path(cfg.model), _card_scores(results, cfg.limit), source="selfdistill eval")
+        add_scores(Path(cfg.model), card_scores(results, cfg.limit), source="selfdistill eval")
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     report = {"config": config | {"tasks": names}, "results": results}
     if cfg.output:

@@ -206,11 +206,8 @@ def sample_kl(model, tok, student_prompts, teacher_prompts: dict, cfg: ProbeConf
 
 def greedy(model, tok, examples, prompts, score: Callable, max_new: int, cfg: ProbeConfig, desc: str, engine=None):
     """Greedy answers to ``prompts`` (HF generate, or ``engine``) and their scores."""
-    if engine is None:
-        outs = generate(model, tok, prompts, max_new, batch_size=cfg.batch_size, progress=cfg.progress, desc=desc)
-    else:
-        ro = engine.generate(prompts, Sampling(max_new_tokens=max_new, greedy=True))
-        outs = [tok.decode(ids, skip_special_tokens=True) for ids in ro.completions]
+    outs = generate(model, tok, prompts, max_new, batch_size=cfg.batch_size, progress=cfg.progress, desc=desc,
+                    engine=engine)  # fmt: skip
     return outs, [float(score(ex, out)) for ex, out in zip(examples, outs, strict=True)]
 
 

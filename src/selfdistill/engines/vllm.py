@@ -134,7 +134,7 @@ class VLLMEngine:
 
     @torch.no_grad()
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:
-        weights = ((name, t.to(self.dtype)) for name, t in hf_weights(model, tied_head=True))
+        weights = hf_weights(model, self.dtype, tied_head=True)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
         self.version = version
@@ -156,7 +156,7 @@ def _write_checkpoint(model: torch.nn.Module, out: Path, dtype: torch.dtype):
 
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     config = base.config
-    tensors = {name: t.to(dtype).contiguous().clone() for name, t in hf_weights(model)}
+    tensors = {name: t.contiguous().clone() for name, t in hf_weights(model, dtype)}
     save_file(tensors, str(out / "model.safetensors"))
     data = config.to_dict()
     data.pop("selfdistill", None)
