@@ -13,7 +13,8 @@ Everything below was fixed before any result was seen, and is not changed after:
   (record_json → ticket_line) with a worked procedure; the others mix the kinds so every skill follows another.
 - **Methods**: SFT, SDFT (chat-turn teacher, no skipped tokens: at 135M the chat-turn teacher is the one that
   copies a demonstration, and the format decision sits in the first tokens) and seqkd (the same teacher generates,
-  then SFT). Batch 8, ``STEPS`` steps per stage, the other options at their defaults.
+  then SFT). Batch 8, ``STEPS`` steps per stage, fp32 compute on every machine, the other options at their
+  defaults.
 - **Learning rate**: per method, one of ``LRS``, chosen by ``tune``: the first stage of ``s1`` scored on its
   *validation* split (disjoint from test), seed 0, with the near-prior tasks and prior_probe; the chosen lr maximises
   ``ACC + (near-prior average + prior average) / 2`` at the end (learning and keeping weigh the same); ties go to
@@ -70,7 +71,9 @@ METHODS: dict[str, dict] = {
     "sdft": {"teacher_template": "chat-turn", "skip_first_tokens": 0},
     "seqkd": {"teacher_template": "chat-turn"},
 }
-TRAIN = {"batch_size": 8, "max_new_tokens": 48, "save_every": 0}
+# fp32 pinned: `auto` would pick bf16 autocast on CPUs with native bf16 and fp32 elsewhere, so seeds run on two
+# machine kinds would train differently (the first runs, on a CPU without bf16, resolved `auto` to fp32)
+TRAIN = {"batch_size": 8, "max_new_tokens": 48, "save_every": 0, "precision": "fp32"}
 PRIOR = [
     {"task": "prior_probe"},
     {"task": "arc_easy", "limit": LIMIT},
