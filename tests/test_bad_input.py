@@ -59,6 +59,14 @@ def flags(*extra: str) -> Setup:
     return lambda tmp: ["--data", str(_jsonl(tmp / "d.jsonl", GOOD)), *extra]
 
 
+def anchor_file(content: bytes) -> Setup:
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "a.jsonl").write_bytes(content)
+        return ["--data", str(_jsonl(tmp / "d.jsonl", GOOD)), *TINY, "--anchor", str(tmp / "a.jsonl")]
+
+    return setup
+
+
 def config_file(text: str) -> Setup:
     def setup(tmp: Path) -> list[str]:
         (tmp / "c.yaml").write_text(text)
@@ -147,6 +155,31 @@ CASES: dict[str, tuple[Setup, str]] = {
     "tis with sft": (flags("--method", "sft", "--rollout", "vllm", "--tis", "sequence"), "tis: sft samples nothing"),
     "tis cap zero": (flags("--tis-cap", "0"), "tis-cap: must be > 0"),
     "unknown engine": (flags("--rollout", "sglang"), "--rollout"),
+    # ---- recipes beyond the paper (anchor, corrected rollouts, warm start, filtered seqkd)
+    "anchor file empty": (anchor_file(b""), "a.jsonl: no examples"),
+    "anchor file malformed": (anchor_file(b'{"prompt": "ok"}\n{oops\n'), "a.jsonl:2: not valid JSON"),
+    "anchor overlaps training": (
+        anchor_file(json.dumps({"prompt": GOOD["prompt"]}).encode() + b"\n"),
+        "a.jsonl:1: prompt is also a training prompt (",
+    ),
+    "anchor unknown name": (flags("--anchor", "no_such_pool"), "anchor: no_such_pool: no such file"),
+    "anchor weight zero": (flags("--anchor", "general_chat", "--anchor-weight", "0"), "anchor-weight: must be > 0"),
+    "correction k zero": (flags("--rollout-correction", "topk", "--correction-k", "0"), "correction-k: must be >= 1"),
+    "correction k over vocabulary": (
+        flags(*TINY, "--rollout-correction", "topk", "--correction-k", "1000000"),
+        "correction-k: 1000000 is larger than the vocabulary",
+    ),
+    "correction with sft": (flags("--method", "sft", "--rollout-correction", "topk"), "is for --method sdft"),
+    "correction with vllm": (flags("--rollout-correction", "topk", "--rollout", "vllm"), "needs --rollout hf"),
+    "teacher mix above one": (flags("--teacher-mix", "1.5"), "teacher-mix: must be in [0, 1]"),
+    "teacher mix negative": (flags("--teacher-mix", "-0.1"), "teacher-mix: must be in [0, 1]"),
+    "teacher mix with sft": (flags("--method", "sft", "--teacher-mix", "0.5"), "teacher-mix: is for --method sdft"),
+    "teacher mix until without mix": (flags("--teacher-mix-until", "0.5"), "teacher-mix-until: needs --teacher-mix"),
+    "seqkd filter with sdft": (flags("--seqkd-filter"), "seqkd-filter: is for --method seqkd"),
+    "seqkd filter without a scorer": (
+        flags(*TINY, "--method", "seqkd", "--seqkd-filter"),
+        "no way to score completions",
+    ),
     # ---- teacher prompt budget in strict mode
     "teacher prompt over budget": (
         flags(*TINY, "--no-truncate-demonstration", "--max-teacher-prompt-tokens", "20"),

@@ -27,6 +27,7 @@ Support = Literal["full", "topk", "sampled"]
 RolloutName = Literal["hf", "vllm"]
 TISChoice = Literal["auto", "none", "sequence", "prefix"]
 TrackerName = Literal["tensorboard", "trackio", "wandb"]
+Correction = Literal["none", "topk"]
 
 
 class ConfigError(ValueError):
@@ -112,6 +113,23 @@ class TrainConfig:
     tis_cap: float = 2.0
     """Largest importance weight."""
 
+    anchor: str | None = None
+    """Replay anchor: prompts without demonstrations (a JSONL file, a dataset, a registered task's train prompts, or
+    an anchor pool such as general_chat) on which the student is also pulled toward the model it started from."""
+    anchor_weight: float = 1.0
+    """W in loss + W · KL(start model ‖ student) on the student's samples for the anchor prompts."""
+    anchor_batch_size: int | None = None
+    """Anchor prompts per micro-batch (default: --batch-size)."""
+    teacher_mix: float = 0.0
+    """sdft warm start: this fraction of rollouts is sampled by the teacher with the demonstration in context."""
+    teacher_mix_until: float | None = None
+    """With --teacher-mix: the fraction falls linearly to 0 at this fraction of the steps (default: constant)."""
+    rollout_correction: Correction = "none"
+    """sdft: topk replaces each student token outside the teacher's top --correction-k by a teacher sample."""
+    correction_k: int = 20
+    seqkd_filter: bool = False
+    """seqkd: keep a teacher generation only when the task's scorer accepts it."""
+
     lora: bool = False
     """Train a LoRA adapter (peft) instead of all weights."""
     lora_r: int = 16
@@ -157,6 +175,20 @@ class TrainConfig:
             ("tis", self.rollout != "hf" or self.tis in ("auto", "none"),
              "means nothing with --rollout hf (the sampler is the trainer's own model); use --rollout vllm"),
             ("tis", self.method != "sft" or self.tis in ("auto", "none"), "sft samples nothing to weigh"),
+            ("anchor_weight", self.anchor_weight > 0, "must be > 0"),
+            ("anchor_batch_size", self.anchor_batch_size is None or self.anchor_batch_size > 0, "must be > 0"),
+            ("teacher_mix", 0 <= self.teacher_mix <= 1, "must be in [0, 1]"),
+            ("teacher_mix", self.teacher_mix == 0 or self.method == "sdft", "is for --method sdft"),
+            ("teacher_mix", self.teacher_mix == 0 or self.rollout == "hf", "needs --rollout hf"),
+            ("teacher_mix_until", self.teacher_mix_until is None or 0 < self.teacher_mix_until <= 1,
+             "must be in (0, 1]"),
+            ("teacher_mix_until", self.teacher_mix_until is None or self.teacher_mix > 0, "needs --teacher-mix"),
+            ("correction_k", self.correction_k >= 1, "must be >= 1"),
+            ("rollout_correction", self.rollout_correction == "none" or self.method == "sdft",
+             "is for --method sdft"),
+            ("rollout_correction", self.rollout_correction == "none" or self.rollout == "hf",
+             "needs --rollout hf (the teacher checks each token as it is drawn, which a vLLM engine cannot do)"),
+            ("seqkd_filter", not self.seqkd_filter or self.method == "seqkd", "is for --method seqkd"),
             ("lora_r", self.lora_r > 0, "must be > 0"),
             ("save_every", self.save_every >= 0, "must be >= 0"),
             ("keep_checkpoints", self.keep_checkpoints > 0, "must be > 0"),

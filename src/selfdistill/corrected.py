@@ -19,13 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from selfdistill.rollout import Rollout, cut_at_eos, eos_ids, left_pad
-from selfdistill.teacher import _eval_mode
-
-# transformers 5.x renamed the KV-cache argument and output `past_key_values` -> `cache` (the old name warns).
-CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+from selfdistill.rollout import CACHE_KEY, Rollout, cut_at_eos, eos_ids, left_pad
+from selfdistill.teacher import eval_mode
 
 
 @dataclass
@@ -126,7 +122,7 @@ def corrected_sample(
     _check(k, temperature, top_p, max_new_tokens, (len(student_prompts), len(teacher_prompts)))
     if not all(student_prompts) or not all(teacher_prompts):
         raise ValueError("every student and teacher prompt needs at least one token")
-    with _eval_mode(student), _eval_mode(teacher):
+    with eval_mode(student), eval_mode(teacher):
         s = _Decoder(student, student_prompts, tok.pad_token_id)
         t = _Decoder(teacher, teacher_prompts, tok.pad_token_id)
         vocab = t.logits_BV.shape[-1]

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from selfdistill import engines, trackers
 from selfdistill.cards import add_scores
@@ -39,7 +38,7 @@ from selfdistill.config import DEFAULT_MODEL, RolloutName, TrackerName
 from selfdistill.engines import Sampling
 from selfdistill.models import load_model
 from selfdistill.prompts import student_prompt_ids
-from selfdistill.rollout import eos_ids, left_pad
+from selfdistill.rollout import CACHE_KEY, eos_ids, left_pad
 from selfdistill.tasks import expand_task_names, get_task
 from selfdistill.tasks.base import ChoiceTask, GenerationTask, LoglikRequest, LoglikResult, Task
 
@@ -48,7 +47,6 @@ log = logging.getLogger(__name__)
 # transformers 5.x renamed the KV-cache argument and output `past_key_values` -> `cache` (the old name warns).
 MIN_SHARED_PREFIX = 16
 """Token length from which a prompt shared by every request is computed once (shorter ones are not worth it)."""
-CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 @contextmanager

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+"""The KV-cache argument and output field of a causal LM forward (transformers 5.24 renamed past_key_values)."""
 
 
 @dataclass

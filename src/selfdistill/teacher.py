@@ -72,7 +72,7 @@ class Teacher:
         self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None
     ) -> Tensor:
         """Teacher logits_BTV for ids_BT (adapters enabled for a live peft student)."""
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             out = self.model(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             )
@@ -81,7 +81,7 @@ class Teacher:
     @torch.no_grad()
     def completion_logits(self, packed: Packed) -> Tensor:
         """Teacher logits_BCV for a packed ``[teacher prompt | completion]`` batch, in eval mode (no dropout)."""
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             return completion_logits(self.model, packed)
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -195,7 +195,7 @@ def effective_weight(layer: LoraLayer) -> Tensor:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Run without dropout, then restore each module's own train/eval flag (a live teacher is the student)."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()

@@ -12,6 +12,7 @@ completion comes from and which loss runs on it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -30,15 +31,18 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from selfdistill import engines, losses, trackers
+from selfdistill.anchor import anchor_reference, load_anchor
 from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from selfdistill.config import ConfigError, TrainConfig, config_dict
+from selfdistill.corrected import corrected_sample
 from selfdistill.correction import tis_stats, tis_weights, token_logprobs
 from selfdistill.engines import Sampling
 from selfdistill.fileio import write_text_atomic
+from selfdistill.filtering import make_acceptor
 from selfdistill.models import load_model
 from selfdistill.parallel import Ranks
 from selfdistill.prompts import student_prompt_ids, teacher_prompt_ids
-from selfdistill.rollout import completion_logits, eos_ids, pack
+from selfdistill.rollout import Packed, completion_logits, eos_ids, pack
 from selfdistill.teacher import Teacher
 from selfdistill.trackers import Trackers
 from selfdistill.training_setup import (
@@ -94,6 +98,8 @@ def train(cfg: TrainConfig) -> Path:
         engines.require(cfg.rollout)  # a missing engine or tracker fails before anything loads or is written
     trackers.require(cfg.report_to)
     examples = load_training_examples(cfg)
+    anchor = load_anchor(cfg.anchor, cfg.data_dir, examples) if cfg.anchor else []
+    accept = make_acceptor(cfg.data, examples, cfg.data_dir) if cfg.seqkd_filter else None
     _seed_everything(cfg.seed)
     ranks = Ranks.setup(resolve_device(cfg.device))  # one process, or this rank of a torchrun launch
     device = ranks.device
@@ -105,6 +111,9 @@ def train(cfg: TrainConfig) -> Path:
     model, tok = load_model(cfg.model, device=device, trust_remote_code=cfg.trust_remote_code)
     if cfg.support == "topk" and cfg.topk > model.config.vocab_size:
         raise ConfigError(f"topk: {cfg.topk} is larger than the vocabulary ({model.config.vocab_size} tokens)")
+    if cfg.rollout_correction == "topk" and cfg.correction_k > model.config.vocab_size:
+        raise ConfigError(f"correction-k: {cfg.correction_k} is larger than the vocabulary "
+                          f"({model.config.vocab_size} tokens)")  # fmt: skip
     if cfg.lora:
         model = wrap_lora(model, cfg)
     model.train()
@@ -112,6 +121,7 @@ def train(cfg: TrainConfig) -> Path:
     end_of_turn = stop_ids[0] if tok.eos_token_id is None else tok.eos_token_id
 
     student_prompts = [student_prompt_ids(tok, ex) for ex in examples]
+    anchor_prompts = [student_prompt_ids(tok, ex) for ex in anchor]
     teacher_prompts, n_truncated = [], 0
     if cfg.method != "sft":
         for ex in examples:
@@ -139,6 +149,7 @@ def train(cfg: TrainConfig) -> Path:
         optimizer, warmup_cosine(int(cfg.warmup_ratio * total_steps), total_steps)
     )
     teacher = Teacher(model, cfg.teacher if cfg.method != "sft" else "live", cfg.ema_rate)
+    anchor_logits = anchor_reference(model, teacher) if anchor else None  # the start model: before a resume
     trained = ranks.wrap(model)  # DDP under torchrun (it averages gradients in backward); the model itself alone
     if ranks.world > 1:  # identical weights everywhere (DDP broadcast rank 0's), different samples per rank
         _seed_everything(cfg.seed + 7919 * ranks.rank)
@@ -178,16 +189,31 @@ def train(cfg: TrainConfig) -> Path:
         "training %s | %s | %d examples | %d steps | %s%s",
         cfg.method, cfg.model, len(examples), total_steps, device, " | LoRA" if cfg.lora else "",
     )  # fmt: skip
-    # Chosen once: where completions come from, which loss runs on them, and which model's probabilities the
-    # importance weights compare with the engine's (the model that sampled: the student, or seqkd's teacher).
-    sampler = None if cfg.method == "sft" else (teacher.model if cfg.method == "seqkd" else model)
-    engine = None
-    if sampler is not None:
-        engine = engines.make_engine(
-            cfg.rollout, sampler, tok, version=step, autocast=lambda: autocast(cfg.precision, device),
+    # Chosen once: which models sample (the student for sdft and the anchor, the teacher with the demonstration for
+    # seqkd and sdft's warm start), where completions come from, which loss runs on them, and which model's
+    # probabilities the importance weights compare with the engine's (the model that sampled).
+    def engine_for(name: str, sampler: torch.nn.Module):
+        return engines.make_engine(
+            name, sampler, tok, version=step, autocast=lambda: autocast(cfg.precision, device),
             dtype="bfloat16" if uses_bf16(cfg.precision, device) else "float32", seed=cfg.seed + ranks.rank,
         )  # fmt: skip
-    completions_for = _completion_source(cfg, engine, student_prompts, teacher_prompts, demos)
+
+    student_engine = teacher_engine = None
+    if cfg.method == "sdft" or anchor:  # the anchor's samples come from hf unless the rollout engine is the student's
+        student_engine = engine_for(cfg.rollout if cfg.method == "sdft" else "hf", model)
+    if cfg.method == "seqkd" or cfg.teacher_mix:
+        teacher_engine = engine_for(cfg.rollout, teacher.model)
+    corrector = None
+    if cfg.rollout_correction == "topk":
+
+        def corrector(student_ids, teacher_ids):
+            with autocast(cfg.precision, device):
+                return corrected_sample(model, teacher.model, tok, student_ids, teacher_ids, k=cfg.correction_k,
+                                        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    synced = [(e, m) for e, m in ((student_engine, model), (teacher_engine, teacher.model)) if e is not None]
+    completions_for = _completion_source(cfg, student_engine, teacher_engine, student_prompts, teacher_prompts, demos,
+                                         total_steps, accept, tok, corrector)  # fmt: skip
+    anchor_sampling = dataclasses.replace(_sampling(cfg), num_generations=1)
     distill = cfg.method == "sdft"  # sdft: divergence to the teacher; sft and seqkd: NLL of the completion
     tis_mode, tis_by_teacher = cfg.tis_mode, cfg.method == "seqkd"
     timer = PhaseTimer(device)
@@ -212,9 +238,19 @@ def train(cfg: TrainConfig) -> Path:
                 idx = ranks.share(global_idx)
                 # -------- completion: the student's own sample (sdft), the demo (sft), or the teacher's (seqkd)
                 with timer("rollout"):
-                    batch = completions_for(idx, step)
+                    batch = completions_for(idx, step, stats)
+                    if anchor:
+                        anchor_global = batch_order(len(anchor), cfg.anchor_batch_size or cfg.batch_size, cfg.seed + 1,
+                                                    step * cfg.grad_accum + micro)  # fmt: skip
+                        anchor_idx = ranks.share(anchor_global)
+                        anchor_ro = student_engine.generate([anchor_prompts[i] for i in anchor_idx], anchor_sampling,
+                                                            version=step)  # fmt: skip
+                        anchor_batch = pack([anchor_prompts[anchor_idx[j]] for j in anchor_ro.prompt_index],
+                                            anchor_ro.completions, tok.pad_token_id).to(device)  # fmt: skip
                 student_batch = pack([student_prompts[i] for i in batch.rows], batch.ids, tok.pad_token_id).to(device)
                 mask_BC = student_batch.completion_mask_BC.clone()
+                if batch.keep is not None:
+                    mask_BC[~torch.tensor(batch.keep, device=device)] = 0
                 if distill or tis_by_teacher:
                     teacher_batch = pack([teacher_prompts[i] for i in batch.rows], batch.ids, tok.pad_token_id)
                     teacher_batch = teacher_batch.to(device)
@@ -223,9 +259,18 @@ def train(cfg: TrainConfig) -> Path:
                     if distill:
                         mask_BC[:, : cfg.skip_first_tokens] = 0
                         with timer("teacher"):
-                            teacher_logits_BCV = teacher.completion_logits(teacher_batch)
+                            teacher_logits_BCV = (teacher.completion_logits(teacher_batch) if batch.teacher_logits_BCV
+                                                  is None else batch.teacher_logits_BCV.to(device))  # fmt: skip
+                    if anchor:
+                        with timer("anchor"):
+                            anchor_ref_ACV = anchor_logits(anchor_batch)
                     with timer("student"):
-                        student_logits_BCV = completion_logits(trained, student_batch)
+                        if anchor:  # one forward (and one backward) over the task rows and the anchor rows
+                            student_logits_BCV, anchor_logits_ACV = _joint_logits(
+                                trained, [student_batch, anchor_batch], tok.pad_token_id
+                            )
+                        else:
+                            student_logits_BCV = completion_logits(trained, student_batch)
                         if distill:
                             loss_BC = losses.distill_loss(
                                 student_logits_BCV, teacher_logits_BCV, student_batch.completion_ids_BC,
@@ -243,13 +288,22 @@ def train(cfg: TrainConfig) -> Path:
                             )  # fmt: skip
                     with timer("student"):
                         loss = losses.masked_mean(loss_BC if weights_BC is None else loss_BC * weights_BC, mask_BC)
-                        if ranks.world > 1:  # DDP averages over ranks; this makes it the mean over the global rows
-                            loss = loss * ranks.loss_scale(len(idx), len(global_idx))
+                        # DDP averages over ranks; the scale makes it the mean over the global rows
+                        loss = loss * ranks.loss_scale(len(idx), len(global_idx))
+                        if anchor:
+                            anchor_kl = losses.masked_mean(losses.distill_loss(
+                                anchor_logits_ACV, anchor_ref_ACV, anchor_batch.completion_ids_BC,
+                                chunk_size=cfg.loss_chunk_size,
+                            ), anchor_batch.completion_mask_BC)  # fmt: skip
+                            scale = ranks.loss_scale(len(anchor_idx), len(anchor_global))
+                            loss = loss + cfg.anchor_weight * scale * anchor_kl
                 with timer("student"):
                     (loss / cfg.grad_accum).backward()
                 # -------- diagnostics (no grad)
                 with timer("diagnostics"), torch.no_grad():
                     _collect(stats, "loss", loss.item())
+                    if anchor:
+                        _collect(stats, "anchor_kl", anchor_kl.item())
                     if distill:
                         _distill_stats(stats, cfg, loss_BC, student_logits_BCV, teacher_logits_BCV,
                                        student_batch.completion_ids_BC, mask_BC)  # fmt: skip
@@ -273,7 +327,7 @@ def train(cfg: TrainConfig) -> Path:
             with timer("ema"):
                 teacher.update(model)
             step += 1
-            if engine is not None:
+            for engine, sampler in synced:
                 with timer("sync"):
                     engine.sync_weights(sampler, step)  # before the next rollout; generate checks the version
             # ------------------------------------------------------------ log
@@ -316,24 +370,93 @@ class Completions:
     ids: list[list[int]]
     hit_cap: list[bool]
     sampler_logprobs: list[list[float]]
+    keep: list[bool] | None = None
+    """Rows that count in the loss (None: all); seqkd's filter drops rewrites the scorer rejects."""
+    teacher_logits_BCV: torch.Tensor | None = None
+    """The teacher's logits on these completions where the rollout already computed them (corrected rollouts)."""
+
+    @staticmethod
+    def concat(parts: list[Completions]) -> Completions:
+        return Completions(*([x for p in parts for x in getattr(p, f)] for f in ("rows", "ids", "hit_cap",
+                                                                                  "sampler_logprobs")))
 
 
-def _completion_source(cfg, engine, student_prompts, teacher_prompts, demos):
-    """``(idx, step) -> Completions`` for the method, chosen once: the demonstrations (sft), the engine's samples
-    from the student without the demonstration (sdft), or from the teacher with it (seqkd)."""
-    if engine is None:
-        return lambda idx, step: Completions(list(idx), [demos[i] for i in idx], [False] * len(idx), [])
-    prompts = teacher_prompts if cfg.method == "seqkd" else student_prompts
-    sampling = Sampling(
+def _sampling(cfg: TrainConfig) -> Sampling:
+    return Sampling(
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         num_generations=cfg.num_generations,
     )  # fmt: skip
 
-    def rollout(idx: list[int], step: int) -> Completions:
+
+def mix_fraction(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The share of sdft rollouts the teacher samples at ``step``: --teacher-mix, falling linearly to 0 at
+    --teacher-mix-until of the steps when that is set."""
+    if cfg.teacher_mix_until is None:
+        return cfg.teacher_mix
+    return cfg.teacher_mix * max(0.0, 1.0 - step / (cfg.teacher_mix_until * total_steps))
+
+
+def teacher_rows(fraction: float, n: int, rng: random.Random) -> list[int]:
+    """Which of ``n`` rows the teacher samples: ``fraction · n`` of them, rounded up or down at random so the
+    expected share is exactly ``fraction``."""
+    count = int(fraction * n)
+    count += rng.random() < fraction * n - count
+    return sorted(rng.sample(range(n), count))
+
+
+def _completion_source(cfg, student_engine, teacher_engine, student_prompts, teacher_prompts, demos, total_steps,
+                       accept, tok, corrector):
+    """``(idx, step, stats) -> Completions`` for the method, chosen once: the demonstrations (sft), the student's
+    samples without the demonstration (sdft; with --teacher-mix some rows are the teacher's), or the teacher's with
+    it (seqkd; with --seqkd-filter only those the task's scorer accepts count)."""
+    if cfg.method == "sft":
+        return lambda idx, step, stats: Completions(list(idx), [demos[i] for i in idx], [False] * len(idx), [])
+    sampling = _sampling(cfg)
+
+    def from_engine(engine, prompts, idx: list[int], step: int) -> Completions:
         ro = engine.generate([prompts[i] for i in idx], sampling, version=step)
         return Completions([idx[j] for j in ro.prompt_index], ro.completions, ro.hit_cap, ro.sample_logprobs)
 
-    return rollout
+    if cfg.method == "seqkd" and accept is None:
+        return lambda idx, step, stats: from_engine(teacher_engine, teacher_prompts, idx, step)
+    if cfg.method == "seqkd":
+
+        def filtered(idx: list[int], step: int, stats) -> Completions:
+            batch = from_engine(teacher_engine, teacher_prompts, idx, step)
+            texts = tok.batch_decode(batch.ids, skip_special_tokens=True)
+            batch.keep = [accept(i, text) for i, text in zip(batch.rows, texts, strict=True)]
+            _collect(stats, "seqkd_kept", float(np.mean(batch.keep)))
+            return batch
+
+        return filtered
+
+    def from_student(idx: list[int], step: int, stats) -> Completions:
+        if corrector is None:
+            return from_engine(student_engine, student_prompts, idx, step)
+        rows = [i for i in idx for _ in range(cfg.num_generations)]
+        out = corrector([student_prompts[i] for i in rows], [teacher_prompts[i] for i in rows])
+        _collect(stats, "acceptance_rate", out.acceptance_rate)
+        ro = out.rollout
+        return Completions(rows, ro.completions, ro.hit_cap, ro.sample_logprobs, None, out.teacher_logits_BCV)
+
+    if not cfg.teacher_mix:
+        return from_student
+
+    def mixed(idx: list[int], step: int, stats) -> Completions:
+        fraction = mix_fraction(cfg, step, total_steps)
+        by_teacher = set(teacher_rows(fraction, len(idx), random.Random(hash((cfg.seed, step, *idx)))))
+        teacher_idx = [i for j, i in enumerate(idx) if j in by_teacher]
+        student_idx = [i for j, i in enumerate(idx) if j not in by_teacher]
+        _collect(stats, "teacher_mix", fraction)
+        _collect(stats, "teacher_rows", len(teacher_idx) / len(idx))
+        if not teacher_idx:
+            return from_student(student_idx, step, stats)
+        teacher_part = from_engine(teacher_engine, teacher_prompts, teacher_idx, step)
+        if not student_idx:
+            return teacher_part
+        return Completions.concat([teacher_part, from_student(student_idx, step, stats)])
+
+    return mixed
 
 
 def _tis(stats, cfg, mode: str, batch: Completions, packed, own_logits_BCV) -> torch.Tensor:
@@ -345,6 +468,22 @@ def _tis(stats, cfg, mode: str, batch: Completions, packed, own_logits_BCV) -> t
     for name, value in tis_stats(trainer_logp_BC, sampler_logp_BC, mask_BC, weights_BC).items():
         _collect(stats, name, value)
     return weights_BC
+
+
+def _joint_logits(model: torch.nn.Module, parts: list[Packed], pad_id: int) -> list[torch.Tensor]:
+    """Each packed part's completion logits from one forward over all their rows (so one backward, as DDP wants)."""
+    rows = [
+        (p.input_ids_BL[i, : p.prompt_width][p.attention_mask_BL[i, : p.prompt_width].bool()].tolist(),
+         p.completion_ids_BC[i, : int(p.completion_mask_BC[i].sum())].tolist())
+        for p in parts for i in range(len(p.completion_ids_BC))
+    ]  # fmt: skip
+    device = parts[0].input_ids_BL.device
+    logits_RCV = completion_logits(model, pack([r[0] for r in rows], [r[1] for r in rows], pad_id).to(device))
+    out, start = [], 0
+    for p in parts:
+        out.append(logits_RCV[start : start + len(p.completion_ids_BC), : p.num_completion])
+        start += len(p.completion_ids_BC)
+    return out
 
 
 def _pad_right(rows: list[list[float]], width: int, device: torch.device) -> torch.Tensor:
