@@ -206,8 +206,6 @@ def _check_trl_prompts(trainer, rows: list[dict]) -> None:
 
 
 def run_selfdistill(spec: dict) -> dict:
-    import functools
-
     import torch
 
     from selfdistill import train as train_module
@@ -217,15 +215,13 @@ def run_selfdistill(spec: dict) -> dict:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     n, batch = spec["new_tokens"], spec["batch_size"]
-    # Fixed-length completions: TrainConfig has no min_new_tokens; the engines' Sampling does, so it gets one.
-    train_module.Sampling = functools.partial(train_module.Sampling, min_new_tokens=n)
     # The model is thrown away (TRL's side saves nothing either); the peak is read where the final save would be.
     peak: list[float] = []
     train_module.save_checkpoint = train_module.save_final = lambda *a, **k: peak.append(vm_hwm_mib())
     cfg = TrainConfig(
         data=spec["data"], model=spec["model"], method="sdft", output=Path(spec["workdir"]) / "run", overwrite=True,
         max_steps=spec["steps"], batch_size=batch, max_new_tokens=n, precision=spec["precision"], teacher="ema",
-        ema_rate=EMA_RATE, teacher_template="paper", skip_first_tokens=SKIP_FIRST_TOKENS, temperature=1.0,
+        min_new_tokens=n, ema_rate=EMA_RATE, teacher_template="paper", skip_first_tokens=SKIP_FIRST_TOKENS, temperature=1.0,
         lr=LR, save_every=0, progress=False, seed=spec["seed"], rollout="hf",
     )  # fmt: skip
     train_module.train(cfg)

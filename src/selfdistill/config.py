@@ -84,6 +84,8 @@ class TrainConfig:
     """Samples per prompt."""
     max_new_tokens: int = 128
     """Longest sampled completion."""
+    min_new_tokens: int = 0
+    """Sampled completions do not end before this many tokens (fixed-length rollouts, for benchmarks)."""
     teacher: TeacherMode = "ema"
     """Teacher weights: EMA of the student, frozen at the start of this run, or the student itself."""
     ema_rate: float = 0.01
@@ -165,6 +167,9 @@ class TrainConfig:
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("num_generations", self.num_generations > 0, "must be > 0"),
             ("max_new_tokens", self.max_new_tokens > 0, "must be > 0"),
+            ("min_new_tokens", 0 <= self.min_new_tokens <= self.max_new_tokens, "must be in [0, max-new-tokens]"),
+            ("min_new_tokens", self.min_new_tokens == 0 or self.rollout_correction == "none",
+             "is not supported with --rollout-correction"),
             ("ema_rate", 0 < self.ema_rate <= 1, "must be in (0, 1]"),
             ("jsd_beta", 0 <= self.jsd_beta <= 1, "must be in [0, 1]"),
             ("topk", self.topk > 0, "must be > 0"),

@@ -384,7 +384,7 @@ class Completions:
 def _sampling(cfg: TrainConfig) -> Sampling:
     return Sampling(
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-        num_generations=cfg.num_generations,
+        num_generations=cfg.num_generations, min_new_tokens=cfg.min_new_tokens,
     )  # fmt: skip
 
 
