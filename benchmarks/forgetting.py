@@ -39,8 +39,6 @@ import argparse
 import json
 import logging
 import math
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from selfdistill.continual import ContinualConfig, run_plan
+from selfdistill.environment import cpu_model
 from selfdistill.metrics import aggregate, comparisons, summarize_method
 from selfdistill.plan import format_value, load_plan
 from selfdistill.report import load_results, write_report
@@ -150,14 +149,6 @@ def _run(path: Path, seeds=None) -> None:
     cfg = ContinualConfig(plan=path, progress=False, keep_models=False, only_seeds=list(seeds) if seeds else None)
     run_plan(plan, cfg)
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                    platform.processor())  # fmt: skip
-    except OSError:
-        return platform.processor()
 
 
 def _log_time(what: str, start: float) -> None:

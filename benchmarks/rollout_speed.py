@@ -13,27 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 from selfdistill.engines import Sampling, make_engine
+from selfdistill.environment import cpu_model
 from selfdistill.models import load_model
 from selfdistill.prompts import student_prompt_ids
 from selfdistill.tasks import get_task
 from selfdistill.training_setup import autocast, bf16_supported
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor()
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
 
 
 def main() -> None:

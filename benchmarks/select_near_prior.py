@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from selfdistill.environment import cpu_model
 from selfdistill.evaluate import evaluate_tasks
 from selfdistill.models import DEFAULT_MODEL, load_model
 from selfdistill.tasks.prior import NEAR_PRIOR_FILE, NEAR_TASKS, pool_fingerprint
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,13 +45,6 @@ SIDES = {
 SKIP_FIRST_TOKENS, EMA_RATE, LR = 3, 0.01, 1e-5
 PHASES = ("rollout", "teacher", "student", "tis", "diagnostics", "optimizer", "ema", "sync")  # a step's order
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor()
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
 
 
 def vm_hwm_mib() -> float:
@@ -358,6 +350,8 @@ def orchestrate(args: argparse.Namespace) -> None:
     }  # fmt: skip
     runs = previous_runs(path, settings, args.fresh)
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    from selfdistill.environment import cpu_model  # the orchestrator runs in the product venv
+
     result = {"cpu": cpu_model(), "commit": commit.stdout.strip(), "settings": settings, "rounds": args.rounds,
               "bf16_autocast": uses_bf16("auto", torch.device("cpu")), "runs": runs}  # fmt: skip
     python_trl = ensure_trl_venv()

@@ -4,6 +4,9 @@ that names the base model, method, data and, once evaluated, the scores."""
 from __future__ import annotations
 
 import hashlib
+import json
+
+import torch
 
 import yaml
 
@@ -20,7 +23,7 @@ def _front_matter(text: str) -> dict:
 
 
 def test_training_writes_a_card_naming_base_model_method_and_data(tmp_path, small_jsonl):
-    out = train(TrainConfig(data=str(small_jsonl), output=tmp_path / "run", method="sft", **FAST))
+    out = train(TrainConfig(data=str(small_jsonl), output=tmp_path / "run", method="sft", precision="fp32", **FAST))
     text = (out / "README.md").read_text()
     meta = _front_matter(text)
     assert meta["base_model"] == "tiny-random" and meta["library_name"] == "selfdistill"
@@ -29,6 +32,9 @@ def test_training_writes_a_card_naming_base_model_method_and_data(tmp_path, smal
     digest = hashlib.sha256(small_jsonl.read_bytes()).hexdigest()
     assert f"`small.jsonl` (file), 4 rows, sha256 `{digest}`" in text
     assert "2 optimizer steps" in text and "None yet" in text
+    env = json.loads((out / "environment.json").read_text())
+    assert env["precision"] == "fp32" and env["device"] == "cpu" and env["torch"] == torch.__version__
+    assert f"## Compute\n\nfp32 on cpu ({env['cpu']}), 1 process; torch {env['torch']}" in text
 
 
 def test_merged_lora_output_has_its_own_card_and_eval_adds_scores(tmp_path, small_jsonl):

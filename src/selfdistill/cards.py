@@ -21,13 +21,16 @@ from selfdistill.config import DEFAULT_MODEL
 from selfdistill.fileio import write_text_atomic
 
 DATA_INFO = "training_data.json"
+ENVIRONMENT = "environment.json"
 SCORES = "scores.json"
 CARD = "README.md"
 HUB_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 """Model specs with a hub name (the embedded model is a GGUF copy of this one)."""
 SETTINGS = ("method", "lr", "max_steps", "epochs", "batch_size", "grad_accum", "teacher", "ema_rate",
             "teacher_template", "divergence", "support", "skip_first_tokens", "temperature", "max_new_tokens",
-            "num_generations", "rollout", "tis", "precision", "seed", "lora", "lora_r", "lora_alpha")  # fmt: skip
+            "num_generations", "rollout", "tis", "precision", "seed", "lora", "lora_r", "lora_alpha", "anchor",
+            "anchor_weight", "teacher_mix", "teacher_mix_until", "rollout_correction", "correction_k",
+            "seqkd_filter")  # fmt: skip
 
 
 def _sha256(path: Path) -> str | None:
@@ -78,6 +81,7 @@ def render_card(model_dir: Path, merged: bool = False) -> Path:
     cfg = json.loads((run_dir / "train_config.json").read_text())
     data = json.loads((run_dir / DATA_INFO).read_text()) if (run_dir / DATA_INFO).is_file() else {}
     scores = json.loads((run_dir / SCORES).read_text()) if (run_dir / SCORES).is_file() else {}
+    env = json.loads((run_dir / ENVIRONMENT).read_text()) if (run_dir / ENVIRONMENT).is_file() else {}
     rows = []
     if (run_dir / "metrics.jsonl").is_file():
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -105,6 +109,11 @@ def render_card(model_dir: Path, merged: bool = False) -> Path:
         seconds = sum(r.get("seconds_per_step", 0.0) for r in rows)
         lines += ["", "## Training", "", f"{len(rows)} optimizer steps, {seconds:.0f} s of step time in all; "
                   f"final loss {rows[-1].get('loss', float('nan')):.4f}. Per-step logs: `metrics.jsonl`."]  # fmt: skip
+    if env:
+        where = env.get("gpu") or env.get("cpu")
+        libs = ", ".join(f"{k} {env[k]}" for k in ("torch", "transformers", "peft", "vllm") if k in env)
+        lines += ["", "## Compute", "", f"{env['precision']} on {env['device']} ({where}), {env['processes']} "
+                  f"process{'es' if env['processes'] != 1 else ''}; {libs}."]  # fmt: skip
     lines += ["", "## Scores", ""]
     if scores:
         lines += ["| task | metric | score | items | from |", "|---|---|---|---|---|"]

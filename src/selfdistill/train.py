@@ -32,11 +32,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from selfdistill import engines, losses, trackers
 from selfdistill.anchor import anchor_reference, load_anchor
+from selfdistill.cards import ENVIRONMENT
 from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from selfdistill.config import ConfigError, TrainConfig, config_dict
 from selfdistill.corrected import corrected_sample
 from selfdistill.correction import tis_stats, tis_weights, token_logprobs
 from selfdistill.engines import Sampling
+from selfdistill.environment import environment
 from selfdistill.fileio import write_text_atomic
 from selfdistill.filtering import make_acceptor
 from selfdistill.models import load_model
@@ -139,6 +141,8 @@ def train(cfg: TrainConfig) -> Path:
         engines.preflight(cfg.rollout, model)
     if ranks.is_main:
         prepare_output(cfg, config_dict(cfg))  # only now: bad data, model or prompts must leave nothing behind
+        env = environment(device, uses_bf16(cfg.precision, device), ranks.world)
+        write_text_atomic(cfg.output / ENVIRONMENT, json.dumps(env, indent=2) + "\n")
     ranks.barrier()
 
     steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum))
@@ -186,8 +190,9 @@ def train(cfg: TrainConfig) -> Path:
 
     on_main = threading.current_thread() is threading.main_thread()
     log.info(
-        "training %s | %s | %d examples | %d steps | %s%s",
-        cfg.method, cfg.model, len(examples), total_steps, device, " | LoRA" if cfg.lora else "",
+        "training %s | %s | %d examples | %d steps | %s, %s%s",
+        cfg.method, cfg.model, len(examples), total_steps, device,
+        "bf16 autocast" if uses_bf16(cfg.precision, device) else "fp32", " | LoRA" if cfg.lora else "",
     )  # fmt: skip
     # Chosen once: which models sample (the student for sdft and the anchor, the teacher with the demonstration for
     # seqkd and sdft's warm start), where completions come from, which loss runs on them, and which model's

@@ -46,7 +46,7 @@ def load_training_examples(cfg: TrainConfig) -> list[Example]:
     raise DataError(f"{cfg.data}: no such file, dataset directory or task")
 
 
-_OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged", "scores.json", "training_data.json")
+_OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged", "scores.json", "training_data.json", "environment.json")
 TRAIN_CONFIG = "train_config.json"
 """The resolved training config. It is also config.json until the run ends, when the saved model's HF config
 takes that name and carries the training config under the key ``selfdistill``."""

@@ -1,0 +1,40 @@
+"""What a run computed on: the CPU model, the device, the compute precision and the library versions.
+
+    info = environment(device, bf16=True, processes=1)   # {"cpu": "AMD EPYC ...", "precision": "bf16 autocast", ...}
+
+Numbers from different CPUs differ in their last digits, and a chaotic training run by far more (bf16 kernels
+differ between CPU kinds), so every trained model records this beside its config, and benchmarks quote it.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+
+PACKAGES = ("torch", "transformers", "peft", "accelerate", "vllm")
+
+
+def cpu_model() -> str:
+    """lscpu's "Model name" (the platform's processor string where lscpu is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return platform.processor() or "unknown"
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
+    return names[0] if names else platform.processor() or "unknown"
+
+
+def environment(device, bf16: bool, processes: int = 1) -> dict[str, object]:
+    info: dict[str, object] = {"cpu": cpu_model(), "device": str(device), "processes": processes,
+                               "precision": "bf16 autocast" if bf16 else "fp32"}  # fmt: skip
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(device)
+    for name in PACKAGES:
+        try:
+            info[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return info
