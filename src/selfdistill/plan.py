@@ -121,7 +121,7 @@ class Plan:
     """Cap on every generation task's completion length during evaluation (None: each task's own)."""
     report_to: tuple[str, ...] = ()
     """Trackers for the plan's runs as a whole (each stage's evaluation, the matrix, the plots); not part of the
-    fingerprint, so tracking can be switched on for a run in progress."""
+    fingerprint, so tracking can be switched on when a partly done or finished run is rerun."""
 
     @property
     def runs(self) -> list[Run]:
