@@ -104,3 +104,48 @@ def test_eval_reports_every_task_metric_to_tensorboard(tmp_path):
 def test_eval_report_to_without_output_is_refused(capsys):
     assert main(["eval", "--model", "tiny-random", "--tasks", "record_json", "--report-to", "tensorboard"]) == 2
     assert "report-to: needs --output" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trackio") is None, reason="trackio not installed")
+def test_trackio_takes_tables_images_and_markdown(tmp_path, monkeypatch):
+    import trackio.utils
+    from trackio.sqlite_storage import SQLiteStorage
+
+    from selfdistill.trackers import Trackers
+
+    monkeypatch.setenv("TRACKIO_PROJECT", "selfdistill-media")
+    monkeypatch.setattr(trackio.utils, "TRACKIO_DIR", tmp_path / "trackio", raising=False)
+    monkeypatch.setattr(SQLiteStorage, "get_project_db_path",
+                        staticmethod(lambda project: tmp_path / "trackio" / f"{project}.db"))  # fmt: skip
+    png = tmp_path / "plot.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 4), "red").save(png)
+    with Trackers.open(["trackio"], tmp_path, "media", {}) as tracked:
+        tracked.log_table("matrix", ["after", "a"], [["base", 0.5], ["after a", None]], step=1)
+        tracked.log_image("plots/matrix", png, step=1)
+        tracked.log_text("report", "# report", step=1)
+        assert list(tracked.live) == ["trackio"]
+    logged = {k: v for entry in SQLiteStorage.get_logs("selfdistill-media", "media") for k, v in entry.items()}
+    assert logged["matrix"]["_value"] == [{"after": "base", "a": 0.5}, {"after": "after a", "a": None}]
+    assert logged["plots/matrix"]["_type"] == "trackio.image" and logged["report"]["_value"] == "# report"
+
+
+def test_a_tracker_without_a_media_type_skips_it_and_stays(tmp_path, caplog):
+    from selfdistill import trackers
+
+    class ScalarsOnly:
+        def __init__(self, *_args) -> None:
+            self.steps: list[int] = []
+
+        def log(self, metrics, step) -> None:
+            self.steps.append(step)
+
+        def close(self) -> None:
+            pass
+
+    tracked = trackers.Trackers({"scalars": ScalarsOnly()})
+    tracked.log_image("plots/x", tmp_path / "x.png", step=1)
+    tracked.log_table("matrix", ["a"], [[1.0]], step=1)
+    tracked.log({"loss": 1.0}, step=2)
+    assert tracked.live["scalars"].steps == [2] and not caplog.records

@@ -18,7 +18,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,12 @@ import tyro
 import yaml
 
 from selfdistill.cards import add_scores
-from selfdistill.config import TrainConfig
+from selfdistill.config import TrackerName, TrainConfig
+from selfdistill.continual_trackers import log_report, log_run_end, log_stage, open_run, tracker_names
 from selfdistill.evaluate import card_scores, evaluate_tasks
 from selfdistill.fileio import write_text_atomic
 from selfdistill.models import load_model
-from selfdistill.plan import EvalTask, Plan, PlanError, Stage, load_plan, parse_plan, run_dir_name
+from selfdistill.plan import EvalTask, Plan, PlanError, Run, Stage, load_plan, parse_plan, run_dir_name
 from selfdistill.report import RESULTS_FILE, load_results, trajectories, write_report
 from selfdistill.tasks import get_task
 from selfdistill.tasks.base import Task
@@ -98,6 +99,9 @@ class ContinualConfig:
     run's last weights once the run is done, keeping metrics, configs and evaluations; for long benchmarks)."""
     only_seeds: list[int] | None = None
     """Run only the runs of these seeds now (the others stay pending; results.json and the report hold what is done)."""
+    report_to: list[TrackerName] = field(default_factory=list)
+    """Also log each run's stage evaluations, accuracy matrix and plots to these trackers (added to the plan's
+    `report_to`): tensorboard (OUTPUT/<run>/tensorboard), trackio (local), wandb."""
 
 
 # ---------------------------------------------------------------- results.json
@@ -277,41 +281,23 @@ def _restart_if_unresumable(plan: Plan, run_dir: Path, results: dict, run) -> No
 # ---------------------------------------------------------------- the runner
 
 
-def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
-    """Run (or resume) ``plan`` into ``plan.output``; return the path of ``report.md``."""
-    run_dir = plan.output
-    if cfg.only_seeds is not None:
-        unknown = sorted(set(cfg.only_seeds) - set(plan.seeds))
-        if unknown:
-            raise PlanError(f"--only-seeds: {', '.join(map(str, unknown))} not in the plan's seeds "
-                            f"({', '.join(map(str, plan.seeds))})")  # fmt: skip
-        if cfg.overwrite:
-            raise PlanError("--only-seeds with --overwrite would delete every seed's results; use one or the other")
-    tasks = _load_tasks(plan)
-    results = _start_results(plan, run_dir, cfg.overwrite)
-    device = resolve_device(cfg.device)
-    n = len(plan.stages)
-    runs = [r for r in plan.runs if cfg.only_seeds is None or r.seed in cfg.only_seeds]
-    base = next((m["stages"][0] for m in results["methods"].values() if m["stages"]), None)
-    if base is None:
-        log.info("== base model %s: evaluating %d tasks", plan.model, len(tasks))
-        start = time.perf_counter()
-        scores = _evaluate(plan.model, plan, tasks, run_dir / "base", device, cfg.progress)
-        log.info("== base: %s (%.0f s)", _summary(scores), time.perf_counter() - start)
-        base = {"index": 0, "name": "base", "train_task": None, "train_dir": None, "train_seconds": 0.0,
-                "eval": scores}  # fmt: skip
-    for r, run in enumerate(runs, start=1):
-        record = results["methods"][run.label]
-        if not record["stages"]:  # the same base model for every run: evaluated once, recorded for each
-            _finish_stage(run_dir, results, run.label, dict(base), prune=False)
-        _restart_if_unresumable(plan, run_dir, results, run)
+def _run_stages(plan: Plan, cfg: ContinualConfig, names: list[str], tasks: list[tuple[str, Task, int | None]],
+                device: torch.device, results: dict, run: Run, run_where: str) -> None:  # fmt: skip
+    """Train and evaluate ``run``'s unfinished stages in order; its tracker run gets every stage, recorded or new."""
+    run_dir, n = plan.output, len(plan.stages)
+    record = results["methods"][run.label]
+    _restart_if_unresumable(plan, run_dir, results, run)
+    with open_run(names, plan, run) as tracked:
+        log_stage(tracked, record["stages"][0])
         model_spec, previous = plan.model, None
         for k, stage in enumerate(plan.stages, start=1):
             stage_dir = run_dir / _stage_dir(run.label, k, stage)
             overrides = plan.train_overrides(run.setting, stage)
-            where = f"[{run.label}] (run {r}/{len(runs)}) stage {k}/{n} {stage.name}"
-            if any(s["index"] == k for s in record["stages"]):
+            where = f"{run_where} stage {k}/{n} {stage.name}"
+            done = next((s for s in record["stages"] if s["index"] == k), None)
+            if done is not None:
                 log.info("== %s: done, skipped", where)
+                log_stage(tracked, done)  # the tracker run is rebuilt from results.json: recorded stages too
                 model_spec, previous = _next_model(stage_dir, overrides), stage_dir
                 continue
             what = f"{stage.steps} steps" if stage.steps else f"{stage.epochs:g} epochs"
@@ -325,12 +311,53 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
             entry = {"index": k, "name": stage.name, "train_task": stage.data, "train_dir":
                      _stage_dir(run.label, k, stage), "train_seconds": seconds, "eval": scores}  # fmt: skip
             _finish_stage(run_dir, results, run.label, entry, cfg.prune_checkpoints)
+            log_stage(tracked, entry)
             if before is not None and not cfg.keep_models:
                 _drop_weights(before)  # stage k is recorded: a resume never starts from stage k-1 again
-        if not cfg.keep_models and len(record["stages"]) == n + 1:  # the run is done: no stage needs weights
-            for k, stage in enumerate(plan.stages, start=1):
-                _drop_weights(run_dir / _stage_dir(run.label, k, stage))
+        if names:  # the run's own plots come from the report, drawn now from every run finished so far
+            write_report(run_dir)
+            log_run_end(tracked, run_dir, results, run.label)
+    if not cfg.keep_models and len(record["stages"]) == n + 1:  # the run is done: no stage needs weights
+        for k, stage in enumerate(plan.stages, start=1):
+            _drop_weights(run_dir / _stage_dir(run.label, k, stage))
+
+
+def _check_only_seeds(plan: Plan, cfg: ContinualConfig) -> None:
+    if cfg.only_seeds is None:
+        return
+    unknown = sorted(set(cfg.only_seeds) - set(plan.seeds))
+    if unknown:
+        raise PlanError(f"--only-seeds: {', '.join(map(str, unknown))} not in the plan's seeds "
+                        f"({', '.join(map(str, plan.seeds))})")  # fmt: skip
+    if cfg.overwrite:
+        raise PlanError("--only-seeds with --overwrite would delete every seed's results; use one or the other")
+
+
+def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
+    """Run (or resume) ``plan`` into ``plan.output``; return the path of ``report.md``."""
+    run_dir = plan.output
+    _check_only_seeds(plan, cfg)
+    names = tracker_names(plan, cfg.report_to)
+    tasks = _load_tasks(plan)
+    results = _start_results(plan, run_dir, cfg.overwrite)
+    device = resolve_device(cfg.device)
+    runs = [r for r in plan.runs if cfg.only_seeds is None or r.seed in cfg.only_seeds]
+    base = next((m["stages"][0] for m in results["methods"].values() if m["stages"]), None)
+    if base is None:
+        log.info("== base model %s: evaluating %d tasks", plan.model, len(tasks))
+        start = time.perf_counter()
+        scores = _evaluate(plan.model, plan, tasks, run_dir / "base", device, cfg.progress)
+        log.info("== base: %s (%.0f s)", _summary(scores), time.perf_counter() - start)
+        base = {"index": 0, "name": "base", "train_task": None, "train_dir": None, "train_seconds": 0.0,
+                "eval": scores}  # fmt: skip
+    for r, run in enumerate(runs, start=1):
+        record = results["methods"][run.label]
+        if not record["stages"]:  # the same base model for every run: evaluated once, recorded for each
+            _finish_stage(run_dir, results, run.label, dict(base), prune=False)
+        _run_stages(plan, cfg, names, tasks, device, results, run, f"[{run.label}] (run {r}/{len(runs)})")
     report = write_report(run_dir)
+    if names:
+        log_report(names, plan, report)
     print(f"report: {report}")
     return report
 
@@ -357,6 +384,8 @@ class DemoConfig:
     """Where registered data sets live (the demo's tasks are all project-generated and need none)."""
     device: str = "auto"
     progress: bool = True
+    report_to: list[TrackerName] = field(default_factory=list)
+    """Also log each run's stage evaluations, accuracy matrix and plots to these trackers (as `continual`)."""
 
 
 def demo_plan(cfg: DemoConfig) -> Plan:
@@ -378,7 +407,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     """``selfdistill demo``: run the demo plan; the last line says where the report is."""
     start = time.perf_counter()
     continual = ContinualConfig(plan=Path("demo plan"), output=cfg.output, overwrite=cfg.overwrite, device=cfg.device,
-                                progress=cfg.progress)  # fmt: skip
+                                progress=cfg.progress, report_to=cfg.report_to)  # fmt: skip
     report = run_plan(demo_plan(cfg), continual)
     print("\n".join(["", "Each task after each stage (primary metric):", *trajectories(load_results(report.parent)), ""]))
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; open {report} (plots beside it)")

@@ -386,6 +386,11 @@ def card_scores(results: dict[str, dict], limit: int | None = None) -> dict[str,
     }  # fmt: skip
 
 
+def tracker_scalars(results: dict[str, dict]) -> dict[str, float]:
+    """Every task's metrics as trackers get them: ``eval/<task>/<metric>`` (eval and continual runs alike)."""
+    return {f"eval/{task}/{name}": value for task, r in results.items() for name, value in r["metrics"].items()}
+
+
 def run_eval(cfg: EvalConfig) -> dict:
     """Load the model, evaluate the tasks, print a table; write ``{"config", "results"}`` JSON to ``cfg.output``."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -415,10 +420,9 @@ def run_eval(cfg: EvalConfig) -> dict:
             engine.close()
     print(format_table(results))
     if cfg.report_to:
-        flat = {f"eval/{task}/{name}": value for task, r in results.items() for name, value in r["metrics"].items()}
         config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
         with trackers.Trackers.open(cfg.report_to, cfg.output.parent, cfg.output.stem, config) as tracked:
-            tracked.log(flat, step=0)
+            tracked.log(tracker_scalars(results), step=0)
     if Path(cfg.model).is_dir():  # a selfdistill output: its model card lists these scores from now on
         add_scores(Path(cfg.model), card_scores(results, cfg.limit), source="selfdistill eval")
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}

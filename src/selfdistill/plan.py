@@ -9,6 +9,7 @@ order (a registered task, or a data file plus the task that tests it), and what 
     output: runs/demo                  # relative to the working directory
     seeds: [0, 1, 2]                   # every setting runs once per seed (or `seed: 0` for one run)
     train: {batch_size: 8}             # TrainConfig overrides for every method and stage
+    report_to: [tensorboard]           # one tracker run per run: each stage's evaluation, the matrix, the plots
     methods:
       sft: {lr: 2.0e-5}                # the method (sdft | sft | seqkd) is the key, or `method:`
       sdft: {teacher_template: chat-turn, sweep: {lr: [1.0e-5, 3.0e-5]}}   # settings sdft[lr=1e-5], sdft[lr=3e-5]
@@ -46,8 +47,8 @@ METHODS = typing.get_args(Method)
 MANAGED = ("data", "model", "output", "resume", "overwrite", "data_dir", "max_steps", "epochs", "seed", "device",
            "progress", "merge")  # fmt: skip
 """TrainConfig fields the runner sets itself (from the plan's model, stages, seeds and output, and the command line)."""
-RESERVED = (".", "..", "base", "plan.json", "results.json")
-"""Names a run's directory may not have (the run directory's own entries, and path tricks)."""
+RESERVED = (".", "..", "base", "plan.json", "results.json", "tensorboard", "wandb")
+"""Names a run's directory may not have (the run directory's own entries, the trackers' files, and path tricks)."""
 
 
 def _managed_why(name: str) -> str:
@@ -118,6 +119,9 @@ class Plan:
     eval_batch_size: int
     eval_max_new_tokens: int | None
     """Cap on every generation task's completion length during evaluation (None: each task's own)."""
+    report_to: tuple[str, ...] = ()
+    """Trackers for the plan's runs as a whole (each stage's evaluation, the matrix, the plots); not part of the
+    fingerprint, so tracking can be switched on when a partly done or finished run is rerun."""
 
     @property
     def runs(self) -> list[Run]:
@@ -132,8 +136,8 @@ class Plan:
         return {**self.methods[setting], **stage.train}
 
     def fingerprint(self) -> dict[str, Any]:
-        """What must not change between a run and its resumption (everything but where it is written)."""
-        return _plain({k: v for k, v in asdict(self).items() if k != "output"})
+        """What must not change between a run and its resumption (everything but where it is written and watched)."""
+        return _plain({k: v for k, v in asdict(self).items() if k not in ("output", "report_to")})
 
 
 def _plain(value: Any) -> Any:
@@ -401,6 +405,15 @@ def _seeds(f: _Fields) -> tuple[tuple[int, ...], bool]:
     return tuple(seeds), True
 
 
+def _report_to(f: _Fields) -> tuple[str, ...]:
+    """The plan's trackers: a list of names (or one name), each checked against the known trackers."""
+    raw = f.value.get("report_to") or []
+    try:
+        return tuple(_coerce([raw] if isinstance(raw, str) else raw, _TRAIN_HINTS["report_to"]))
+    except TypeError as err:
+        f.fail("report_to", f"expected {err}, got {raw!r}")
+
+
 def run_dir_name(label: str) -> str:
     """A run label as a directory name: anything but letters, digits and ``_.=@,[]+-`` becomes ``_``."""
     return re.sub(r"[^A-Za-z0-9_.=@,\[\]+-]", "_", label)
@@ -423,12 +436,13 @@ def _check_run_names(f: _Fields, seeds: tuple[int, ...], seeded: bool, methods: 
 def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> Plan:
     """Validate a decoded plan; ``base`` resolves relative data paths; ``output`` overrides the plan's."""
     f = _Fields(where, "", raw, required=("methods", "stages"))
-    f.reject_unknown(("model", "output", "data_dir", "seed", "seeds", "train", "methods", "stages", "eval"))
+    f.reject_unknown(("model", "output", "data_dir", "seed", "seeds", "report_to", "train", "methods", "stages", "eval"))
     model = f.get("model", str, DEFAULT_MODEL)
     out = output or Path(f.get("output", str, "runs/" + Path(where).stem))
     data_dir = f.get("data_dir", str)
     seeds, seeded = _seeds(f)
     common = _train_overrides(f, "train", f.value.get("train") or {}, allow_method=False)
+    report_to = _report_to(f)
 
     m = _Fields(where, "methods", f.value["methods"])
     if not m.value:
@@ -483,7 +497,7 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
         dup = next(n for n in names if names.count(n) > 1)
         f.fail("stages", f"task {dup!r} appears twice (stage, near-prior and prior task names must be distinct)")
     return Plan(model, Path(out), Path(data_dir) if data_dir else None, seeds, seeded, eval_seed, methods, stages,
-                prior, near, split, batch_size, max_new)  # fmt: skip
+                prior, near, split, batch_size, max_new, report_to)  # fmt: skip
 
 
 def load_plan(path: Path, output: Path | None = None) -> Plan:

@@ -2,6 +2,9 @@
 
     trackers = Trackers.open(["tensorboard"], output=Path("runs/x"), run_name="x", config=config_dict(cfg))
     trackers.log({"loss": 0.3, ...}, step=1)     # every metrics.jsonl key, under the same name
+    trackers.log_table("matrix", ["after", "task_a"], [["base", 0.1]], step=2)
+    trackers.log_image("plots/pareto", Path("runs/x/pareto.png"), step=2)
+    trackers.log_text("report", markdown, step=2)
     trackers.close()
 
 ``metrics.jsonl`` stays the source of truth: a tracker that raises (no network, a full disk, a quota) is warned
@@ -11,6 +14,7 @@ about once and dropped, and training goes on. Each backend is an optional extra,
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import logging
@@ -22,12 +26,21 @@ from selfdistill.config import ConfigError, TrackerName
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TRACKERS", "TrackerName", "Trackers", "require"]
+__all__ = ["TRACKERS", "TrackerName", "Trackers", "markdown_table", "require"]
 INSTALL = {"tensorboard": "pip install tensorboard", "trackio": "pip install trackio", "wandb": "pip install wandb"}
 
 
 class Tracker(Protocol):
+    """A backend. ``log`` and ``close`` are required; a backend without ``log_text``, ``log_table`` or
+    ``log_image`` is skipped for those."""
+
     def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def log_text(self, key: str, markdown: str, step: int) -> None: ...
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None: ...
+
+    def log_image(self, key: str, png: Path, step: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -45,6 +58,16 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v) for k, v in metrics.items() if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
     }
+
+
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table (TensorBoard's text tab renders it); floats to three decimals."""
+
+    def cell(value: Any) -> str:
+        return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +89,21 @@ class TensorBoard:
             self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
+    def log_text(self, key: str, markdown: str, step: int) -> None:
+        self.writer.add_text(key, markdown, step)
+        self.writer.flush()
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        self.log_text(key, markdown_table(columns, rows), step)
+
+    def log_image(self, key: str, png: Path, step: int) -> None:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(png) as image:
+            self.writer.add_image(key, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
 
@@ -83,6 +121,15 @@ class Trackio:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(_scalars(metrics), step=step)
 
+    def log_text(self, key: str, markdown: str, step: int) -> None:
+        self.run.log({key: self.trackio.Markdown(markdown)}, step=step)
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        self.run.log({key: self.trackio.Table(columns=columns, data=rows)}, step=step)
+
+    def log_image(self, key: str, png: Path, step: int) -> None:
+        self.run.log({key: self.trackio.Image(png)}, step=step)
+
     def close(self) -> None:
         self.run.finish()
 
@@ -93,11 +140,21 @@ class WandB:
     def __init__(self, output: Path, run_name: str, config: dict) -> None:
         import wandb
 
+        self.wandb = wandb
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "selfdistill"), name=run_name,
                               config=_flat(config), dir=str(output), reinit="finish_previous")  # fmt: skip
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(_scalars(metrics), step=step)
+
+    def log_text(self, key: str, markdown: str, step: int) -> None:
+        self.run.log({key: self.wandb.Html(f"<pre>{html.escape(markdown)}</pre>")}, step=step)  # no markdown type
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        self.run.log({key: self.wandb.Table(columns=columns, data=rows)}, step=step)
+
+    def log_image(self, key: str, png: Path, step: int) -> None:
+        self.run.log({key: self.wandb.Image(str(png))}, step=step)
 
     def close(self) -> None:
         self.run.finish()
@@ -125,6 +182,15 @@ class Trackers:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self._each("log", metrics, step)
 
+    def log_text(self, key: str, markdown: str, step: int) -> None:
+        self._each("log_text", key, markdown, step)
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        self._each("log_table", key, columns, rows, step)
+
+    def log_image(self, key: str, png: Path, step: int) -> None:
+        self._each("log_image", key, png, step)
+
     def close(self) -> None:
         self._each("close")
         self.live = {}
@@ -137,8 +203,11 @@ class Trackers:
 
     def _each(self, method: str, *args: Any) -> None:
         for name in list(self.live):
+            call = getattr(self.live[name], method, None)
+            if call is None:  # a backend that has no such media type skips it
+                continue
             try:
-                getattr(self.live[name], method)(*args)
+                call(*args)
             except Exception as err:  # noqa: BLE001
                 log.warning("report-to %s: %s failed (%s); dropping it, metrics.jsonl still has everything",
                             name, method, err)  # fmt: skip
