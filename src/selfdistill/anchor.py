@@ -59,9 +59,12 @@ def _key(example: Example) -> tuple[tuple[str, str], ...]:
     return tuple((m["role"], " ".join(m["content"].split())) for m in example.messages)
 
 
-def anchor_reference(model: torch.nn.Module, teacher: Teacher) -> Callable[[Packed], Tensor]:
+def anchor_reference(
+    model: torch.nn.Module, teacher: Teacher, shard_fn: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+) -> Callable[[Packed], Tensor]:
     """``packed -> logits_BCV`` of the start model, frozen, in eval mode, without grad. Call it before a checkpoint
-    is loaded into ``model`` (a copy made after a resume would be of the trained weights)."""
+    is loaded into ``model`` (a copy made after a resume would be of the trained weights), and before the model is
+    sharded; ``shard_fn`` shards a copy of its own as the student will be (FSDP2)."""
     if teacher.mode == "frozen":
         return teacher.completion_logits
     if isinstance(model, PeftModel):  # adapters off: the base, which is where a LoRA run starts from
@@ -72,4 +75,7 @@ def anchor_reference(model: torch.nn.Module, teacher: Teacher) -> Callable[[Pack
                 return completion_logits(model, packed)
 
         return base_logits
-    return Teacher(model, "frozen").completion_logits
+    reference = Teacher(model, "frozen")
+    if shard_fn is not None:
+        reference.shard(shard_fn)
+    return reference.completion_logits

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from selfdistill.sharding import copy_full_, full_parameters, load_optimizer_state, optimizer_state
+
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
 _TMP, _OLD = ".tmp-", ".old-"
@@ -83,6 +85,11 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _names_shapes(model: torch.nn.Module) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    """Each trained parameter's dtype and full shape (a DTensor shard reports the full shape)."""
+    return {n: (p.dtype, tuple(p.shape)) for n, p in trainable_state(model).items()}
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -93,12 +100,24 @@ def save_checkpoint(
     teacher: Any,
     state: dict[str, Any],
     keep: int = 2,
-) -> Path:
+    write: bool = True,
+) -> Path | None:
     """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``.
 
-    Raises CheckpointError (one line) when the disk refuses the write (full, read-only); the previous
+    With a sharded (FSDP2) model every rank calls this, to gather the full state; only the one with ``write``
+    writes it. Raises CheckpointError (one line) when the disk refuses the write (full, read-only); the previous
     checkpoints are left as they were.
     """
+    tensors = {"trainable": full_parameters(model, trainable_only=True)}
+    if teacher.has_state:
+        tensors["teacher"] = teacher.state_dict()
+    objects = {
+        "optimizer": optimizer_state(model, optimizer),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+    }
+    if not write:
+        return None
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"{_PREFIX}{step:06d}"
     tmp = None
@@ -106,14 +125,6 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(root)
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}{final.name}-", dir=root))
-        tensors = {"trainable": trainable_state(model)}
-        if teacher_state := teacher.state_dict():
-            tensors["teacher"] = teacher_state
-        objects = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-        }
         _write_files(tmp, tensors, objects, {**state, "step": step})
         # A rerun reaching the same step (resumed after the final checkpoint): rename the old one aside, then
         # the new one in; only between these two renames is there no step-N, and earlier checkpoints cover it.
@@ -175,29 +186,29 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore everything saved by ``save_checkpoint`` in place and return its ``state.json``.
 
-    Every file is read in full and the parameters checked before anything is restored.
-    Raises CheckpointError (one line) for anything unreadable or mismatched.
+    Every file is read in full and the parameters checked before anything is restored. A sharded model: every
+    rank reads the full files and keeps its own slices. Raises CheckpointError (one line) for anything unreadable
+    or mismatched.
     """
     try:
         state, params, teacher_params, objects = read_checkpoint(ckpt)
-        own = trainable_state(model)
+        own = _names_shapes(model)
         if set(params) != set(own):
             raise CheckpointError(f"{ckpt}: trained parameters do not match this model (LoRA vs full?)")
         for name, value in params.items():
-            if value.shape != own[name].shape or value.dtype != own[name].dtype:
+            if (value.dtype, tuple(value.shape)) != own[name]:
                 raise CheckpointError(
                     f"{ckpt}: parameter {name!r} is {value.dtype} {tuple(value.shape)}, "
-                    f"the model has {own[name].dtype} {tuple(own[name].shape)}"
+                    f"the model has {own[name][0]} {own[name][1]}"
                 )
-        if bool(teacher_params) != bool(teacher.state_dict()):
+        if bool(teacher_params) != teacher.has_state:
             raise CheckpointError(
                 f"{ckpt}: teacher state does not match this run (--teacher or --method changed?)"
             )
-        with torch.no_grad():
-            for name, value in params.items():
-                own[name].copy_(value)
+        for name, param in trainable_state(model).items():
+            copy_full_(param, params[name])
         teacher.load_state_dict(teacher_params)
-        optimizer.load_state_dict(objects["optimizer"])
+        load_optimizer_state(model, optimizer, objects["optimizer"])
         scheduler.load_state_dict(objects["scheduler"])
         set_rng_state(objects["rng"])
     except CheckpointError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import get_args
 
 import torch
@@ -24,6 +24,7 @@ from torch import Tensor
 
 from selfdistill.config import TeacherMode
 from selfdistill.rollout import Packed, completion_logits
+from selfdistill.sharding import copy_full_, full_parameters, local
 
 
 class Teacher:
@@ -56,16 +57,25 @@ class Teacher:
         """The network to run for teacher logits: the student itself when live."""
         return self._student if self._shadow is None else self._shadow
 
+    def shard(self, shard_fn: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
+        """Shard the copy as the student was (FSDP2; after the student, whose parameters it pairs with again): each
+        fp32 shard then averages the student's shard of the same slice, on its own rank."""
+        if self._shadow is not None:
+            shard_fn(self._shadow)
+            if self.mode == "ema":
+                self._pair_with_student()
+
     @torch.no_grad()
     def update(self, student: torch.nn.Module) -> None:
-        """φ ← (1−α)·φ + α·θ_effective, in fp32; a no-op for frozen and live teachers."""
+        """φ ← (1−α)·φ + α·θ_effective, in fp32; a no-op for frozen and live teachers. Sharded, it runs on the local
+        shards (the same slice of each tensor on both sides), so it needs no communication."""
         if self.mode != "ema":
             return
         if student is not self._student:
             raise ValueError("update() must be given the student the teacher was built from")
-        thetas = [p.float() for p in self._sources]  # no copy when the student is fp32
+        thetas = [local(p).float() for p in self._sources]  # no copy when the student is fp32
         thetas += [effective_weight(layer) for layer in self._lora_layers]
-        torch._foreach_lerp_(self._targets + self._lora_targets, thetas, self.ema_rate)
+        torch._foreach_lerp_([local(t) for t in self._targets] + self._lora_targets, thetas, self.ema_rate)
 
     @torch.no_grad()
     def logits(
@@ -84,11 +94,17 @@ class Teacher:
         with eval_mode(self.model):
             return completion_logits(self.model, packed)
 
+    @property
+    def has_state(self) -> bool:
+        """Whether there are weights of its own to checkpoint (not when live)."""
+        return self._shadow is not None
+
     def state_dict(self) -> dict[str, Tensor]:
-        """The shadow weights under plain-model names (references, as nn.Module.state_dict); {} when live."""
+        """The shadow weights under plain-model names (references, as nn.Module.state_dict); {} when live. Sharded:
+        a collective, the full tensors on rank 0 and {} on the others."""
         if self._shadow is None:
             return {}
-        return {name: p.detach() for name, p in self._shadow.named_parameters()}
+        return full_parameters(self._shadow)
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -107,11 +123,12 @@ class Teacher:
                 raise ValueError(
                     f"teacher state {name!r}: shape {tuple(state[name].shape)} != {tuple(p.shape)}"
                 )
-            p.copy_(state[name])
+            copy_full_(p, state[name])
 
     def _pair_with_student(self) -> None:
         """Match every shadow tensor that can change to its source in the student."""
         assert self._shadow is not None
+        self._targets, self._sources, self._lora_targets, self._lora_layers = [], [], [], []
         is_peft = isinstance(self._student, PeftModel)
         base = self._student.get_base_model() if is_peft else self._student
         shadow_modules = dict(self._shadow.named_modules())
