@@ -141,6 +141,10 @@ class TrainConfig:
     merge: bool = False
     """With --lora, also write the merged model to OUTPUT/merged."""
 
+    fsdp: bool = False
+    """Under torchrun: shard the student and its teacher over the processes (FSDP2, one unit per decoder layer, fp32
+    shards) instead of holding a copy on each, for models whose training state does not fit on one device."""
+
     report_to: list[TrackerName] = field(default_factory=list)
     """Also log every metrics row to these trackers: tensorboard (OUTPUT/tensorboard), trackio (local), wandb."""
 
@@ -198,6 +202,10 @@ class TrainConfig:
             ("save_every", self.save_every >= 0, "must be >= 0"),
             ("keep_checkpoints", self.keep_checkpoints > 0, "must be > 0"),
             ("merge", self.lora or not self.merge, "needs --lora"),
+            ("fsdp", not (self.fsdp and self.lora), "shards full fine-tuning only; --lora is not supported with it "
+             "(LoRA's trainable state is small: train it data parallel, without --fsdp)"),
+            ("fsdp", not self.fsdp or self.rollout == "hf", "supports --rollout hf only (vLLM would need the gathered "
+             "weights streamed to it)"),
         ]
         for name, ok, why in checks:
             if not ok:

@@ -1,7 +1,8 @@
 """Data-parallel ranks for the training loop: one process (the default), or N under ``torchrun`` through
-accelerate (gloo on CPU, NCCL on GPUs).
+accelerate (gloo on CPU, NCCL on GPUs), each holding the whole model (DDP) or a shard of it (``--fsdp``: FSDP2).
 
     ranks = Ranks.setup(device)          # reads torchrun's environment; world 1 without it
+    trained = ranks.wrap(model)          # DDP, or the model sharded in place (sharding.py)
     mine = ranks.share(global_idx)       # this rank's rows of the global micro-batch
     stats = ranks.mean(stats)            # every rank logs the same numbers; only rank 0 writes them
 
@@ -10,12 +11,14 @@ With one process nothing here touches torch.distributed, so a single-process run
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from selfdistill import sharding
 from selfdistill.config import ConfigError
 
 
@@ -25,16 +28,32 @@ class Ranks:
     world: int = 1
     accelerator: Any = None
     device: torch.device = torch.device("cpu")
+    mesh: Any = None
+    """The FSDP2 device mesh (None: not sharded)."""
+    bf16: bool = False
+    """Sharded weights are all-gathered in bf16 for compute (the shards stay fp32)."""
 
     @classmethod
-    def setup(cls, device: torch.device) -> Ranks:
+    def setup(cls, device: torch.device, fsdp: bool = False, bf16: bool = False) -> Ranks:
         world = int(os.environ.get("WORLD_SIZE", "1"))
+        if fsdp and world <= 1:
+            raise ConfigError("fsdp: shards over several processes; launch with torchrun --nproc-per-node N "
+                              "(N > 1), or leave --fsdp off")  # fmt: skip
         if world <= 1:
             return cls(device=device)
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=device.type == "cpu")  # mixed precision stays ours (autocast in train.py)
-        return cls(accelerator.process_index, accelerator.num_processes, accelerator, accelerator.device)
+        ranks = cls(accelerator.process_index, accelerator.num_processes, accelerator, accelerator.device, bf16=bf16)
+        if fsdp:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            ranks.mesh = init_device_mesh(ranks.device.type, (ranks.world,))
+        return ranks
+
+    @property
+    def fsdp(self) -> bool:
+        return self.mesh is not None
 
     @property
     def is_main(self) -> bool:
@@ -66,8 +85,23 @@ class Ranks:
         return 1.0 if self.world == 1 else local_rows * self.world / global_rows
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model the loss's forward runs through (DDP, which averages gradients in backward)."""
+        """The model the loss's forward runs through: DDP (which averages gradients in backward), or with --fsdp
+        the model itself, sharded in place (its parameters are new objects: build the optimizer after this)."""
+        if self.fsdp:
+            return self.shard(model)
         return model if self.accelerator is None else self.accelerator.prepare(model)
+
+    def shard(self, module: torch.nn.Module) -> torch.nn.Module:
+        """With --fsdp, shard a model (or a teacher's copy) in place as the student is; otherwise leave it."""
+        return sharding.shard(module, self.mesh, self.bf16) if self.fsdp else module
+
+    def gathered(self, models: list[torch.nn.Module]) -> contextlib.AbstractContextManager:
+        """With --fsdp, the full weights of ``models`` on every rank for the block (rollouts)."""
+        return sharding.gathered(models) if self.fsdp else contextlib.nullcontext()
+
+    def clip_grad_norm(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+        """Clip the global gradient norm (over all shards under --fsdp) and return it as a plain tensor."""
+        return sharding.full_norm(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """The mean over ranks of each value (every rank must pass the same keys)."""

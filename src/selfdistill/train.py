@@ -45,6 +45,7 @@ from selfdistill.models import load_model
 from selfdistill.parallel import Ranks
 from selfdistill.prompts import student_prompt_ids, teacher_prompt_ids
 from selfdistill.rollout import Packed, completion_logits, eos_ids, pack
+from selfdistill.sharding import full_parameters
 from selfdistill.teacher import Teacher
 from selfdistill.trackers import Trackers
 from selfdistill.training_setup import (
@@ -103,7 +104,8 @@ def train(cfg: TrainConfig) -> Path:
     anchor = load_anchor(cfg.anchor, cfg.data_dir, examples) if cfg.anchor else []
     accept = make_acceptor(cfg.data, examples, cfg.data_dir) if cfg.seqkd_filter else None
     _seed_everything(cfg.seed)
-    ranks = Ranks.setup(resolve_device(cfg.device))  # one process, or this rank of a torchrun launch
+    requested = resolve_device(cfg.device)
+    ranks = Ranks.setup(requested, cfg.fsdp, uses_bf16(cfg.precision, requested))  # one process, or a torchrun rank
     device = ranks.device
     ranks.check_batch(cfg.batch_size, len(examples))
     if ranks.world > 1 and cfg.rollout != "hf" and cfg.method != "sft":
@@ -147,14 +149,19 @@ def train(cfg: TrainConfig) -> Path:
 
     steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum))
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    teacher = Teacher(model, cfg.teacher if cfg.method != "sft" else "live", cfg.ema_rate)
+    # the start model, before a resume; with --fsdp its copy is sharded at once, as the student is next
+    anchor_logits = anchor_reference(model, teacher, ranks.shard if ranks.fsdp else None) if anchor else None
+    # DDP under torchrun (it averages gradients in backward); --fsdp: sharded in place, then the teacher likewise;
+    # the model itself alone. After this the parameters are final, so the optimizer comes next.
+    trained = ranks.wrap(model)
+    if ranks.fsdp:
+        teacher.shard(ranks.shard)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(int(cfg.warmup_ratio * total_steps), total_steps)
     )
-    teacher = Teacher(model, cfg.teacher if cfg.method != "sft" else "live", cfg.ema_rate)
-    anchor_logits = anchor_reference(model, teacher) if anchor else None  # the start model: before a resume
-    trained = ranks.wrap(model)  # DDP under torchrun (it averages gradients in backward); the model itself alone
     if ranks.world > 1:  # identical weights everywhere (DDP broadcast rank 0's), different samples per rank
         _seed_everything(cfg.seed + 7919 * ranks.rank)
 
@@ -167,8 +174,7 @@ def train(cfg: TrainConfig) -> Path:
         _truncate_metrics(cfg.output / "metrics.jsonl", step)
 
     def checkpoint(at: int) -> None:
-        if not ranks.is_main:  # every rank holds the same weights, optimizer state and teacher
-            return
+        # every rank takes part (with --fsdp the full state is gathered to rank 0); rank 0 writes
         save_checkpoint(
             cfg.output, at, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher,
             state={
@@ -176,7 +182,7 @@ def train(cfg: TrainConfig) -> Path:
                 "total_steps": total_steps,
                 "config": config_dict(cfg),
             },
-            keep=cfg.keep_checkpoints,
+            keep=cfg.keep_checkpoints, write=ranks.is_main,
         )  # fmt: skip
 
     # Ctrl-C or SIGTERM (what schedulers send before a kill) finishes the current step, saves a checkpoint, then
@@ -216,6 +222,8 @@ def train(cfg: TrainConfig) -> Path:
                 return corrected_sample(model, teacher.model, tok, student_ids, teacher_ids, k=cfg.correction_k,
                                         temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
     synced = [(e, m) for e, m in ((student_engine, model), (teacher_engine, teacher.model)) if e is not None]
+    # the models that sample, whose full weights every rank holds while it samples (--fsdp)
+    samplers = [m for _, m in synced] + ([model, teacher.model] if corrector else [])
     completions_for = _completion_source(cfg, student_engine, teacher_engine, student_prompts, teacher_prompts, demos,
                                          total_steps, accept, tok, corrector)  # fmt: skip
     anchor_sampling = dataclasses.replace(_sampling(cfg), num_generations=1)
@@ -242,7 +250,7 @@ def train(cfg: TrainConfig) -> Path:
                 global_idx = batch_order(len(examples), cfg.batch_size, cfg.seed, step * cfg.grad_accum + micro)
                 idx = ranks.share(global_idx)
                 # -------- completion: the student's own sample (sdft), the demo (sft), or the teacher's (seqkd)
-                with timer("rollout"):
+                with timer("rollout"), ranks.gathered(samplers):
                     batch = completions_for(idx, step, stats)
                     if anchor:
                         anchor_global = batch_order(len(anchor), cfg.anchor_batch_size or cfg.batch_size, cfg.seed + 1,
@@ -316,7 +324,7 @@ def train(cfg: TrainConfig) -> Path:
                     _collect(stats, "hit_length_cap", float(np.mean(batch.hit_cap)))
             # ------------------------------------------------------------ step
             with timer("optimizer"):
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                grad_norm = ranks.clip_grad_norm(trainable, cfg.max_grad_norm)
                 finite = math.isfinite(grad_norm.item()) and all(math.isfinite(v) for v in stats["loss"])
                 if ranks.any(not finite):
                     last_good = latest_checkpoint(cfg.output)
@@ -359,8 +367,9 @@ def train(cfg: TrainConfig) -> Path:
 
     # ---------------------------------------------------------------- save
     checkpoint(step)
+    weights = full_parameters(model) if ranks.fsdp else None  # a collective: rank 0 gets the full weights
     if ranks.is_main:
-        save_final(model, tok, cfg, config_dict(cfg), rows=len(examples))
+        save_final(model, tok, cfg, config_dict(cfg), rows=len(examples), weights=weights)
         log.info("done: model saved to %s", cfg.output)
     ranks.barrier()
     return cfg.output

@@ -135,8 +135,15 @@ def wrap_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     return model
 
 
-def save_final(model: torch.nn.Module, tok, cfg: TrainConfig, config: dict, rows: int) -> None:
-    """HF format: the full model, or the LoRA adapter (plus OUTPUT/merged with --merge), each with its card."""
+def save_final(
+    model: torch.nn.Module, tok, cfg: TrainConfig, config: dict, rows: int, weights: dict | None = None
+) -> None:
+    """HF format: the full model, or the LoRA adapter (plus OUTPUT/merged with --merge), each with its card.
+    ``weights``: a sharded model's full weights, gathered to this rank (--fsdp)."""
+    if weights is not None:
+        from selfdistill.sharding import unsharded
+
+        model = unsharded(model, weights)
     write_data_info(cfg.output, cfg.data, rows)
     model.config.selfdistill = config  # unknown keys round-trip through HF configs
     model.save_pretrained(cfg.output)
