@@ -7,7 +7,6 @@ import hashlib
 import json
 
 import torch
-
 import yaml
 
 from selfdistill.cli import main

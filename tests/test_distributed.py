@@ -41,7 +41,7 @@ def _rows(out: Path) -> list[dict]:
 
 
 def test_two_processes_of_four_rows_equal_one_process_of_eight_for_sft(tmp_path, small_jsonl):
-    data = ["--data", str(small_jsonl), "--method", "sft", "--max-steps", "3"]
+    data = ["--data", str(small_jsonl), "--method", "sft", "--max-steps", "3", "--precision", "fp32"]
     _run([*data, "--output", str(tmp_path / "one")], tmp_path, ranks=1)
     _run([*data, "--output", str(tmp_path / "two")], tmp_path, ranks=2)
     one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
