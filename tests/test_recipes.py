@@ -63,11 +63,12 @@ def test_anchor_term_gradient_is_weight_times_probability_difference():
 
 def test_joint_forward_equals_separate_forwards(tiny):
     model, tok = tiny
-    task = pack([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]], tok.pad_token_id)
-    anchor = pack([[20, 21]], [[22, 23, 24, 25, 26]], tok.pad_token_id)
+    task_rows = ([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]])
+    anchor_rows = ([[20, 21]], [[22, 23, 24, 25, 26]])
+    task, anchor = pack(*task_rows, tok.pad_token_id), pack(*anchor_rows, tok.pad_token_id)
     model.eval()
     with torch.no_grad():
-        task_BCV, anchor_ACV = _joint_logits(model, [task, anchor], tok.pad_token_id)
+        task_BCV, anchor_ACV = _joint_logits(model, [task_rows, anchor_rows], tok.pad_token_id, torch.device("cpu"))
         torch.testing.assert_close(task_BCV, completion_logits(model, task), atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(anchor_ACV, completion_logits(model, anchor), atol=1e-5, rtol=1e-4)
 

@@ -44,7 +44,7 @@ from selfdistill.filtering import make_acceptor
 from selfdistill.models import load_model
 from selfdistill.parallel import Ranks
 from selfdistill.prompts import student_prompt_ids, teacher_prompt_ids
-from selfdistill.rollout import Packed, completion_logits, eos_ids, pack
+from selfdistill.rollout import completion_logits, eos_ids, pack
 from selfdistill.sharding import full_parameters
 from selfdistill.teacher import Teacher
 from selfdistill.trackers import Trackers
@@ -107,6 +107,7 @@ def train(cfg: TrainConfig) -> Path:
     requested = resolve_device(cfg.device)
     ranks = Ranks.setup(requested, cfg.fsdp, uses_bf16(cfg.precision, requested))  # one process, or a torchrun rank
     device = ranks.device
+    bf16 = uses_bf16(cfg.precision, device)  # compute in bf16 autocast over fp32 weights, or plain fp32
     ranks.check_batch(cfg.batch_size, len(examples))
     if ranks.world > 1 and cfg.rollout != "hf" and cfg.method != "sft":
         raise ConfigError("rollout: vllm with several processes is not supported yet; use --rollout hf under torchrun")
@@ -143,7 +144,7 @@ def train(cfg: TrainConfig) -> Path:
         engines.preflight(cfg.rollout, model)
     if ranks.is_main:
         prepare_output(cfg, config_dict(cfg))  # only now: bad data, model or prompts must leave nothing behind
-        env = environment(device, uses_bf16(cfg.precision, device), ranks.world)
+        env = environment(device, bf16, ranks.world)
         write_text_atomic(cfg.output / ENVIRONMENT, json.dumps(env, indent=2) + "\n")
     ranks.barrier()
 
@@ -198,7 +199,7 @@ def train(cfg: TrainConfig) -> Path:
     log.info(
         "training %s | %s | %d examples | %d steps | %s, %s%s",
         cfg.method, cfg.model, len(examples), total_steps, device,
-        "bf16 autocast" if uses_bf16(cfg.precision, device) else "fp32", " | LoRA" if cfg.lora else "",
+        "bf16 autocast" if bf16 else "fp32", " | LoRA" if cfg.lora else "",
     )  # fmt: skip
     # Chosen once: which models sample (the student for sdft and the anchor, the teacher with the demonstration for
     # seqkd and sdft's warm start), where completions come from, which loss runs on them, and which model's
@@ -206,7 +207,7 @@ def train(cfg: TrainConfig) -> Path:
     def engine_for(name: str, sampler: torch.nn.Module):
         return engines.make_engine(
             name, sampler, tok, version=step, autocast=lambda: autocast(cfg.precision, device),
-            dtype="bfloat16" if uses_bf16(cfg.precision, device) else "float32", seed=cfg.seed + ranks.rank,
+            dtype="bfloat16" if bf16 else "float32", seed=cfg.seed + ranks.rank,
         )  # fmt: skip
 
     student_engine = teacher_engine = None
@@ -258,9 +259,11 @@ def train(cfg: TrainConfig) -> Path:
                         anchor_idx = ranks.share(anchor_global)
                         anchor_ro = student_engine.generate([anchor_prompts[i] for i in anchor_idx], anchor_sampling,
                                                             version=step)  # fmt: skip
-                        anchor_batch = pack([anchor_prompts[anchor_idx[j]] for j in anchor_ro.prompt_index],
-                                            anchor_ro.completions, tok.pad_token_id).to(device)  # fmt: skip
-                student_batch = pack([student_prompts[i] for i in batch.rows], batch.ids, tok.pad_token_id).to(device)
+                        anchor_rows = ([anchor_prompts[anchor_idx[j]] for j in anchor_ro.prompt_index],
+                                       anchor_ro.completions)  # fmt: skip
+                        anchor_batch = pack(*anchor_rows, tok.pad_token_id).to(device)
+                task_rows = ([student_prompts[i] for i in batch.rows], batch.ids)
+                student_batch = pack(*task_rows, tok.pad_token_id).to(device)
                 mask_BC = student_batch.completion_mask_BC.clone()
                 if batch.keep is not None:
                     mask_BC[~torch.tensor(batch.keep, device=device)] = 0
@@ -280,7 +283,7 @@ def train(cfg: TrainConfig) -> Path:
                     with timer("student"):
                         if anchor:  # one forward (and one backward) over the task rows and the anchor rows
                             student_logits_BCV, anchor_logits_ACV = _joint_logits(
-                                trained, [student_batch, anchor_batch], tok.pad_token_id
+                                trained, [task_rows, anchor_rows], tok.pad_token_id, device
                             )
                         else:
                             student_logits_BCV = completion_logits(trained, student_batch)
@@ -484,19 +487,19 @@ def _tis(stats, cfg, mode: str, batch: Completions, packed, own_logits_BCV) -> t
     return weights_BC
 
 
-def _joint_logits(model: torch.nn.Module, parts: list[Packed], pad_id: int) -> list[torch.Tensor]:
-    """Each packed part's completion logits from one forward over all their rows (so one backward, as DDP wants)."""
-    rows = [
-        (p.input_ids_BL[i, : p.prompt_width][p.attention_mask_BL[i, : p.prompt_width].bool()].tolist(),
-         p.completion_ids_BC[i, : int(p.completion_mask_BC[i].sum())].tolist())
-        for p in parts for i in range(len(p.completion_ids_BC))
-    ]  # fmt: skip
-    device = parts[0].input_ids_BL.device
-    logits_RCV = completion_logits(model, pack([r[0] for r in rows], [r[1] for r in rows], pad_id).to(device))
+def _joint_logits(
+    model: torch.nn.Module, parts: list[tuple[list[list[int]], list[list[int]]]], pad_id: int, device: torch.device
+) -> list[torch.Tensor]:
+    """The completion logits of each ``(prompts, completions)`` part, as ``pack`` of that part alone would line
+    them up, from one forward over all their rows (so one backward, as DDP wants)."""
+    prompts = [p for part_prompts, _ in parts for p in part_prompts]
+    completions = [c for _, part_completions in parts for c in part_completions]
+    logits_RCV = completion_logits(model, pack(prompts, completions, pad_id).to(device))
     out, start = [], 0
-    for p in parts:
-        out.append(logits_RCV[start : start + len(p.completion_ids_BC), : p.num_completion])
-        start += len(p.completion_ids_BC)
+    for _, part_completions in parts:
+        width = max(1, max(len(c) for c in part_completions))  # pack's completion width for the part
+        out.append(logits_RCV[start : start + len(part_completions), :width])
+        start += len(part_completions)
     return out
 
 

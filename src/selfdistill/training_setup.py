@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from selfdistill.cards import render_card, write_data_info
+from selfdistill.cards import DATA_INFO, ENVIRONMENT, SCORES, render_card, write_data_info
 from selfdistill.data import DataError, Example, is_hub_name, parse_columns, read_examples
 from selfdistill.fileio import write_text_atomic
 
@@ -46,7 +46,7 @@ def load_training_examples(cfg: TrainConfig) -> list[Example]:
     raise DataError(f"{cfg.data}: no such file, dataset directory or task")
 
 
-_OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged", "scores.json", "training_data.json", "environment.json")
+_OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged", SCORES, DATA_INFO, ENVIRONMENT)
 TRAIN_CONFIG = "train_config.json"
 """The resolved training config. It is also config.json until the run ends, when the saved model's HF config
 takes that name and carries the training config under the key ``selfdistill``."""
