@@ -63,6 +63,37 @@ def test_resume_from_a_middle_checkpoint_is_bit_identical(reference, tmp_path):
     assert kr.differences(est.ref, out, STEPS) == []
 
 
+def _cut_to_step_2(src: Path, out: Path) -> Path:
+    shutil.copytree(src, out)
+    for ckpt in list_checkpoints(out)[1:]:
+        shutil.rmtree(ckpt)
+    for f in out.glob("model.safetensors"):
+        f.unlink()
+    return list_checkpoints(out)[0] / "rng.pt"
+
+
+def test_a_checkpoint_with_one_unlisted_rng_state_still_resumes_bit_identically(reference, tmp_path):
+    work, data, est = reference
+    out = tmp_path / "old_format"
+    rng_file = _cut_to_step_2(est.ref, out)
+    saved = torch.load(rng_file, weights_only=True)
+    assert len(saved["ranks"]) == 1, "a one-process run saves one RNG state"
+    torch.save(saved["ranks"][0], rng_file)  # how checkpoints were written before states were per rank
+    assert main(kr.train_args(data, out, STEPS, SAVE_EVERY)) == 0
+    assert kr.differences(est.ref, out, STEPS) == []
+
+
+def test_resuming_at_another_number_of_ranks_says_the_sampling_reseeds(reference, tmp_path, caplog):
+    work, data, est = reference
+    out = tmp_path / "two_ranks"
+    rng_file = _cut_to_step_2(est.ref, out)
+    saved = torch.load(rng_file, weights_only=True)
+    torch.save({"ranks": saved["ranks"] * 2}, rng_file)  # as a 2-process run would have saved it
+    with caplog.at_level("WARNING", logger="selfdistill"):
+        assert main(kr.train_args(data, out, STEPS, SAVE_EVERY)) == 0
+    assert "saved by 2 process(es), this run has 1" in caplog.text
+
+
 def test_two_sigkill_trials_are_bit_identical(reference):
     """SIGKILL one CLI process mid-checkpoint-write and one mid-training, resume each, compare with torch.equal.
 

@@ -16,6 +16,7 @@ of a killed writer (``.tmp-*``, ``.old-*``) are never read and are removed by th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -28,6 +29,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from selfdistill.sharding import copy_full_, full_parameters, load_optimizer_state, optimizer_state
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
@@ -99,13 +102,15 @@ def save_checkpoint(
     scheduler: Any,
     teacher: Any,
     state: dict[str, Any],
+    rng: list[dict[str, Any]] | None = None,
     keep: int = 2,
     write: bool = True,
 ) -> Path | None:
     """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``.
 
     With a sharded (FSDP2) model every rank calls this, to gather the full state; only the one with ``write``
-    writes it. Raises CheckpointError (one line) when the disk refuses the write (full, read-only); the previous
+    writes it. ``rng`` holds every rank's RNG state in rank order (``Ranks.gather(rng_state())``: each rank samples
+    its own rows, so each resumes with its own state); None means this process's alone. Raises CheckpointError (one line) when the disk refuses the write (full, read-only); the previous
     checkpoints are left as they were.
     """
     tensors = {"trainable": full_parameters(model, trainable_only=True)}
@@ -114,7 +119,7 @@ def save_checkpoint(
     objects = {
         "optimizer": optimizer_state(model, optimizer),
         "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
+        "rng": {"ranks": rng if rng is not None else [rng_state()]},
     }
     if not write:
         return None
@@ -183,8 +188,13 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     teacher: Any,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, Any]:
     """Restore everything saved by ``save_checkpoint`` in place and return its ``state.json``.
+
+    Rank ``rank`` of ``world`` takes its own RNG state. A checkpoint saved at another number of ranks has none
+    that continue this run's sampling: the RNG is then left as seeded and a warning says so.
 
     Every file is read in full and the parameters checked before anything is restored. A sharded model: every
     rank reads the full files and keeps its own slices. Raises CheckpointError (one line) for anything unreadable
@@ -210,13 +220,25 @@ def load_checkpoint(
         teacher.load_state_dict(teacher_params)
         load_optimizer_state(model, optimizer, objects["optimizer"])
         scheduler.load_state_dict(objects["scheduler"])
-        set_rng_state(objects["rng"])
+        saved = _rank_rng_states(objects["rng"])
+        if len(saved) == world:
+            set_rng_state(saved[rank])
+        else:
+            log.warning(
+                "%s was saved by %d process(es), this run has %d: sampling continues from a fresh seed, so the "
+                "rest of the run will not repeat the original's rollouts", ckpt, len(saved), world,
+            )  # fmt: skip
     except CheckpointError:
         raise
     except Exception as err:  # a damaged file surfaces as many types (SafetensorError, UnpicklingError, ...)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{ckpt}: cannot load checkpoint ({reason})") from err
     return state
+
+
+def _rank_rng_states(saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-rank RNG states; a checkpoint from before they were per rank holds one process's state."""
+    return list(saved["ranks"]) if "ranks" in saved else [saved]
 
 
 def read_checkpoint(

@@ -203,7 +203,7 @@ def generate(
     if batch_size < 1 or any(not p for p in prompt_ids):
         raise ValueError(f"generate: batch_size must be >= 1 (got {batch_size}) and prompts non-empty")
     if engine is not None:
-        ro = engine.generate(prompt_ids, Sampling(max_new_tokens=max_new_tokens, greedy=True))
+        ro = engine.generate(prompt_ids, Sampling(max_new_tokens=max_new_tokens, greedy=True, logprobs=False))
         return [tok.decode(ids, skip_special_tokens=True) for ids in ro.completions]
     eos = eos_ids(tok, model)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]

@@ -186,11 +186,11 @@ def sample_kl(model, tok, student_prompts, teacher_prompts: dict, cfg: ProbeConf
         if engine is None:
             ro = sample(
                 model, tok, batch_prompts, temperature=cfg.temperature, max_new_tokens=cfg.sample_tokens,
-                num_generations=cfg.num_samples,
+                num_generations=cfg.num_samples, logprobs=False,
             )  # fmt: skip
         else:
             spec = Sampling(max_new_tokens=cfg.sample_tokens, temperature=cfg.temperature,
-                            num_generations=cfg.num_samples)  # fmt: skip
+                            num_generations=cfg.num_samples, logprobs=False)  # fmt: skip
             ro = engine.generate(batch_prompts, spec)
         owners = [rows[j] for j in ro.prompt_index]
         student = pack([student_prompts[i] for i in owners], ro.completions, tok.pad_token_id).to(device)

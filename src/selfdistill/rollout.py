@@ -29,7 +29,8 @@ class Rollout:
     prompt_index: list[int]
     """Which input prompt each row came from (rows = prompts × num_generations, grouped by prompt)."""
     sample_logprobs: list[list[float]]
-    """Log-probabilities of the sampled tokens under the sampling distribution (temperature applied)."""
+    """Log-probabilities of the sampled tokens under the sampling distribution (temperature applied); empty rows
+    when they were not asked for (``logprobs=False``)."""
     hit_cap: list[bool]
     """Rows that reached max_new_tokens without EOS."""
 
@@ -124,8 +125,13 @@ def sample(
     num_generations: int = 1,
     do_sample: bool = True,
     min_new_tokens: int = 0,
+    logprobs: bool = True,
 ) -> Rollout:
-    """Sample ``num_generations`` completions per prompt with the KV cache (HF ``generate``)."""
+    """Sample ``num_generations`` completions per prompt with the KV cache (HF ``generate``).
+
+    ``logprobs=False`` skips the sampled tokens' log-probs: ``generate`` then keeps no per-step logits (rows ×
+    new tokens × vocabulary floats) and no log-softmax runs over them.
+    """
     rows = [p for p in prompts for _ in range(num_generations)]
     prompt_index = [i for i in range(len(prompts)) for _ in range(num_generations)]
     device = next(model.parameters()).device
@@ -141,19 +147,22 @@ def sample(
         max_new_tokens=max_new_tokens,
         eos_token_id=stop,
         pad_token_id=tok.pad_token_id,
-        output_logits=True,
+        output_logits=logprobs,
         return_dict_in_generate=True,
         **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
         **sampling,
     )
     model.train(was_training)
     new_BC = out.sequences[:, ids.shape[1] :].cpu()
-    # Raw logits (before temperature/top-p), so the log-probs are of the sampling distribution at `temperature`.
-    logits_BCV = torch.stack(out.logits, dim=1).float().cpu()
-    logprobs_BC = torch.log_softmax(logits_BCV / (temperature if do_sample else 1.0), dim=-1)
-    logprobs_BC = logprobs_BC.gather(-1, new_BC.unsqueeze(-1)).squeeze(-1)
+    if logprobs:
+        # Raw logits (before temperature/top-p), so the log-probs are of the sampling distribution at `temperature`.
+        logits_BCV = torch.stack(out.logits, dim=1).float().cpu()
+        logprobs_BC = torch.log_softmax(logits_BCV / (temperature if do_sample else 1.0), dim=-1)
+        rows_logprobs = logprobs_BC.gather(-1, new_BC.unsqueeze(-1)).squeeze(-1).tolist()
+    else:
+        rows_logprobs = [[] for _ in range(new_BC.shape[0])]
     completions, sample_logprobs, hit_cap = [], [], []
-    for row, lp in zip(new_BC.tolist(), logprobs_BC.tolist(), strict=True):
+    for row, lp in zip(new_BC.tolist(), rows_logprobs, strict=True):
         comp, capped = cut_at_eos(row, set(stop))
         completions.append(comp)
         sample_logprobs.append(lp[: len(comp)])

@@ -33,7 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from selfdistill import engines, losses, trackers
 from selfdistill.anchor import anchor_reference, load_anchor
 from selfdistill.cards import ENVIRONMENT
-from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
 from selfdistill.config import ConfigError, TrainConfig, config_dict
 from selfdistill.corrected import corrected_sample
 from selfdistill.correction import tis_stats, tis_weights, token_logprobs
@@ -168,7 +168,10 @@ def train(cfg: TrainConfig) -> Path:
 
     step = 0
     if cfg.resume and (ckpt := latest_checkpoint(cfg.output)) is not None:
-        state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher)
+        state = load_checkpoint(
+            ckpt, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher,
+            rank=ranks.rank, world=ranks.world,
+        )  # fmt: skip
         step = state["step"]
         log.info("resumed from %s at step %d", ckpt, step)
     if ranks.is_main:
@@ -183,7 +186,7 @@ def train(cfg: TrainConfig) -> Path:
                 "total_steps": total_steps,
                 "config": config_dict(cfg),
             },
-            keep=cfg.keep_checkpoints, write=ranks.is_main,
+            rng=ranks.gather(rng_state()), keep=cfg.keep_checkpoints, write=ranks.is_main,
         )  # fmt: skip
 
     # Ctrl-C or SIGTERM (what schedulers send before a kill) finishes the current step, saves a checkpoint, then
@@ -402,6 +405,7 @@ def _sampling(cfg: TrainConfig) -> Sampling:
     return Sampling(
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         num_generations=cfg.num_generations, min_new_tokens=cfg.min_new_tokens,
+        logprobs=cfg.tis_mode != "none",  # only TIS reads the sampler's log-probs
     )  # fmt: skip
 
 

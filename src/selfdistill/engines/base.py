@@ -33,6 +33,8 @@ class Sampling:
     greedy: bool = False
     min_new_tokens: int = 0
     """End of turn is not sampled before this many tokens (fixed-length rollouts for benchmarks)."""
+    logprobs: bool = True
+    """Return each sampled token's log-prob (what TIS weighs); False lets an engine skip the work."""
 
 
 class StaleWeightsError(RuntimeError):

@@ -35,7 +35,7 @@ class HFEngine:
             return sample(
                 self.model, self.tok, prompts, temperature=sampling.temperature, top_p=sampling.top_p,
                 max_new_tokens=sampling.max_new_tokens, num_generations=sampling.num_generations,
-                do_sample=not sampling.greedy, min_new_tokens=sampling.min_new_tokens,
+                do_sample=not sampling.greedy, min_new_tokens=sampling.min_new_tokens, logprobs=sampling.logprobs,
             )  # fmt: skip
 
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:

@@ -117,7 +117,7 @@ class VLLMEngine:
             max_tokens=sampling.max_new_tokens,
             min_tokens=sampling.min_new_tokens,
             stop_token_ids=self._stop,
-            logprobs=0,  # the sampled token's log-prob only
+            logprobs=0 if sampling.logprobs else None,  # the sampled token's log-prob only
             detokenize=False,
         )
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
@@ -128,7 +128,7 @@ class VLLMEngine:
                 ids, capped = cut_at_eos(list(c.token_ids), stop)
                 completions.append(ids)
                 index.append(i)
-                logprobs.append([float(c.logprobs[t][tok].logprob) for t, tok in enumerate(ids)])
+                logprobs.append([float(c.logprobs[t][tok].logprob) for t, tok in enumerate(ids)] if c.logprobs else [])
                 hit_cap.append(capped)
         return Rollout(completions, index, logprobs, hit_cap)
 
