@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 
 from selfdistill.engines import Sampling, make_engine
 from selfdistill.environment import cpu_model
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--vllm-bf16", action="store_true")
+    parser.add_argument("--hf-only", action="store_true",
+                        help="leave vllm out (to time hf in another environment, e.g. .venv beside .venv-vllm)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -47,10 +50,12 @@ def main() -> None:
     engines = {"hf fp32": make_engine("hf", model, tok)}
     if bf16_supported(device):
         engines["hf bf16 autocast"] = make_engine("hf", model, tok, autocast=lambda: autocast("bf16", device))
-    t0 = time.perf_counter()
-    engines["vllm fp32"] = make_engine("vllm", model, tok)
-    start_seconds = {"vllm fp32": time.perf_counter() - t0}
-    if args.vllm_bf16:
+    start_seconds = {}
+    if not args.hf_only:
+        t0 = time.perf_counter()
+        engines["vllm fp32"] = make_engine("vllm", model, tok)
+        start_seconds["vllm fp32"] = time.perf_counter() - t0
+    if args.vllm_bf16 and not args.hf_only:
         t0 = time.perf_counter()
         engines["vllm bf16"] = make_engine("vllm", model, tok, dtype="bfloat16")
         start_seconds["vllm bf16"] = time.perf_counter() - t0
@@ -66,10 +71,10 @@ def main() -> None:
             seconds[name].append(time.perf_counter() - t)
             tokens[name].append(sum(len(c) for c in ro.completions))
     summary = {
-        "cpu": cpu_model(), "threads": torch.get_num_threads(), "model": args.model, "batch_size": args.batch_size,
+        "cpu": cpu_model(), "transformers": transformers.__version__, "threads": torch.get_num_threads(), "model": args.model, "batch_size": args.batch_size,
         "new_tokens": args.new_tokens, "rounds": args.rounds, "engine_start_seconds": start_seconds, "engines": {},
     }  # fmt: skip
-    print(f"{summary['cpu']} | {summary['threads']} threads | {args.model} | batch {args.batch_size} x "
+    print(f"{summary['cpu']} | transformers {transformers.__version__} | {summary['threads']} threads | {args.model} | batch {args.batch_size} x "
           f"{args.new_tokens} new tokens | {args.rounds} rounds")  # fmt: skip
     for name in engines:
         med = statistics.median(seconds[name])
