@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from selfdistill.losses import (
     distill_loss,
+    distill_loss_and_stats,
     forward_kl,
     jsd,
     masked_mean,
@@ -363,3 +364,49 @@ def test_distill_loss_keeps_no_fp32_intermediates_for_backward(support):
     inputs = {x.untyped_storage().data_ptr() for x in (s, t, tokens)}
     assert saved
     assert all(x.untyped_storage().data_ptr() in inputs for x in saved)
+
+
+# ---------------------------------------------------------------- the fused default loss (forward KL, full support)
+
+
+def test_the_fused_forward_kl_gradient_equals_autograd_of_the_primitive():
+    s, t = _logits(B, 7, V, seed=30), _logits(B, 7, V, seed=31)
+    t[0, 1, :4] = -math.inf  # the teacher puts no mass on some tokens
+    tokens = torch.randint(0, V, (B, 7), generator=torch.Generator().manual_seed(6))
+    mask = torch.tensor([[1, 1, 1, 0, 1, 1, 0], [1, 0, 1, 1, 1, 1, 1]])
+    grads = []
+    for fn in (lambda x: distill_loss(x, t, tokens, chunk_size=3), lambda x: forward_kl(x, t)):
+        leaf = s.clone().requires_grad_()
+        masked_mean(fn(leaf), mask).backward()
+        grads.append(leaf.grad)
+    _close(grads[0], grads[1])
+    assert torch.equal(grads[0][mask == 0], torch.zeros_like(grads[0][mask == 0]))
+
+
+def test_the_fused_gradient_of_bf16_logits_is_bf16_and_close_to_fp32():
+    s, t = _logits(B, 5, V, seed=32), _logits(B, 5, V, seed=33)
+    tokens = torch.zeros(B, 5, dtype=torch.long)
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        leaf = s.detach().to(dtype).requires_grad_()
+        distill_loss(leaf, t.to(dtype), tokens).sum().backward()
+        grads[dtype] = leaf.grad
+    assert grads[torch.bfloat16].dtype == torch.bfloat16
+    torch.testing.assert_close(grads[torch.bfloat16].float(), grads[torch.float32], rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize(("support", "divergence"), [("full", "forward"), ("full", "reverse"), ("topk", "forward")])
+def test_loss_and_stats_together_equal_each_alone(support, divergence):
+    s, t = _logits(B, 7, V, seed=34), _logits(B, 7, V, seed=35)
+    tokens = torch.randint(0, V, (B, 7), generator=torch.Generator().manual_seed(7))
+    options = {"support": support, "divergence": divergence, "k": 4, "chunk_size": 3}
+    leaf = s.clone().requires_grad_()
+    loss_BT, stats = distill_loss_and_stats(leaf, t, tokens, **options)
+    _close(loss_BT, distill_loss(s, t, tokens, **options))
+    alone = token_stats(s, t, tokens, chunk_size=3)
+    assert stats.keys() == alone.keys()
+    for name in stats:
+        _close(stats[name], alone[name])
+        assert not stats[name].requires_grad
+    loss_BT.sum().backward()  # the stats do not get in the way of the loss's backward
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()

@@ -206,8 +206,72 @@ def distill_loss(
     def topk(s_BTV: Tensor, t_BTV: Tensor, _tokens_BT: Tensor) -> Tensor:
         return topk_kl(s_BTV, t_BTV, k, divergence, beta)
 
+    if (support, divergence) == ("full", "forward"):
+        return _FusedForwardKL.apply(student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT, chunk_size, False)[0]
     fn = {"full": full, "topk": topk, "sampled": _sampled_surrogate}[support]
     return _map_chunks(fn, chunk_size, student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT)
+
+
+def distill_loss_and_stats(
+    student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor, **options
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``distill_loss(...)`` and ``token_stats(...)`` of the same logits. For the default loss (forward KL over
+    the full vocabulary) both come out of one pass over the logits, since the stats need the log-softmaxes the
+    loss computes anyway; for any other loss the stats are a second, no-grad pass."""
+    if (options.get("support", "full"), options.get("divergence", "forward")) != ("full", "forward"):
+        loss_BT = distill_loss(student_logits_BTV, teacher_logits_BTV, tokens_BT, **options)
+        chunk = {"chunk_size": options["chunk_size"]} if "chunk_size" in options else {}
+        return loss_BT, token_stats(student_logits_BTV, teacher_logits_BTV, tokens_BT, **chunk)
+    _check_shapes(student_logits_BTV, teacher_logits_BTV, tokens_BT)
+    chunk_size = options.get("chunk_size", 64)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    loss_BT, stats_BT2 = _FusedForwardKL.apply(
+        student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT, chunk_size, True
+    )
+    gap_BT, entropy_BT = stats_BT2.unbind(-1)
+    return loss_BT, {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}
+
+
+class _FusedForwardKL(torch.autograd.Function):
+    """KL(q || p) per token over the full vocabulary, with its gradient written out: d/ds KL = softmax(s) - q.
+
+    The generic path (``_map_chunks`` with checkpointing) runs the chunk's log-softmaxes once in the forward pass,
+    again in the backward pass, and then autograd's backward of each op. Here the backward is two softmaxes and a
+    difference per chunk. Like the checkpointed path it saves only its inputs, so no fp32 ``[B, T, V]`` tensor
+    outlives a chunk. With ``stats`` it also returns the no-grad diagnostics of ``token_stats`` from the same
+    log-softmaxes, as a ``[B, T, 2]`` (gap, entropy) tensor; otherwise that output is empty.
+    """
+
+    @staticmethod
+    def forward(ctx, s_BTV: Tensor, t_BTV: Tensor, tokens_BT: Tensor, chunk_size: int, stats: bool):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        kl, extra = [], []
+        for s, t, y in zip(s_BTV.split(chunk_size, 1), t_BTV.split(chunk_size, 1), tokens_BT.split(chunk_size, 1),
+                           strict=True):  # fmt: skip
+            logp_BTV, logq_BTV = _logprobs(s), _logprobs(t)
+            kl.append(_kl(logq_BTV, logp_BTV))
+            if stats:
+                gap_BT = _gather(logq_BTV, y) - _gather(logp_BTV, y)
+                entropy_BT = -_kl(logp_BTV, torch.zeros_like(logp_BTV))
+                extra.append(torch.stack([gap_BT, entropy_BT], dim=-1))
+        ctx.save_for_backward(s_BTV, t_BTV)
+        ctx.chunk_size = chunk_size
+        stats_BT2 = torch.cat(extra, 1) if stats else s_BTV.new_empty(0, dtype=torch.float32)
+        ctx.mark_non_differentiable(stats_BT2)
+        return torch.cat(kl, 1), stats_BT2
+
+    @staticmethod
+    def backward(ctx, grad_BT: Tensor, _grad_stats: Tensor):
+        s_BTV, t_BTV = ctx.saved_tensors
+        grads = []
+        for s, t, g in zip(s_BTV.split(ctx.chunk_size, 1), t_BTV.split(ctx.chunk_size, 1),
+                           grad_BT.split(ctx.chunk_size, 1), strict=True):  # fmt: skip
+            # a zero upstream gradient (a masked position) gives exactly zero, even where softmax - q is not finite
+            diff_BTV = torch.softmax(s.float(), -1) - torch.softmax(t.float(), -1)
+            grads.append(torch.where(g.unsqueeze(-1) == 0, 0.0, diff_BTV * g.unsqueeze(-1)).to(s_BTV.dtype))
+        return torch.cat(grads, 1), None, None, None, None
 
 
 def _stats_chunk(s_BTV: Tensor, t_BTV: Tensor, tokens_BT: Tensor) -> Tensor:

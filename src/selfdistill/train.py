@@ -290,8 +290,8 @@ def train(cfg: TrainConfig) -> Path:
                             )
                         else:
                             student_logits_BCV = completion_logits(trained, student_batch)
-                        if distill:
-                            loss_BC = losses.distill_loss(
+                        if distill:  # the per-token diagnostics come from the loss's own pass where it allows
+                            loss_BC, token_stats_BC = losses.distill_loss_and_stats(
                                 student_logits_BCV, teacher_logits_BCV, student_batch.completion_ids_BC,
                                 divergence=cfg.divergence, support=cfg.support, k=cfg.topk, beta=cfg.jsd_beta,
                                 chunk_size=cfg.loss_chunk_size,
@@ -324,7 +324,7 @@ def train(cfg: TrainConfig) -> Path:
                     if anchor:
                         _collect(stats, "anchor_kl", anchor_kl.item())
                     if distill:
-                        _distill_stats(stats, cfg, loss_BC, student_logits_BCV, teacher_logits_BCV,
+                        _distill_stats(stats, cfg, loss_BC, token_stats_BC, student_logits_BCV, teacher_logits_BCV,
                                        student_batch.completion_ids_BC, mask_BC)  # fmt: skip
                     _collect(stats, "completion_length", float(np.mean([len(c) for c in batch.ids])))
                     _collect(stats, "hit_length_cap", float(np.mean(batch.hit_cap)))
@@ -514,13 +514,14 @@ def _pad_right(rows: list[list[float]], width: int, device: torch.device) -> tor
     return out.to(device)
 
 
-def _distill_stats(stats, cfg, loss_BC, student_logits_BCV, teacher_logits_BCV, ids_BC, mask_BC) -> None:
+def _distill_stats(stats, cfg, loss_BC, token_stats_BC, student_logits_BCV, teacher_logits_BCV, ids_BC,
+                   mask_BC) -> None:
     """The forward KL (whatever the loss is) and the per-token teacher/student diagnostics, masked means."""
     kl_BC = loss_BC if (cfg.divergence, cfg.support) == ("forward", "full") else None
     if kl_BC is None:
         kl_BC = losses.distill_loss(student_logits_BCV, teacher_logits_BCV, ids_BC, chunk_size=cfg.loss_chunk_size)
     _collect(stats, "kl", losses.masked_mean(kl_BC.detach(), mask_BC).item())
-    for name, val_BC in losses.token_stats(student_logits_BCV, teacher_logits_BCV, ids_BC).items():
+    for name, val_BC in token_stats_BC.items():
         _collect(stats, name, losses.masked_mean(val_BC, mask_BC).item())
 
 
