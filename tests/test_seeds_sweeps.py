@@ -156,6 +156,7 @@ def test_seeded_sweep_runs_end_to_end(run):
     config = json.loads((run / "sdft[lr=3e-4]@seed1" / "stage1-record_json" / "train_config.json").read_text())
     assert config["seed"] == 1 and config["lr"] == 3e-4
     assert not list(run.glob("*/stage*/*.safetensors"))  # --no-keep-models: weights gone, metrics kept
+    assert not list(run.glob("*/stage*/tokenizer.json"))  # the vocabulary file is no use without them
     assert all((run / r / "stage2-ticket_line" / "metrics.jsonl").is_file() for r in results["methods"])
     agg = aggregate(results)
     assert {len(v["seeds"]) for v in agg.values()} == {2}

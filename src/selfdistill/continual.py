@@ -245,9 +245,14 @@ def _finish_stage(run_dir: Path, results: dict, run: str, entry: dict, prune: bo
 
 
 def _drop_weights(stage_dir: Path) -> None:
-    """Delete a finished stage's model weights (and its merged copy), keeping metrics, configs and evaluation."""
+    """Delete a finished stage's model weights (and its merged copy), keeping metrics, configs and evaluation.
+
+    The tokenizer's vocabulary file goes too (3.5 MB for SmolLM2, the same in every stage): without weights the
+    directory no longer loads as a model, and it is what makes a results tree too big to commit.
+    """
     shutil.rmtree(stage_dir / "merged", ignore_errors=True)
     shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    (stage_dir / "tokenizer.json").unlink(missing_ok=True)
     for pattern in ("*.safetensors", "*.bin"):
         for path in stage_dir.glob(pattern):
             path.unlink(missing_ok=True)
