@@ -22,11 +22,12 @@ from pathlib import Path
 CHILD = """
 import json, math, sys
 from pathlib import Path
+sys.path.insert(0, sys.argv[2])
 from selfdistill.train import TrainConfig, train
+from vs_trl import vm_hwm_mib
 spec = json.loads(sys.argv[1])
 out = train(TrainConfig(**{**spec, "output": Path(spec["output"])}))
-with open("/proc/self/status") as f:
-    hwm = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+hwm = vm_hwm_mib()
 from safetensors import safe_open
 with safe_open(str(Path(out) / "model.safetensors"), "pt") as f:
     n_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
@@ -55,7 +56,9 @@ def main() -> None:
                 "max_steps": args.steps, "batch_size": args.batch_size, "max_new_tokens": length,
                 "min_new_tokens": length, "precision": args.precision, "save_every": 0, "progress": False,
             }  # fmt: skip
-            done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True)
+            print(f"{length:5d} new tokens: training {args.steps} steps in a fresh process ...", flush=True)
+            child = [sys.executable, "-c", CHILD, json.dumps(spec), str(Path(__file__).resolve().parent)]
+            done = subprocess.run(child, capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"memory.py: the run at {length} tokens failed:\n{done.stderr[-2000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])

@@ -110,8 +110,8 @@ def save_checkpoint(
 
     With a sharded (FSDP2) model every rank calls this, to gather the full state; only the one with ``write``
     writes it. ``rng`` holds every rank's RNG state in rank order (``Ranks.gather(rng_state())``: each rank samples
-    its own rows, so each resumes with its own state); None means this process's alone. Raises CheckpointError (one line) when the disk refuses the write (full, read-only); the previous
-    checkpoints are left as they were.
+    its own rows, so each resumes with its own state); None means this process's alone. Raises CheckpointError
+    (one line) when the disk refuses the write (full, read-only); the previous checkpoints are left as they were.
     """
     tensors = {"trainable": full_parameters(model, trainable_only=True)}
     if teacher.has_state:

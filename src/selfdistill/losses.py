@@ -190,6 +190,35 @@ def distill_loss(
     (ignores ``divergence``: reverse KL estimated at the sampled ``tokens_BT`` with the REINFORCE gradient,
     see :func:`sampled_kl`). ``divergence``: "forward" KL(q||p), "reverse" KL(p||q), "jsd" (with ``beta``).
     """
+    return _distill(student_logits_BTV, teacher_logits_BTV, tokens_BT, divergence, support, k, beta, chunk_size,
+                    stats=False)[0]  # fmt: skip
+
+
+def distill_loss_and_stats(
+    student_logits_BTV: Tensor,
+    teacher_logits_BTV: Tensor,
+    tokens_BT: Tensor,
+    *,
+    divergence: str = "forward",
+    support: str = "full",
+    k: int = 20,
+    beta: float = 0.5,
+    chunk_size: int = 64,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``distill_loss(...)`` and ``token_stats(...)`` of the same logits. For the default loss (forward KL over
+    the full vocabulary) both come out of one pass over the logits, since the stats need the log-softmaxes the
+    loss computes anyway; for any other loss the stats are a second, no-grad pass."""
+    loss_BT, stats_BT2 = _distill(student_logits_BTV, teacher_logits_BTV, tokens_BT, divergence, support, k, beta,
+                                  chunk_size, stats=True)  # fmt: skip
+    if stats_BT2 is None:
+        return loss_BT, token_stats(student_logits_BTV, teacher_logits_BTV, tokens_BT, chunk_size=chunk_size)
+    gap_BT, entropy_BT = stats_BT2.unbind(-1)
+    return loss_BT, {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}
+
+
+def _distill(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor, divergence: str,
+             support: str, k: int, beta: float, chunk_size: int, stats: bool) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    """loss_BT, and with ``stats`` the fused (gap, entropy) ``[B, T, 2]`` where the loss computes them (else None)."""
     if support not in SUPPORTS:
         raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
     if divergence not in DIVERGENCES:
@@ -207,30 +236,11 @@ def distill_loss(
         return topk_kl(s_BTV, t_BTV, k, divergence, beta)
 
     if (support, divergence) == ("full", "forward"):
-        return _FusedForwardKL.apply(student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT, chunk_size, False)[0]
+        loss_BT, stats_BT2 = _FusedForwardKL.apply(student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT,
+                                                   chunk_size, stats)  # fmt: skip
+        return loss_BT, stats_BT2 if stats else None
     fn = {"full": full, "topk": topk, "sampled": _sampled_surrogate}[support]
-    return _map_chunks(fn, chunk_size, student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT)
-
-
-def distill_loss_and_stats(
-    student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor, **options
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """``distill_loss(...)`` and ``token_stats(...)`` of the same logits. For the default loss (forward KL over
-    the full vocabulary) both come out of one pass over the logits, since the stats need the log-softmaxes the
-    loss computes anyway; for any other loss the stats are a second, no-grad pass."""
-    if (options.get("support", "full"), options.get("divergence", "forward")) != ("full", "forward"):
-        loss_BT = distill_loss(student_logits_BTV, teacher_logits_BTV, tokens_BT, **options)
-        chunk = {"chunk_size": options["chunk_size"]} if "chunk_size" in options else {}
-        return loss_BT, token_stats(student_logits_BTV, teacher_logits_BTV, tokens_BT, **chunk)
-    _check_shapes(student_logits_BTV, teacher_logits_BTV, tokens_BT)
-    chunk_size = options.get("chunk_size", 64)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    loss_BT, stats_BT2 = _FusedForwardKL.apply(
-        student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT, chunk_size, True
-    )
-    gap_BT, entropy_BT = stats_BT2.unbind(-1)
-    return loss_BT, {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}
+    return _map_chunks(fn, chunk_size, student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT), None
 
 
 class _FusedForwardKL(torch.autograd.Function):
