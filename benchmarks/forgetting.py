@@ -322,6 +322,19 @@ def probe_table() -> str:
     return _md(["skill", "probe student", "probe teacher", "gap ± se", "KL", "SDFT − SFT gain on the skill"], rows)
 
 
+def machines_line() -> str:
+    """Which CPU ran each sequence and seed (from wall_times.jsonl): pairs within a seed share a machine."""
+    path = RESULTS / "wall_times.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+    by_cpu: dict[str, list[str]] = {}
+    for line in lines:
+        if line["what"] != "tune":
+            by_cpu.setdefault(line["cpu"], []).append(line["what"])
+    if not by_cpu:
+        return f"CPU: {cpu_model()}"
+    return "CPUs: " + "; ".join(f"{cpu}: {', '.join(runs)}" for cpu, runs in by_cpu.items())
+
+
 def cmd_summary(_args) -> None:
     rows, diffs, raw = summary_rows()
     tune = tune_table()
@@ -339,7 +352,7 @@ def cmd_summary(_args) -> None:
     text += _md(["sequence", "method", "seeds", "ACC", "BWT", "prior drop", "near-prior drop"], rows)
     text += "\n\n## Paired differences against SFT (mean [95% t-interval] over seeds)\n\n"
     text += _md(["sequence", "difference", "ACC", "BWT", "prior drop", "near-prior drop"], diffs + _pooled(raw))
-    text += f"\n\nCPU: {cpu_model()}\n"
+    text += "\n\n" + machines_line() + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.md").write_text(text)
