@@ -59,6 +59,19 @@ def test_two_processes_of_four_rows_equal_one_process_of_eight_for_sft(tmp_path,
     AutoModelForCausalLM.from_pretrained(tmp_path / "two")  # the output loads like any HF model
 
 
+def test_sdft_rollouts_do_not_depend_on_the_rank_count(tmp_path, small_jsonl):
+    """Each row samples from a stream seeded by (seed, micro-batch, position), so 2 x 4 rows sample what 1 x 8 rows
+    do, and the on-policy run itself (loss, gradient norm, completion lengths) is the same at either rank count."""
+    data = ["--data", str(small_jsonl), "--method", "sdft", "--max-steps", "3", "--precision", "fp32"]
+    _run([*data, "--output", str(tmp_path / "one")], tmp_path, ranks=1)
+    _run([*data, "--output", str(tmp_path / "two")], tmp_path, ranks=2)
+    one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two, strict=True):
+        assert b["completion_length"] == a["completion_length"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
+
+
 def test_sdft_ranks_hold_identical_student_and_teacher_after_every_step(tmp_path, small_jsonl):
     digest = tmp_path / "digest"
     args = ["--data", str(small_jsonl), "--method", "sdft", "--max-steps", "3", "--output", str(tmp_path / "out")]

@@ -105,6 +105,28 @@ def test_lora_engine_samples_the_effective_weights_and_follows_them(name):
         engine.close()
 
 
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_seeded_samples_are_a_function_of_the_seed_not_of_the_batch(name):
+    """What makes rollouts independent of the rank count: rows split over two calls, in another order, sample what
+    they sample together; the same seeds repeat a rollout and other seeds change it."""
+    model, tok = load_model("tiny-random")
+    model.eval()
+    prompts = _prompts(tok)
+    seeds = [7, 8, 9]
+    spec = Sampling(max_new_tokens=NEW, num_generations=2, logprobs=False)
+    engine = make_engine(name, model, tok)
+    try:
+        whole = engine.generate(prompts, spec, seeds=seeds)
+        assert whole.prompt_index == [0, 0, 1, 1, 2, 2]
+        last = engine.generate(prompts[2:], spec, seeds=seeds[2:]).completions
+        first = engine.generate(prompts[1::-1], spec, seeds=seeds[1::-1]).completions
+        assert whole.completions == first[2:] + first[:2] + last
+        assert engine.generate(prompts, spec, seeds=seeds).completions == whole.completions
+        assert engine.generate(prompts, spec, seeds=[s + 3 for s in seeds]).completions != whole.completions
+    finally:
+        engine.close()
+
+
 def test_hf_engine_refuses_to_sync_another_model():
     model, tok = load_model("tiny-random")
     engine = make_engine("hf", model, tok)

@@ -179,7 +179,8 @@ def test_recipe_trains_and_logs(options, logged, small_jsonl, tmp_path):
     rows = _rows(tmp_path / "out" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     values = [r[logged] for r in rows]
-    assert all(0.0 <= v <= 1.0 for v in values) if logged != "anchor_kl" else all(v >= 0.0 for v in values)
+    # step 1's anchor KL is of the model against itself: zero up to rounding (either sign)
+    assert all(0.0 <= v <= 1.0 for v in values) if logged != "anchor_kl" else all(v >= -1e-6 for v in values)
     if logged == "anchor_kl":
         assert values[0] == pytest.approx(0.0, abs=1e-6)  # before the first update the student is the start model
         assert values[1] > 0.0

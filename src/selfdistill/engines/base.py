@@ -8,6 +8,10 @@
 An engine samples from the weights it was last given. ``sync_weights`` hands it the sampling model's current
 weights (the student for sdft, the EMA teacher for seqkd) and a version; ``generate`` refuses to sample when the
 caller expects a newer version than the engine holds, so stale weights fail loudly instead of skewing a run.
+
+``seeds`` (one per prompt) make sampling a function of the seed, not of the batch: generation j of prompt i draws
+from a stream seeded with ``row_seed(seeds[i], j)``. The trainer seeds each row with (run seed, micro-batch,
+position in the global batch), so the same run samples the same rollouts at any rank count and after a resume.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +43,16 @@ class Sampling:
     """Return each sampled token's log-prob (what TIS weighs); False lets an engine skip the work."""
 
 
+def seed_for(*parts: int) -> int:
+    """A well-mixed 63-bit seed from non-negative integers (numpy's SeedSequence hash), the same in every process."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def row_seeds(seeds: Sequence[int], num_generations: int) -> list[int]:
+    """One seed per row, prompt-major (prompt i's generations are rows i·n … i·n + n − 1)."""
+    return [seed_for(s, j) for s in seeds for j in range(num_generations)]
+
+
 class StaleWeightsError(RuntimeError):
     """An engine asked to sample from weights older than the caller's current step."""
 
@@ -46,8 +62,10 @@ class RolloutEngine(Protocol):
     version: int
     """The version of the weights the engine samples from (the optimizer step they came from)."""
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None) -> Rollout:
-        """Completions of token-id prompts (cut after the first end-of-turn token), with the sampler's log-probs."""
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None,
+                 seeds: Sequence[int] | None = None) -> Rollout:  # fmt: skip
+        """Completions of token-id prompts (cut after the first end-of-turn token), with the sampler's log-probs;
+        ``seeds``: one per prompt (None: drawn from torch's global generator)."""
         ...
 
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:

@@ -29,13 +29,14 @@ class HFEngine:
         self.version = 0
         self._autocast = autocast  # the training precision: bf16 autocast where the trainer runs it
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None) -> Rollout:
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None,
+                 seeds: Sequence[int] | None = None) -> Rollout:  # fmt: skip
         check_version(self, version)
         with self._autocast():
             return sample(
                 self.model, self.tok, prompts, temperature=sampling.temperature, top_p=sampling.top_p,
                 max_new_tokens=sampling.max_new_tokens, num_generations=sampling.num_generations,
-                do_sample=not sampling.greedy, min_new_tokens=sampling.min_new_tokens, logprobs=sampling.logprobs,
+                do_sample=not sampling.greedy, min_new_tokens=sampling.min_new_tokens, logprobs=sampling.logprobs, seeds=seeds,
             )  # fmt: skip
 
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:

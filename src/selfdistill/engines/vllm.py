@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 from selfdistill.config import ConfigError
-from selfdistill.engines.base import Sampling, check_version
+from selfdistill.engines.base import Sampling, check_version, row_seeds
 from selfdistill.engines.weights import hf_weights
 from selfdistill.rollout import Rollout, cut_at_eos, eos_ids
 
@@ -104,13 +104,14 @@ class VLLMEngine:
             first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise EngineStartError(f"rollout: vllm cannot run this model ({type(err).__name__}: {first})") from err
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None) -> Rollout:
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None,
+                 seeds: Sequence[int] | None = None) -> Rollout:  # fmt: skip
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         check_version(self, version)
-        params = SamplingParams(
-            n=sampling.num_generations,
+        n = sampling.num_generations
+        params = dict(
             temperature=0.0 if sampling.greedy else sampling.temperature,
             top_p=1.0 if sampling.greedy else sampling.top_p,
             top_k=0,
@@ -120,16 +121,25 @@ class VLLMEngine:
             logprobs=0 if sampling.logprobs else None,  # the sampled token's log-prob only
             detokenize=False,
         )
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+        if sampling.greedy:
+            per_row = [SamplingParams(**params)] * (len(prompts) * n)
+        else:  # one request per row, each with its own seeded generator in vLLM's sampler (as the hf engine)
+            if seeds is None:
+                seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
+            elif len(seeds) != len(prompts):
+                raise ValueError(f"generate: {len(seeds)} seeds for {len(prompts)} prompts")
+            per_row = [SamplingParams(**params, seed=seed) for seed in row_seeds(seeds, n)]
+        requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts for _ in range(n)]
+        outs = self.llm.generate(requests, per_row, use_tqdm=False)
         completions, index, logprobs, hit_cap = [], [], [], []
         stop = set(self._stop)
-        for i, out in enumerate(outs):
-            for c in out.outputs:
-                ids, capped = cut_at_eos(list(c.token_ids), stop)
-                completions.append(ids)
-                index.append(i)
-                logprobs.append([float(c.logprobs[t][tok].logprob) for t, tok in enumerate(ids)] if c.logprobs else [])
-                hit_cap.append(capped)
+        for row, out in enumerate(outs):
+            (c,) = out.outputs
+            ids, capped = cut_at_eos(list(c.token_ids), stop)
+            completions.append(ids)
+            index.append(row // n)
+            logprobs.append([float(c.logprobs[t][tok].logprob) for t, tok in enumerate(ids)] if c.logprobs else [])
+            hit_cap.append(capped)
         return Rollout(completions, index, logprobs, hit_cap)
 
     @torch.no_grad()
