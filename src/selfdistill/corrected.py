@@ -21,7 +21,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from selfdistill.engines.base import row_seeds, seed_for
-from selfdistill.rollout import CACHE_KEY, Rollout, cut_at_eos, eos_ids, left_pad
+from selfdistill.rollout import CACHE_KEY, Rollout, cut_at_eos, eos_ids, gumbel_noise, left_pad
 from selfdistill.teacher import eval_mode
 
 
@@ -87,9 +87,7 @@ def _draw(
     (Gumbel-max, as rollout.SeededSampler), and its log-prob at temperature."""
     z_BV = logits_BV.float() / temperature
     out_BV = _nucleus(torch.softmax(z_BV, dim=-1), top_p) == 0 if top_p < 1.0 else torch.zeros_like(z_BV, dtype=torch.bool)
-    u_BV = torch.stack([torch.rand(z_BV.shape[-1], generator=g, device=z_BV.device) for g in generators])
-    gumbel_BV = -torch.log(-torch.log(u_BV.clamp_min(torch.finfo(u_BV.dtype).tiny)))
-    ids_B = (z_BV.masked_fill(out_BV, float("-inf")) + gumbel_BV).argmax(-1)
+    ids_B = (z_BV.masked_fill(out_BV, float("-inf")) + gumbel_noise(z_BV, generators)).argmax(-1)
     return ids_B, z_BV.gather(-1, ids_B[:, None]).squeeze(-1) - torch.logsumexp(z_BV, dim=-1)
 
 
