@@ -248,7 +248,7 @@ def _pooled(raw: dict) -> list[list[str]]:
 
     out = []
     for method in ("sdft", "seqkd"):
-        cells = [f"{method} − sft (all sequences)"]
+        cells = ["all sequences", f"{method} − sft"]
         for key in ("acc", "bwt", "prior_drop", "near_drop"):
             a, b = {}, {}
             for name, settings in raw.items():
