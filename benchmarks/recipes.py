@@ -4,6 +4,8 @@ chosen on validation splits before any of the recipes' test numbers is read.
     .venv/bin/python benchmarks/recipes.py screen      # resumable; writes benchmarks/results/recipes/
     .venv/bin/python benchmarks/recipes.py summary     # the table and the chosen recipe, from the results alone
     .venv/bin/python benchmarks/recipes.py screen --smoke   # every setting for one step on tiny-random (minutes)
+    .venv/bin/python benchmarks/recipes.py final       # after the screen: the test-split comparison, resumable
+    .venv/bin/python benchmarks/recipes.py final --smoke    # its pipeline on tiny-random, with a stand-in recipe
 
 Everything below was fixed before any result of these settings was seen:
 
@@ -19,6 +21,12 @@ Everything below was fixed before any result of these settings was seen:
   screen's sequences of the benchmark's tuning objective, ``ACC + (near-prior average + prior average) / 2`` at the
   end; a tie goes to the setting with fewer parts. The final comparison then runs the forgetting benchmark's four
   sequences on their test splits, three seeds: sft, sft+anchor, sdft, seqkd+filter and the chosen recipe.
+- **Final comparison** (``final``): each sequence's plan is the forgetting benchmark's (same lr, steps, seeds,
+  evaluation subsets and prior suite); sft and sdft are that benchmark's own finished runs, read from
+  ``benchmarks/results/forgetting/``, and only the new settings run, into ``benchmarks/results/recipes/final_<seq>``.
+  Every difference is paired by seed against SFT. **The goal**, per sequence: the recipe's mean prior drop and mean
+  near-prior drop are each at most a quarter of SFT's, at a mean ACC at least SFT's; it is met when that holds on at
+  least three of the four sequences.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -33,7 +42,7 @@ from pathlib import Path
 import forgetting
 
 from selfdistill.environment import cpu_model
-from selfdistill.metrics import summarize_method
+from selfdistill.metrics import aggregate, summarize_method
 from selfdistill.report import load_results, write_report
 
 RESULTS = forgetting.ROOT / "results" / "recipes"
@@ -53,6 +62,11 @@ SETTINGS: dict[str, tuple[str, dict]] = {
 }
 BASELINES = ("sft", "sft+anchor")
 SCREEN_PRIOR = [{"task": "prior_probe"}]
+REUSED = ("sft", "sdft")  # the final comparison reads these from the forgetting benchmark's runs
+FINAL_NEW = ("sft+anchor", "seqkd+filter")
+SMOKE_RECIPE = "sdft+anchor"  # any recipe will do to exercise the pipeline; the smoke numbers mean nothing
+GOAL_RATIO = 0.25
+GOAL_SEQUENCES = 3
 
 log = logging.getLogger("recipes")
 
@@ -66,14 +80,41 @@ def screen_plan(name: str, lrs: dict[str, float], smoke: bool) -> Path:
     raw = forgetting._plan(f"screen_{name}", forgetting.SEQUENCES[name], settings(lrs), [0], "validation",
                            SCREEN_PRIOR, forgetting.LIMIT)  # fmt: skip
     raw["output"] = str(RESULTS / (f"smoke_{name}" if smoke else f"screen_{name}"))
-    if smoke:  # the pipeline, not the numbers: one step of everything on the tiny random model
-        raw["model"] = "tiny-random"
-        raw["train"] |= {"batch_size": 2, "max_new_tokens": 6}
-        raw["methods"] = {k: {**v, "anchor_batch_size": 2} if "anchor" in v else v for k, v in raw["methods"].items()}
-        raw["stages"] = [{**s, "steps": 1} for s in raw["stages"]]
-        raw["eval"] |= {"limit": 2, "batch_size": 2, "max_new_tokens": 8}
+    if smoke:
+        _shrink(raw)
     comment = f"Recipe screen on {name} ({' → '.join(forgetting.SEQUENCES[name])}), validation splits, seed 0."
     return forgetting._write_plan(f"recipes_{'smoke_' if smoke else ''}{name}", raw, comment)
+
+
+def _shrink(raw: dict) -> None:
+    """The pipeline, not the numbers: one step of everything on the tiny random model."""
+    raw["model"] = "tiny-random"
+    raw["train"] |= {"batch_size": 2, "max_new_tokens": 6}
+    raw["methods"] = {k: {**v, "anchor_batch_size": 2} if "anchor" in v else v for k, v in raw["methods"].items()}
+    raw["stages"] = [{**s, "steps": 1} for s in raw["stages"]]
+    raw["eval"] |= {"limit": 2, "batch_size": 2, "max_new_tokens": 8}
+    raw["eval"]["prior"] = SCREEN_PRIOR
+
+
+def final_settings(recipe: str, smoke: bool) -> list[str]:
+    """The settings the final comparison runs itself: the new baselines and the recipe (sft and sdft too in a smoke
+    run, which has no forgetting-benchmark runs on tiny-random to reuse)."""
+    labels = [*(REUSED if smoke else ()), *FINAL_NEW, recipe]
+    return [k for i, k in enumerate(labels) if k not in labels[:i] and (smoke or k not in REUSED)]
+
+
+def final_plan(name: str, lrs: dict[str, float], recipe: str, smoke: bool) -> Path:
+    every = settings(lrs)
+    methods = {k: every[k] for k in final_settings(recipe, smoke)}
+    seeds = [0] if smoke else forgetting.SEEDS
+    raw = forgetting._plan(f"final_{name}", forgetting.SEQUENCES[name], methods, seeds, "test", forgetting.PRIOR,
+                           forgetting.LIMIT)  # fmt: skip
+    raw["output"] = str(RESULTS / (f"final_smoke_{name}" if smoke else f"final_{name}"))
+    if smoke:
+        _shrink(raw)
+    comment = (f"Recipe final comparison on {name} ({' → '.join(forgetting.SEQUENCES[name])}), test splits; "
+               f"recipe {recipe}; sft and sdft are the forgetting benchmark's runs.")  # fmt: skip
+    return forgetting._write_plan(f"recipes_final_{'smoke_' if smoke else ''}{name}", raw, comment)
 
 
 def objective_by_setting() -> dict[str, dict[str, float]]:
@@ -100,16 +141,22 @@ def chosen_recipe(scores: dict[str, dict[str, float]]) -> str | None:
     return max(candidates, key=lambda k: (sum(done[k].values()) / len(done[k]), -k.count("+")))
 
 
+def _log_time(what: str, start: float) -> None:
+    """One line per finished sequence (x seed) with the machine that ran it; smoke runs are not timed."""
+    line = {"what": what, "cpu": cpu_model(), "seconds": round(time.perf_counter() - start, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with (RESULTS / "wall_times.jsonl").open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def cmd_screen(args) -> None:
     lrs = json.loads((forgetting.RESULTS / "chosen_lr.json").read_text())
     for name in SCREEN_SEQUENCES:
         start = time.perf_counter()
         forgetting._run(screen_plan(name, lrs, args.smoke))
-        line = {"what": f"screen {name}{' smoke' if args.smoke else ''}", "cpu": cpu_model(),
-                "seconds": round(time.perf_counter() - start, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        with (RESULTS / "wall_times.jsonl").open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        if not args.smoke:
+            _log_time(f"screen {name}", start)
     if not args.smoke:
         cmd_summary(args)
 
@@ -142,16 +189,106 @@ def cmd_summary(_args) -> None:
         (RESULTS / "chosen_recipe.json").write_text(json.dumps({"recipe": chosen, "scores": scores}, indent=1) + "\n")
 
 
+# ---------------------------------------------------------------- final comparison
+
+
+def chosen_or_exit(smoke: bool) -> str:
+    if smoke:
+        return SMOKE_RECIPE
+    path = RESULTS / "chosen_recipe.json"
+    if not path.is_file():
+        sys.exit("the screen has not chosen a recipe yet: run `benchmarks/recipes.py screen` to the end first")
+    return json.loads(path.read_text())["recipe"]
+
+
+def cmd_final(args) -> None:
+    recipe = chosen_or_exit(args.smoke)
+    lrs = json.loads((forgetting.RESULTS / "chosen_lr.json").read_text())
+    for seed in [0] if args.smoke else args.seeds:
+        for name in args.sequences:
+            start = time.perf_counter()
+            forgetting._run(final_plan(name, lrs, recipe, args.smoke), seeds=[seed])
+            if not args.smoke:
+                _log_time(f"final {name} seed {seed}", start)
+    cmd_final_summary(args, recipe)
+
+
+def per_seed(run_dir: Path) -> dict[str, dict[str, dict]]:
+    """Setting → scalar → seed → value, finished runs only ({} when the run directory has no results yet)."""
+    if not (run_dir / "results.json").is_file():
+        return {}
+    return {setting: v["per_seed"] for setting, v in aggregate(load_results(run_dir)).items()}
+
+
+def goal_met(recipe: dict[str, dict], sft: dict[str, dict]) -> bool | None:
+    """The pre-registered goal on one sequence (means over seeds); None while either side has no finished seed."""
+    def mean(d: dict) -> float:
+        values = [x for x in d.values() if math.isfinite(x)]
+        return sum(values) / len(values) if values else math.nan
+
+    r = {k: mean(recipe[k]) for k in ("acc", "prior_drop", "near_drop")}
+    b = {k: mean(sft[k]) for k in ("acc", "prior_drop", "near_drop")}
+    if not all(math.isfinite(x) for x in [*r.values(), *b.values()]):
+        return None
+    return (r["prior_drop"] <= GOAL_RATIO * b["prior_drop"] and r["near_drop"] <= GOAL_RATIO * b["near_drop"]
+            and r["acc"] >= b["acc"])  # fmt: skip
+
+
+def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool | None]]:
+    """Per sequence and setting mean ± std, paired differences against SFT, and the goal per sequence."""
+    from selfdistill.metrics import mean_std, paired_difference
+
+    keys = ("acc", "bwt", "prior_drop", "near_drop")
+    rows, diffs, goals = [], [], {}
+    for name in forgetting.SEQUENCES:
+        seqs = per_seed(RESULTS / (f"final_smoke_{name}" if smoke else f"final_{name}"))
+        if not seqs:
+            continue
+        if not smoke:
+            reused = per_seed(forgetting.RESULTS / name)
+            seqs = {**{k: reused[k] for k in REUSED if k in reused}, **seqs}
+        order = [k for k in (*REUSED, *FINAL_NEW, recipe) if k in seqs]
+        for k in dict.fromkeys(order):
+            cells = [forgetting._pm(mean_std(list(seqs[k][key].values()))) for key in keys]
+            rows.append([name, k + (" (recipe)" if k == recipe else ""), str(len(seqs[k]["acc"])), *cells])
+            if k != "sft" and "sft" in seqs:
+                diffs.append([name, f"{k} − sft", *(forgetting._diff(paired_difference(seqs[k][key], seqs["sft"][key]))
+                                                    for key in keys)])  # fmt: skip
+        if recipe in seqs and "sft" in seqs:
+            goals[name] = goal_met(seqs[recipe], seqs["sft"])
+    text = forgetting._md(["sequence", "setting", "seeds", "ACC", "BWT", "prior drop", "near-prior drop"], rows)
+    text += "\n\nPaired differences against SFT (mean [95% t-interval] over seeds):\n\n"
+    text += forgetting._md(["sequence", "difference", "ACC", "BWT", "prior drop", "near-prior drop"], diffs)
+    return text, goals
+
+
+def cmd_final_summary(args, recipe: str | None = None) -> None:
+    recipe = recipe or chosen_or_exit(args.smoke)
+    text, goals = final_tables(recipe, args.smoke)
+    verdict = ", ".join(f"{k} {'met' if v else 'not met' if v is not None else 'pending'}" for k, v in goals.items())
+    met = sum(1 for v in goals.values() if v)
+    done = sum(1 for v in goals.values() if v is not None)
+    text = f"## Final comparison (test splits), recipe: {recipe}\n\n{text}\n\n"
+    text += (f"Goal (prior and near-prior drop each ≤ {GOAL_RATIO:g}× SFT's at ACC ≥ SFT's, on ≥ {GOAL_SEQUENCES} of "
+             f"{len(forgetting.SEQUENCES)} sequences): {verdict or 'no sequence finished'}; "
+             f"{'MET' if met >= GOAL_SEQUENCES else 'not met' if done == len(forgetting.SEQUENCES) else 'pending'} "
+             f"({met} of {done} finished)\n\nCPU: {cpu_model()}\n")  # fmt: skip
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / ("final_smoke_summary.md" if args.smoke else "final_summary.md")).write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("screen", "summary"))
+    parser.add_argument("command", choices=("screen", "summary", "final", "final-summary"))
     parser.add_argument("--smoke", action="store_true", help="one step of every setting on tiny-random")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(forgetting.SEEDS), help="final: which seeds")
+    parser.add_argument("--sequences", nargs="+", default=list(forgetting.SEQUENCES), choices=list(forgetting.SEQUENCES),
+                        help="final: which sequences")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if args.command == "screen":
-        cmd_screen(args)
-    else:
-        cmd_summary(args)
+    commands = {"screen": cmd_screen, "summary": cmd_summary, "final": cmd_final, "final-summary": cmd_final_summary}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,68 @@
+"""benchmarks/recipes.py: the pre-registered choice of the recipe and the goal of the final comparison."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def recipes(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    module = importlib.import_module("recipes")
+    monkeypatch.setattr(module.forgetting, "PLANS", tmp_path)  # plans written by the test stay out of the tree
+    return module
+
+
+def test_no_recipe_is_chosen_before_every_setting_finished_every_sequence(recipes):
+    scores = {k: {"s1": 1.0, "s2": 1.0} for k in recipes.SETTINGS}
+    del scores["sdft+mix"]["s2"]
+    assert recipes.chosen_recipe(scores) is None
+
+
+def test_the_choice_is_the_best_mean_among_self_distillation_settings_and_a_tie_goes_to_fewer_parts(recipes):
+    scores = {k: {"s1": 1.0, "s2": 1.0} for k in recipes.SETTINGS}
+    scores["sft"] = {"s1": 9.0, "s2": 9.0}  # a baseline is never the recipe, however well it scores
+    scores["sdft+anchor+corrected"] = {"s1": 1.5, "s2": 1.5}
+    scores["sdft+anchor"] = {"s1": 2.0, "s2": 1.0}  # the same mean, one part fewer
+    assert recipes.chosen_recipe(scores) == "sdft+anchor"
+    scores["sdft+corrected"] = {"s1": 1.0, "s2": 2.2}
+    assert recipes.chosen_recipe(scores) == "sdft+corrected"
+
+
+def test_the_final_comparison_runs_only_what_the_forgetting_benchmark_does_not_have(recipes):
+    assert recipes.final_settings("sdft+anchor", smoke=False) == ["sft+anchor", "seqkd+filter", "sdft+anchor"]
+    assert recipes.final_settings("seqkd+filter", smoke=False) == ["sft+anchor", "seqkd+filter"]
+    assert recipes.final_settings("sdft", smoke=False) == ["sft+anchor", "seqkd+filter"]
+    assert recipes.final_settings("sdft+mix", smoke=True) == ["sft", "sdft", "sft+anchor", "seqkd+filter", "sdft+mix"]
+
+
+def test_the_final_plan_is_the_forgetting_benchmarks_plan_so_its_sft_and_sdft_runs_pair_with_it(recipes):
+    lrs = {"sft": 3e-5, "sdft": 1e-4, "seqkd": 3e-5}
+    final = yaml.safe_load(recipes.final_plan("s3", lrs, "sdft+corrected", smoke=False).read_text())
+    bench = yaml.safe_load(recipes.forgetting.sequence_plan("s3", lrs).read_text())
+    for key in ("model", "seeds", "train", "stages", "eval"):
+        assert final[key] == bench[key], key
+    assert final["output"] != bench["output"]
+    # the recipe is sdft with the benchmark's sdft options and lr, plus the corrected rollouts
+    assert final["methods"]["sdft+corrected"] == {"method": "sdft", **bench["methods"]["sdft"], **recipes.CORRECTED}
+    assert set(final["methods"]) == {"sft+anchor", "seqkd+filter", "sdft+corrected"}
+
+
+def _seeds(acc, prior, near):
+    return {"acc": dict(enumerate(acc)), "prior_drop": dict(enumerate(prior)), "near_drop": dict(enumerate(near))}
+
+
+def test_the_goal_needs_both_drops_at_most_a_quarter_of_sfts_at_no_less_acc(recipes):
+    sft = _seeds([0.30, 0.20, 0.25], [0.08, 0.12, 0.10], [0.40, 0.40, 0.40])  # means 0.25, 0.10, 0.40
+    assert recipes.goal_met(_seeds([0.25, 0.25, 0.25], [0.025, 0.025, 0.025], [0.1, 0.1, 0.1]), sft) is True
+    assert recipes.goal_met(_seeds([0.24, 0.25, 0.25], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]), sft) is False  # ACC
+    assert recipes.goal_met(_seeds([0.9, 0.9, 0.9], [0.026, 0.025, 0.025], [0.0, 0.0, 0.0]), sft) is False  # prior
+    assert recipes.goal_met(_seeds([0.9, 0.9, 0.9], [0.0, 0.0, 0.0], [0.11, 0.1, 0.1]), sft) is False  # near-prior
+    assert recipes.goal_met(_seeds([math.nan], [0.0], [0.0]), sft) is None  # nothing finished yet
