@@ -3,6 +3,7 @@ batch. No mocks of torch.distributed."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -70,6 +71,24 @@ def test_sdft_rollouts_do_not_depend_on_the_rank_count(tmp_path, small_jsonl):
     for a, b in zip(one, two, strict=True):
         assert b["completion_length"] == a["completion_length"]
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed")
+def test_vllm_rollouts_at_two_ranks_equal_one_rank(tmp_path, small_jsonl):
+    """Each torchrun rank runs its own in-process vLLM engine (external_launcher) on its share of the batch, synced
+    after every step; per-row seeds make the on-policy run the same as one process with one engine. A rank whose
+    engine missed a sync would sample from older weights than rank 0 and its TIS log-prob gap would show it."""
+    data = ["--data", str(small_jsonl), "--method", "sdft", "--max-steps", "3", "--precision", "fp32",
+            "--rollout", "vllm"]  # fmt: skip
+    _run([*data, "--output", str(tmp_path / "one")], tmp_path, ranks=1)
+    _run([*data, "--output", str(tmp_path / "two")], tmp_path, ranks=2)
+    one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert [r["step"] for r in two] == [1, 2, 3]
+    for a, b in zip(one, two, strict=True):
+        assert b["completion_length"] == a["completion_length"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
+        assert b["tis_logprob_gap"] < 1e-4, b
 
 
 def test_sdft_ranks_hold_identical_student_and_teacher_after_every_step(tmp_path, small_jsonl):

@@ -113,8 +113,6 @@ def train(cfg: TrainConfig) -> Path:
     device = ranks.device
     bf16 = uses_bf16(cfg.precision, device)  # compute in bf16 autocast over fp32 weights, or plain fp32
     ranks.check_batch(cfg.batch_size, len(examples))
-    if ranks.world > 1 and cfg.rollout != "hf" and cfg.method != "sft":
-        raise ConfigError("rollout: vllm with several processes is not supported yet; use --rollout hf under torchrun")
     if not ranks.is_main:
         logging.getLogger("selfdistill").setLevel(logging.WARNING)  # rank 0 speaks for all
     model, tok = load_model(cfg.model, device=device, trust_remote_code=cfg.trust_remote_code)
@@ -214,7 +212,7 @@ def train(cfg: TrainConfig) -> Path:
     def engine_for(name: str, sampler: torch.nn.Module):
         return engines.make_engine(
             name, sampler, tok, version=step, autocast=lambda: autocast(cfg.precision, device),
-            dtype="bfloat16" if bf16 else "float32", seed=cfg.seed + ranks.rank,
+            dtype="bfloat16" if bf16 else "float32", seed=cfg.seed + ranks.rank, distributed=ranks.world > 1,
         )  # fmt: skip
 
     student_engine = teacher_engine = None

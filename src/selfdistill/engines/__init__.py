@@ -49,8 +49,10 @@ def make_engine(
     dtype: str = "float32",
     seed: int = 0,
     max_model_len: int | None = None,
+    distributed: bool = False,
 ) -> RolloutEngine:
-    """An engine sampling from ``model``'s current weights, which are version ``version``."""
+    """An engine sampling from ``model``'s current weights, which are version ``version``. ``distributed``: this
+    process is one torchrun rank of several, and each rank runs its own engine on its share of the batch."""
     require(name)
     if name == "hf":
         from selfdistill.engines.hf import HFEngine
@@ -59,7 +61,7 @@ def make_engine(
     elif name == "vllm":
         from selfdistill.engines.vllm import VLLMEngine
 
-        engine = VLLMEngine(model, tok, dtype=dtype, seed=seed, max_model_len=max_model_len)
+        engine = VLLMEngine(model, tok, dtype=dtype, seed=seed, max_model_len=max_model_len, distributed=distributed)
     else:
         raise ValueError(f"rollout: unknown engine {name!r}; choose hf or vllm")
     engine.version = version

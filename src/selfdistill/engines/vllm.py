@@ -63,6 +63,7 @@ class VLLMEngine:
         seed: int = 0,
         max_model_len: int | None = None,
         max_num_seqs: int = 64,
+        distributed: bool = False,
     ) -> None:
         for key, value in _ENV.items():
             os.environ.setdefault(key, value)
@@ -87,6 +88,8 @@ class VLLMEngine:
                 kwargs["kv_cache_memory_bytes"] = 1 << 30
             else:
                 kwargs["gpu_memory_utilization"] = 0.3
+            if distributed:  # under torchrun: one engine per rank, on the process group torchrun set up
+                kwargs["distributed_executor_backend"] = "external_launcher"
             self.llm = LLM(
                 model=str(self._dir),
                 skip_tokenizer_init=True,
