@@ -151,11 +151,12 @@ def _run(path: Path, seeds=None) -> None:
 
 
 
-def _log_time(what: str, start: float) -> None:
+def _log_time(what: str, start: float, results: Path = RESULTS) -> None:
+    """One line in ``results/wall_times.jsonl``: what finished, how long it took, and on which CPU."""
     line = {"what": what, "seconds": round(time.perf_counter() - start, 1), "cpu": cpu_model(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with (RESULTS / "wall_times.jsonl").open("a") as f:
+    results.mkdir(parents=True, exist_ok=True)
+    with (results / "wall_times.jsonl").open("a") as f:
         f.write(json.dumps(line) + "\n")
     log.info("%s: %.0f s", what, line["seconds"])
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import forgetting
 
 from selfdistill.environment import cpu_model
-from selfdistill.metrics import aggregate, summarize_method
+from selfdistill.metrics import aggregate, mean_std, paired_difference, summarize_method
 from selfdistill.report import load_results, write_report
 
 RESULTS = forgetting.ROOT / "results" / "recipes"
@@ -99,8 +99,8 @@ def _shrink(raw: dict) -> None:
 def final_settings(recipe: str, smoke: bool) -> list[str]:
     """The settings the final comparison runs itself: the new baselines and the recipe (sft and sdft too in a smoke
     run, which has no forgetting-benchmark runs on tiny-random to reuse)."""
-    labels = [*(REUSED if smoke else ()), *FINAL_NEW, recipe]
-    return [k for i, k in enumerate(labels) if k not in labels[:i] and (smoke or k not in REUSED)]
+    labels = dict.fromkeys([*(REUSED if smoke else ()), *FINAL_NEW, recipe])
+    return [k for k in labels if smoke or k not in REUSED]
 
 
 def final_plan(name: str, lrs: dict[str, float], recipe: str, smoke: bool) -> Path:
@@ -141,22 +141,13 @@ def chosen_recipe(scores: dict[str, dict[str, float]]) -> str | None:
     return max(candidates, key=lambda k: (sum(done[k].values()) / len(done[k]), -k.count("+")))
 
 
-def _log_time(what: str, start: float) -> None:
-    """One line per finished sequence (x seed) with the machine that ran it; smoke runs are not timed."""
-    line = {"what": what, "cpu": cpu_model(), "seconds": round(time.perf_counter() - start, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with (RESULTS / "wall_times.jsonl").open("a") as f:
-        f.write(json.dumps(line) + "\n")
-
-
 def cmd_screen(args) -> None:
     lrs = json.loads((forgetting.RESULTS / "chosen_lr.json").read_text())
     for name in SCREEN_SEQUENCES:
         start = time.perf_counter()
         forgetting._run(screen_plan(name, lrs, args.smoke))
         if not args.smoke:
-            _log_time(f"screen {name}", start)
+            forgetting._log_time(f"screen {name}", start, RESULTS)  # smoke runs are not timed
     if not args.smoke:
         cmd_summary(args)
 
@@ -209,7 +200,7 @@ def cmd_final(args) -> None:
             start = time.perf_counter()
             forgetting._run(final_plan(name, lrs, recipe, args.smoke), seeds=[seed])
             if not args.smoke:
-                _log_time(f"final {name} seed {seed}", start)
+                forgetting._log_time(f"final {name} seed {seed}", start, RESULTS)
     cmd_final_summary(args, recipe)
 
 
@@ -222,12 +213,8 @@ def per_seed(run_dir: Path) -> dict[str, dict[str, dict]]:
 
 def goal_met(recipe: dict[str, dict], sft: dict[str, dict]) -> bool | None:
     """The pre-registered goal on one sequence (means over seeds); None while either side has no finished seed."""
-    def mean(d: dict) -> float:
-        values = [x for x in d.values() if math.isfinite(x)]
-        return sum(values) / len(values) if values else math.nan
-
-    r = {k: mean(recipe[k]) for k in ("acc", "prior_drop", "near_drop")}
-    b = {k: mean(sft[k]) for k in ("acc", "prior_drop", "near_drop")}
+    r = {k: mean_std(list(recipe[k].values()))[0] for k in ("acc", "prior_drop", "near_drop")}
+    b = {k: mean_std(list(sft[k].values()))[0] for k in ("acc", "prior_drop", "near_drop")}
     if not all(math.isfinite(x) for x in [*r.values(), *b.values()]):
         return None
     return (r["prior_drop"] <= GOAL_RATIO * b["prior_drop"] and r["near_drop"] <= GOAL_RATIO * b["near_drop"]
@@ -236,8 +223,6 @@ def goal_met(recipe: dict[str, dict], sft: dict[str, dict]) -> bool | None:
 
 def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool | None]]:
     """Per sequence and setting mean ± std, paired differences against SFT, and the goal per sequence."""
-    from selfdistill.metrics import mean_std, paired_difference
-
     keys = ("acc", "bwt", "prior_drop", "near_drop")
     rows, diffs, goals = [], [], {}
     for name in forgetting.SEQUENCES:
@@ -247,8 +232,7 @@ def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool 
         if not smoke:
             reused = per_seed(forgetting.RESULTS / name)
             seqs = {**{k: reused[k] for k in REUSED if k in reused}, **seqs}
-        order = [k for k in (*REUSED, *FINAL_NEW, recipe) if k in seqs]
-        for k in dict.fromkeys(order):
+        for k in (k for k in dict.fromkeys((*REUSED, *FINAL_NEW, recipe)) if k in seqs):
             cells = [forgetting._pm(mean_std(list(seqs[k][key].values()))) for key in keys]
             rows.append([name, k + (" (recipe)" if k == recipe else ""), str(len(seqs[k]["acc"])), *cells])
             if k != "sft" and "sft" in seqs:
