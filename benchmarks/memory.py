@@ -2,11 +2,17 @@
 
     .venv/bin/python benchmarks/memory.py                      # the embedded model, 32 and 128 new tokens
     .venv/bin/python benchmarks/memory.py --lengths 32 64 128 --steps 3 --json benchmarks/results/memory.json
+    .venv/bin/python benchmarks/memory.py --head fused materialized   # both loss paths, side by side
+    .venv/bin/python benchmarks/memory.py --loss-only --head fused materialized --vocab 49152 151936 --lengths 64 256
 
 Every completion is exactly the given length (``min_new_tokens`` = ``max_new_tokens``), so the lengths are what
 differs. Each run is its own process, so its peak RSS (``VmHWM``) is that run's alone; it includes the model
 load. Memory does not depend on the machine's load, so this needs no idle machine (unlike a timing).
-Prints peak RSS per length and the increase per 64 tokens, with the fp32 training state for scale (weights,
+``--head``: ``fused`` (the default, the LM heads run inside the loss chunk by chunk) and/or ``materialized``
+(``--no-fused-head``: the logits of the whole batch exist). Prints peak RSS per length and the increase per 64
+tokens per head. ``--loss-only`` measures the loss alone (heads, divergence, diagnostics, backward) on random
+hidden states of SmolLM2's width, at each ``--vocab`` size: the peak above what the inputs took, which is what
+"flat in the vocabulary" is about, with the fp32 training state for scale (weights,
 gradients, AdamW's two moments and the EMA teacher: five copies of the parameters).
 """
 
@@ -34,6 +40,54 @@ with safe_open(str(Path(out) / "model.safetensors"), "pt") as f:
 print(json.dumps({"peak_rss_mib": hwm, "parameters": n_params}))
 """
 
+LOSS_CHILD = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[2])
+from selfdistill import losses
+from vs_trl import vm_hwm_mib
+spec = json.loads(sys.argv[1])
+B, C, H, V = spec["batch_size"], spec["length"], 576, spec["vocab"]
+torch.manual_seed(0)
+student, teacher = torch.nn.Linear(H, V, bias=False), torch.nn.Linear(H, V, bias=False)
+hidden = torch.randn(B, C, H, requires_grad=True)
+teacher_hidden, tokens, mask = torch.randn(B, C, H), torch.randint(0, V, (B, C)), torch.ones(B, C)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak starts over from here
+start = vm_hwm_mib()
+with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec["bf16"]):
+    if spec["fused"]:
+        loss = losses.head_forward_kl(hidden, student, teacher_hidden, teacher, tokens,
+                                      losses.masked_mean_weights(mask), chunk_size=64)[0]
+    else:  # what the training loop does with --no-fused-head
+        with torch.no_grad():
+            teacher_logits = teacher(teacher_hidden)
+        loss_BT, _ = losses.distill_loss_and_stats(student(hidden), teacher_logits, tokens, chunk_size=64)
+        loss = losses.masked_mean(loss_BT, mask)
+loss.backward()
+print(json.dumps({"peak_over_start_mib": vm_hwm_mib() - start}))
+"""
+
+
+def loss_only(args: argparse.Namespace) -> None:
+    rows = []
+    for vocab in args.vocab:
+        for length in args.lengths:
+            for head in args.head:
+                spec = {"batch_size": args.batch_size, "length": length, "vocab": vocab, "fused": head == "fused",
+                        "bf16": args.precision != "fp32"}  # fmt: skip
+                child = [sys.executable, "-c", LOSS_CHILD, json.dumps(spec), str(Path(__file__).resolve().parent)]
+                done = subprocess.run(child, capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"memory.py: the loss at V={vocab}, {length} tokens ({head}) failed:\n{done.stderr[-2000:]}")
+                mib = json.loads(done.stdout.strip().splitlines()[-1])["peak_over_start_mib"]
+                rows.append({"vocab": vocab, "new_tokens": length, "head": head, "peak_over_start_mib": mib})
+                print(f"V {vocab:7d} | {length:4d} tokens x {args.batch_size} rows | {head:12s} | loss peak {mib:8.0f} MiB",
+                      flush=True)  # fmt: skip
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)}, "loss_only": rows},
+                                        indent=1) + "\n")  # fmt: skip
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,34 +97,47 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--head", nargs="+", choices=["fused", "materialized"], default=["fused"])
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="train with --gradient-checkpointing")
+    parser.add_argument("--loss-only", action="store_true", help="the loss alone on random hidden states")
+    parser.add_argument("--vocab", type=int, nargs="+", default=[49152, 151936], help="with --loss-only")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.loss_only:
+        return loss_only(args)
 
     from selfdistill.environment import cpu_model
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for length in args.lengths:
-            spec = {
-                "data": args.data, "model": args.model, "method": "sdft", "output": str(Path(tmp) / str(length)),
-                "max_steps": args.steps, "batch_size": args.batch_size, "max_new_tokens": length,
-                "min_new_tokens": length, "precision": args.precision, "save_every": 0, "progress": False,
-            }  # fmt: skip
-            print(f"{length:5d} new tokens: training {args.steps} steps in a fresh process ...", flush=True)
-            child = [sys.executable, "-c", CHILD, json.dumps(spec), str(Path(__file__).resolve().parent)]
-            done = subprocess.run(child, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"memory.py: the run at {length} tokens failed:\n{done.stderr[-2000:]}")
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            results.append({"new_tokens": length, **row})
-            print(f"{length:5d} new tokens: peak RSS {row['peak_rss_mib'] / 1024:.2f} GiB", flush=True)
+            for head in args.head:
+                spec = {
+                    "data": args.data, "model": args.model, "method": "sdft", "output": str(Path(tmp) / f"{head}{length}"),
+                    "max_steps": args.steps, "batch_size": args.batch_size, "max_new_tokens": length,
+                    "min_new_tokens": length, "precision": args.precision, "save_every": 0, "progress": False,
+                    "fused_head": head == "fused", "gradient_checkpointing": args.gradient_checkpointing,
+                }  # fmt: skip
+                print(f"{length:5d} new tokens, {head} head: training {args.steps} steps in a fresh process ...",
+                      flush=True)  # fmt: skip
+                child = [sys.executable, "-c", CHILD, json.dumps(spec), str(Path(__file__).resolve().parent)]
+                done = subprocess.run(child, capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"memory.py: the run at {length} tokens ({head} head) failed:\n{done.stderr[-2000:]}")
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                results.append({"new_tokens": length, "head": head, **row})
+                print(f"{length:5d} new tokens, {head} head: peak RSS {row['peak_rss_mib'] / 1024:.2f} GiB", flush=True)
     state_gib = 5 * 4 * results[0]["parameters"] / 2**30
-    print(f"{cpu_model()} | {args.model} | batch {args.batch_size} | {args.precision} | {args.steps} steps")
+    print(f"{cpu_model()} | {args.model} | batch {args.batch_size} | {args.precision} | {args.steps} steps"
+          + (" | gradient checkpointing" if args.gradient_checkpointing else ""))
     print(f"fp32 training state (weights, grads, AdamW m and v, EMA teacher): {state_gib:.2f} GiB")
-    first, last = results[0], results[-1]
-    if last["new_tokens"] != first["new_tokens"]:
-        per64 = (last["peak_rss_mib"] - first["peak_rss_mib"]) / (last["new_tokens"] - first["new_tokens"]) * 64
-        print(f"peak RSS grows {per64:.0f} MiB per 64 completion tokens ({first['new_tokens']} -> {last['new_tokens']})")
+    for head in args.head:
+        rows = [r for r in results if r["head"] == head]
+        first, last = rows[0], rows[-1]
+        if last["new_tokens"] != first["new_tokens"]:
+            per64 = (last["peak_rss_mib"] - first["peak_rss_mib"]) / (last["new_tokens"] - first["new_tokens"]) * 64
+            print(f"{head} head: peak RSS grows {per64:.0f} MiB per 64 completion tokens "
+                  f"({first['new_tokens']} -> {last['new_tokens']})")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"cpu": cpu_model(), "settings": vars(args) | {"json": str(args.json)},

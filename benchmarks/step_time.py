@@ -1,13 +1,14 @@
-"""Seconds per optimizer step of the real training loop, measured side by side: fp32 against bf16 autocast, or
-SDFT against SFT.
+"""Seconds per optimizer step of the real training loop, measured side by side: fp32 against bf16 autocast,
+SDFT against SFT, or SDFT's LM head inside the loss against materialized logits.
 
     .venv/bin/python benchmarks/step_time.py --method sdft --rounds 3 --steps 4     # fp32 vs bf16, one method
     .venv/bin/python benchmarks/step_time.py --compare methods --rounds 3 --steps 4  # SDFT vs SFT, one precision
+    .venv/bin/python benchmarks/step_time.py --compare head --rounds 3 --steps 4     # --fused-head or not (SDFT)
 
 Each round runs ``train()`` once per arm, in alternating order (so drift in machine load hits both), on the
 embedded model and a registered task, and reads ``seconds_per_step`` from ``metrics.jsonl``. The first step of
 every run is dropped (allocator and kernel warm-up). Prints the median, min and max per arm, seconds per training
-example, and the ratio of medians; ``--json FILE`` also writes them. SDFT steps include sampling, so their length
+example, the median seconds of each phase of a step, and the ratio of medians; ``--json FILE`` also writes them. SDFT steps include sampling, so their length
 varies with what the model samples; the same seed gives both arms the same batches, not the same samples. SFT
 trains on the demonstrations, SDFT on its own samples: the mean completion length of each is printed beside it.
 """
@@ -28,11 +29,11 @@ from selfdistill.train import TrainConfig, train
 from selfdistill.training_setup import bf16_supported
 
 
-def one_run(args: argparse.Namespace, method: str, precision: str, out: Path) -> list[dict]:
+def one_run(args: argparse.Namespace, method: str, precision: str, fused_head: bool, out: Path) -> list[dict]:
     cfg = TrainConfig(
         data=args.data, model=args.model, method=method, output=out, overwrite=True, max_steps=args.steps,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=precision, save_every=0,
-        teacher_template="chat-turn", progress=False, lr=1e-5,
+        teacher_template="chat-turn", progress=False, lr=1e-5, fused_head=fused_head,
     )  # fmt: skip
     train(cfg)
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -40,8 +41,9 @@ def one_run(args: argparse.Namespace, method: str, precision: str, out: Path) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--compare", default="precision", choices=["precision", "methods"],
-                        help="precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision")  # fmt: skip
+    parser.add_argument("--compare", default="precision", choices=["precision", "methods", "head"],
+                        help="precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision; "
+                             "head: sdft with the LM head inside the loss vs materialized logits, at --precision")  # fmt: skip
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--data", default="record_json", help="a data file or registered task")
     parser.add_argument("--method", default="sdft", choices=["sdft", "sft", "seqkd"])
@@ -55,16 +57,20 @@ def main() -> None:
 
     device = torch.device("cpu")
     if args.compare == "precision":
-        arms = {"fp32": (args.method, "fp32"), "bf16": (args.method, "bf16")}
+        arms = {"fp32": (args.method, "fp32", True), "bf16": (args.method, "bf16", True)}
         subject = args.method
-    else:
-        arms = {"sdft": ("sdft", args.precision), "sft": ("sft", args.precision)}
+    elif args.compare == "methods":
+        arms = {"sdft": ("sdft", args.precision, True), "sft": ("sft", args.precision, True)}
         subject = f"precision {args.precision}"
+    else:
+        arms = {"fused": ("sdft", args.precision, True), "materialized": ("sdft", args.precision, False)}
+        subject = f"sdft, precision {args.precision}"
     print(f"cpu {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, "
           f"bf16 used by 'auto': {bf16_supported(device)}")  # fmt: skip
     print(f"threads {torch.get_num_threads()}, {subject}, {args.data}, batch {args.batch_size}")
     times: dict[str, list[float]] = {name: [] for name in arms}
     lengths: dict[str, list[float]] = {name: [] for name in arms}
+    phases: dict[str, dict[str, list[float]]] = {name: {} for name in arms}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
@@ -73,6 +79,9 @@ def main() -> None:
                 rows = one_run(args, *arms[name], Path(tmp) / f"{name}-{r}")[1:]
                 times[name] += [row["seconds_per_step"] for row in rows]
                 lengths[name] += [row["completion_length"] for row in rows]
+                for row in rows:
+                    for key in (k for k in row if k.startswith("seconds_") and k != "seconds_per_step"):
+                        phases[name].setdefault(key.removeprefix("seconds_"), []).append(row[key])
                 print(f"round {r + 1} {name}: " + " ".join(f"{row['seconds_per_step']:.2f}" for row in rows))
     summary: dict = {"cpu": cpu_model(), "compare": args.compare, "batch_size": args.batch_size}
     for name, v in times.items():
@@ -80,6 +89,7 @@ def main() -> None:
             "median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "n": len(v),
             "median_s_per_example": statistics.median(v) / args.batch_size,
             "mean_completion_length": statistics.mean(lengths[name]),
+            "median_phase_s": {phase: statistics.median(t) for phase, t in phases[name].items()},
         }  # fmt: skip
     first, second = arms
     ratio_key = f"{first}_over_{second}"
@@ -91,6 +101,7 @@ def main() -> None:
             f"(min {s['min_s']:.2f}, max {s['max_s']:.2f}, n {s['n']}, "
             f"mean completion {s['mean_completion_length']:.1f} tokens)"
         )
+        print("  phases (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in s["median_phase_s"].items()))
     print(f"{first} / {second} (medians): {summary[ratio_key]:.2f}x | wall {time.perf_counter() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")

@@ -10,8 +10,10 @@ from selfdistill.losses import (
     distill_loss,
     distill_loss_and_stats,
     forward_kl,
+    head_forward_kl,
     jsd,
     masked_mean,
+    masked_mean_weights,
     reverse_kl,
     sampled_kl,
     token_nll,
@@ -410,3 +412,98 @@ def test_loss_and_stats_together_equal_each_alone(support, divergence):
         assert not stats[name].requires_grad
     loss_BT.sum().backward()  # the stats do not get in the way of the loss's backward
     assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+
+
+# ---------------------------------------------------------------- the LM head inside the default loss
+
+
+def _heads(hidden, vocab, bias, seed):
+    g = torch.Generator().manual_seed(seed)
+    student, teacher = torch.nn.Linear(hidden, vocab, bias=bias), torch.nn.Linear(hidden, vocab, bias=bias)
+    with torch.no_grad():
+        for p in (*student.parameters(), *teacher.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g))
+    return student, teacher
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_head_loss_equals_the_logits_loss_in_value_gradients_and_stats(bias):
+    """Reference: the logits materialized by the heads, the default distill_loss, masked_mean, autograd."""
+    H, C = 6, 7
+    student, teacher = _heads(H, V, bias, seed=40)
+    hs = torch.randn(B, C, H, generator=torch.Generator().manual_seed(41))
+    ht = torch.randn(B, C, H, generator=torch.Generator().manual_seed(42))
+    tokens = torch.randint(0, V, (B, C), generator=torch.Generator().manual_seed(43))
+    mask = torch.tensor([[1, 1, 1, 0, 1, 1, 0], [0, 0, 1, 1, 1, 1, 1]])
+
+    leaf = hs.clone().requires_grad_()
+    loss_BT, stats = distill_loss_and_stats(student(leaf), teacher(ht), tokens, chunk_size=2)
+    masked_mean(loss_BT, mask).backward()
+    expected = [leaf.grad, *(p.grad for p in student.parameters())]
+    student.zero_grad(set_to_none=True)
+
+    leaf = hs.clone().requires_grad_()
+    loss, kl_BT, head_stats = head_forward_kl(leaf, student, ht, teacher, tokens, masked_mean_weights(mask),
+                                              chunk_size=3)  # fmt: skip
+    (2.0 * loss).backward()  # the upstream gradient scales every input's gradient
+    _close(loss, masked_mean(loss_BT, mask).detach())
+    for got, want in zip([leaf.grad, *(p.grad for p in student.parameters())], expected, strict=True):
+        _close(got, 2.0 * want)
+    assert all(p.grad is None for p in teacher.parameters())
+    assert torch.equal(leaf.grad[mask == 0], torch.zeros_like(leaf.grad[mask == 0]))
+    kept = mask.bool()
+    _close(kl_BT[kept], loss_BT.detach()[kept])
+    assert torch.equal(kl_BT[~kept], torch.zeros_like(kl_BT[~kept]))
+    for name, value in head_stats.items():
+        _close(value[kept], stats[name][kept])
+
+
+def test_masked_mean_weights_reproduce_masked_mean():
+    loss = _logits(3, 5, seed=44)
+    for mask in (torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]]), torch.zeros(3, 5)):
+        _close((masked_mean_weights(mask) * loss).sum(), masked_mean(loss, mask))
+
+
+def test_the_head_loss_under_bf16_autocast_matches_the_model_path():
+    """Under autocast the heads run in bf16 as nn.Linear does there; gradients land in fp32 parameters."""
+    H, C = 8, 5
+    student, teacher = _heads(H, V, False, seed=45)
+    hs = torch.randn(B, C, H, generator=torch.Generator().manual_seed(46))
+    ht = torch.randn(B, C, H, generator=torch.Generator().manual_seed(47))
+    tokens = torch.randint(0, V, (B, C), generator=torch.Generator().manual_seed(48))
+    weights = masked_mean_weights(torch.ones(B, C))
+    results = []
+    for fused in (False, True):
+        leaf = hs.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if fused:
+                loss = head_forward_kl(leaf, student, ht, teacher, tokens, weights)[0]
+            else:
+                loss = (distill_loss(student(leaf), teacher(ht), tokens) * weights).sum()
+        loss.backward()
+        results.append((loss.detach(), leaf.grad.clone(), student.weight.grad.clone()))
+        assert student.weight.grad.dtype == torch.float32
+        student.zero_grad(set_to_none=True)
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=0.02, atol=0.02)
+
+
+def test_the_head_loss_with_every_position_masked_is_zero_and_backpropagates():
+    student, teacher = _heads(4, V, False, seed=49)
+    leaf = torch.randn(B, 3, 4).requires_grad_()
+    tokens = torch.zeros(B, 3, dtype=torch.long)
+    loss, kl_BT, _ = head_forward_kl(leaf, student, torch.randn(B, 3, 4), teacher, tokens,
+                                     masked_mean_weights(torch.zeros(B, 3)))  # fmt: skip
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(leaf.grad, torch.zeros_like(leaf))
+    assert torch.equal(kl_BT, torch.zeros(B, 3))
+
+
+def test_the_head_loss_refuses_a_second_backward():
+    student, teacher = _heads(4, V, False, seed=50)
+    leaf = torch.randn(B, 3, 4).requires_grad_()
+    loss = head_forward_kl(leaf, student, torch.randn(B, 3, 4), teacher, torch.zeros(B, 3, dtype=torch.long),
+                           masked_mean_weights(torch.ones(B, 3)))[0]  # fmt: skip
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        loss.backward()

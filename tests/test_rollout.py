@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from selfdistill.rollout import completion_logits, cut_at_eos, pack, sample
+from selfdistill.rollout import (
+    completion_hidden,
+    completion_logits,
+    cut_at_eos,
+    head_is_separable,
+    pack,
+    sample,
+)
 
 
 def test_pack_alignment_and_positions():
@@ -73,3 +80,18 @@ def test_seeded_sampler_draws_from_the_softmax_at_temperature_within_top_p():
     freq = torch.bincount(scores.argmax(-1), minlength=5) / rows
     kept = torch.tensor([probs[0], probs[1], 0, 0, 0]) / (probs[0] + probs[1])
     torch.testing.assert_close(freq, kept, atol=0.025, rtol=0)
+
+
+def test_the_head_is_separable_only_where_the_logits_are_a_plain_linear_head_of_the_hidden_states(tiny):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    llama, _ = tiny
+    packed = pack([[3, 4, 5], [6, 7]], [[8, 9], [10]], pad_id=0)
+    assert head_is_separable(llama, packed)
+    assert completion_hidden(llama, packed).shape == (2, 2, llama.config.hidden_size)
+    small = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8}  # fmt: skip
+    capped = Gemma2ForCausalLM(Gemma2Config(**small, final_logit_softcapping=2.0))
+    assert not head_is_separable(capped, packed)  # tanh soft-capping after the head
+    capped.config.final_logit_softcapping = None
+    assert head_is_separable(capped, packed)

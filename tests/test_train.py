@@ -110,3 +110,48 @@ def test_cli_train_end_to_end(tmp_path, small_jsonl, capsys):
     assert main(args) == 2
     assert "not empty" in capsys.readouterr().err
     assert (out / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_lm_head_inside_the_loss_trains_as_the_materialized_logits_do(tmp_path, small_jsonl, lora, monkeypatch):
+    """--fused-head (the default) against --no-fused-head: same losses, diagnostics and final weights in fp32."""
+    from selfdistill import losses
+
+    calls = []
+    head_forward_kl = losses.head_forward_kl
+    monkeypatch.setattr(losses, "head_forward_kl", lambda *a, **k: calls.append(1) or head_forward_kl(*a, **k))
+    runs = {}
+    for fused in (True, False):
+        calls.clear()
+        out = _run(tmp_path, small_jsonl, f"fused{fused}", max_steps=3, precision="fp32", fused_head=fused,
+                   lora=lora)  # fmt: skip
+        assert len(calls) == (3 if fused else 0)  # the head ran inside the loss on every step, or on none
+        runs[fused] = (_metrics(out), load_file(out / ("adapter_model.safetensors" if lora else "model.safetensors")))
+    (fused_records, fused_weights), (plain_records, plain_weights) = runs[True], runs[False]
+    for a, b in zip(fused_records, plain_records, strict=True):
+        for key in ("loss", "kl", "teacher_minus_student_logprob", "student_entropy", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert fused_weights.keys() == plain_weights.keys()
+    for name in fused_weights:
+        torch.testing.assert_close(fused_weights[name], plain_weights[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_recomputes_the_same_step(tmp_path, small_jsonl, lora, monkeypatch):
+    """--gradient-checkpointing changes memory, not the step: same losses and gradient norms in fp32, with each
+    decoder layer run again in the backward pass."""
+    from transformers import modeling_utils
+
+    calls = []
+    checkpoint = modeling_utils.checkpoint
+    monkeypatch.setattr(modeling_utils, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
+    records, layer_calls = {}, {}
+    for on in (True, False):
+        calls.clear()
+        out = _run(tmp_path, small_jsonl, f"ckpt{on}", max_steps=2, precision="fp32", gradient_checkpointing=on,
+                   lora=lora)  # fmt: skip
+        records[on], layer_calls[on] = _metrics(out), len(calls)
+    assert layer_calls[True] > 0 and layer_calls[False] == 0  # the layers ran under checkpointing, or none did
+    for a, b in zip(records[True], records[False], strict=True):
+        for key in ("loss", "grad_norm", "completion_length"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key

@@ -105,7 +105,16 @@ class TrainConfig:
     truncate_demonstration: bool = True
     """Cut over-long demonstrations (counted in the logs); with --no-truncate-demonstration, fail instead."""
     loss_chunk_size: int = 64
-    """Completion tokens per chunk when computing the divergence (bounds memory)."""
+    """Completion tokens per chunk when computing the divergence (bounds memory): per row where the logits are
+    materialized, positions of the whole batch where the LM head runs inside the loss (--fused-head)."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them (transformers'
+    gradient checkpointing, non-reentrant): less memory per completion token, one more forward of the student."""
+    fused_head: bool = True
+    """For the default SDFT loss (forward KL, full support), run the LM heads inside the loss chunk by chunk, from
+    the hidden states, so no [batch, completion, vocabulary] logits exist (memory flat in the vocabulary). Used
+    where it is exact (a plain linear head; checked on the first batch) and nothing else needs the logits (no
+    anchor, TIS, corrected rollouts or --fsdp); --no-fused-head always materializes them."""
     rollout: RolloutName = "hf"
     """Rollout engine: hf (model.generate on the trained model) or vllm (an in-process vLLM given the weights after
     every step)."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
@@ -302,3 +303,112 @@ def token_stats(
     stats_BT2 = _map_chunks(_stats_chunk, chunk_size, student_logits_BTV, teacher_logits_BTV, tokens_BT)
     gap_BT, entropy_BT = stats_BT2.unbind(-1)
     return {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}
+
+
+# ---------------------------------------------------------------- the LM head inside the default loss
+
+
+def masked_mean_weights(mask_BT: Tensor) -> Tensor:
+    """The weights w_BT with Σ w·loss == ``masked_mean(loss, mask)``: 1 / (tokens in the row · non-empty rows)."""
+    keep_BT = mask_BT.bool()
+    count_B = keep_BT.sum(-1, keepdim=True)
+    n_seqs = (count_B > 0).sum()
+    return keep_BT.float() / count_B.clamp(min=1) / n_seqs.clamp(min=1)
+
+
+def head_forward_kl(
+    student_hidden_BTH: Tensor,
+    student_head: torch.nn.Linear,
+    teacher_hidden_BTH: Tensor,
+    teacher_head: torch.nn.Linear,
+    tokens_BT: Tensor,
+    weights_BT: Tensor,
+    *,
+    chunk_size: int = 64,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Σ_bt w_bt · KL(q_bt || p_bt) with the LM heads applied inside, ``chunk_size`` positions at a time.
+
+    p = softmax(student_head(student_hidden)), q = softmax(teacher_head(teacher_hidden)); the teacher is a
+    constant. The result equals ``(distill_loss(student_logits, teacher_logits, tokens) * w).sum()`` of the
+    logits the heads would give, but no ``[B, T, V]`` tensor ever exists: memory is one chunk's ``[chunk, V]``
+    whatever the completion length, and positions with w = 0 (masked) cost nothing. Under autocast the heads
+    run in the autocast dtype, as they do inside the model. Returns the scalar loss and, without grad, the
+    per-token KL ``[B, T]`` and the diagnostics of :func:`token_stats` (0 where w = 0).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if student_hidden_BTH.shape != teacher_hidden_BTH.shape:
+        raise ValueError(f"student hidden {tuple(student_hidden_BTH.shape)} and teacher hidden "
+                         f"{tuple(teacher_hidden_BTH.shape)} must have the same [B, T, H] shape")  # fmt: skip
+    if tokens_BT.shape != student_hidden_BTH.shape[:2] or weights_BT.shape != tokens_BT.shape:
+        raise ValueError(f"tokens {tuple(tokens_BT.shape)} and weights {tuple(weights_BT.shape)} must be [B, T] = "
+                         f"{tuple(student_hidden_BTH.shape[:2])}")  # fmt: skip
+    device = student_hidden_BTH.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    keep_N = weights_BT.reshape(-1).nonzero().squeeze(-1)
+    loss, out_N3 = _HeadForwardKL.apply(
+        student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1])[keep_N], student_head.weight, student_head.bias,
+        teacher_hidden_BTH.reshape(-1, teacher_hidden_BTH.shape[-1])[keep_N].detach(), teacher_head.weight.detach(),
+        None if teacher_head.bias is None else teacher_head.bias.detach(),
+        tokens_BT.reshape(-1)[keep_N], weights_BT.reshape(-1)[keep_N].float().detach(), chunk_size, dtype,
+    )  # fmt: skip
+    full_N3 = out_N3.new_zeros(tokens_BT.numel(), 3).index_copy_(0, keep_N, out_N3)
+    kl_BT, gap_BT, entropy_BT = full_N3.reshape(*tokens_BT.shape, 3).unbind(-1)
+    return loss, kl_BT, {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}
+
+
+class _HeadForwardKL(torch.autograd.Function):
+    """The loss of :func:`head_forward_kl` over N kept positions, its gradient computed in the forward pass.
+
+    The loss is a weighted sum whose weights are known up front, so each chunk's gradient with respect to its
+    logits, w · (softmax(s) − q), is formed at once and pushed through the head (into the hidden states and the
+    head's weight and bias) before the next chunk is computed; backward only scales what was kept by the
+    upstream gradient, in place. That is one head matmul forward and two backward per chunk, as in the model, and
+    the teacher's one, with nothing vocabulary-sized saved but the head's own gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, hs_NH, ws_VH, bs_V, ht_NH, wt_VH, bt_V, tokens_N, w_N, chunk_size: int, dtype):
+        # Under autocast the matmuls run in its dtype as the model's head does; the student's weight is a leaf, so
+        # autocast reuses the copy it cached in the model's forward. The teacher's is cast once, here.
+        wt = wt_VH if dtype is None else wt_VH.to(dtype)
+        bt = bt_V if bt_V is None or dtype is None else bt_V.to(dtype)
+        grad_h = torch.empty_like(hs_NH)
+        grad_w = torch.zeros(ws_VH.shape, dtype=torch.float32, device=ws_VH.device)
+        grad_b = None if bs_V is None else torch.zeros(bs_V.shape, dtype=torch.float32, device=bs_V.device)
+        loss = torch.zeros((), dtype=torch.float32, device=hs_NH.device)
+        out = []
+        for start in range(0, hs_NH.shape[0], chunk_size):
+            part = slice(start, start + chunk_size)
+            h = hs_NH[part]
+            logp_nV = _logprobs(F.linear(h, ws_VH, bs_V))
+            logq_nV = _logprobs(F.linear(ht_NH[part] if dtype is None else ht_NH[part].to(dtype), wt, bt))
+            kl_n = _kl(logq_nV, logp_nV)
+            loss += (kl_n * w_N[part]).sum()
+            y = tokens_N[part].unsqueeze(0)
+            gap_n = (_gather(logq_nV.unsqueeze(0), y) - _gather(logp_nV.unsqueeze(0), y)).squeeze(0)
+            entropy_n = -_kl(logp_nV, torch.zeros_like(logp_nV))
+            out.append(torch.stack([kl_n, gap_n, entropy_n], dim=-1))
+            g_nV = (logp_nV.exp() - logq_nV.exp()) * w_N[part].unsqueeze(-1)
+            if dtype is not None:
+                g_nV, h = g_nV.to(dtype), h.to(dtype)
+            grad_h[part] = torch.matmul(g_nV, ws_VH).to(hs_NH.dtype)
+            grad_w += (g_nV.T @ h).float()
+            if grad_b is not None:
+                grad_b += g_nV.float().sum(0)
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        out_N3 = torch.cat(out) if out else hs_NH.new_zeros(0, 3, dtype=torch.float32)
+        ctx.mark_non_differentiable(out_N3)
+        ctx.dtypes = (ws_VH.dtype, None if bs_V is None else bs_V.dtype)
+        ctx.done = False
+        return loss, out_N3
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _grad_out: Tensor):
+        if ctx.done:
+            raise RuntimeError("the head loss's backward runs once (its gradients are scaled in place)")
+        ctx.done = True
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        w_dtype, b_dtype = ctx.dtypes
+        scaled = [g.mul_(grad_loss.to(g.dtype)) if g is not None else None for g in (grad_h, grad_w, grad_b)]
+        return scaled[0], scaled[1].to(w_dtype), None if grad_b is None else scaled[2].to(b_dtype), *([None] * 7)

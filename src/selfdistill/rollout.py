@@ -105,6 +105,53 @@ def completion_logits(model: torch.nn.Module, packed: Packed) -> Tensor:
     return out.logits[:, :-1]
 
 
+def completion_hidden(model: torch.nn.Module, packed: Packed) -> Tensor:
+    """The hidden states the LM head reads at each completion position, ``[B, C, H]``: ``completion_logits``
+    without the head. The forward is the model's own (so DDP's hooks and peft's adapters run); a hook hands the
+    head an empty input and keeps what it was given."""
+    kept: list[Tensor] = []
+
+    def swallow(_module: torch.nn.Module, args: tuple) -> tuple:
+        kept.append(args[0])
+        return (args[0][:, :0],)
+
+    handle = output_head(model).register_forward_pre_hook(swallow)
+    try:
+        model(
+            input_ids=packed.input_ids_BL,
+            attention_mask=packed.attention_mask_BL,
+            position_ids=packed.position_ids_BL,
+            logits_to_keep=packed.num_completion + 1,
+            use_cache=False,
+        )
+    finally:
+        handle.remove()
+    return kept[0][:, :-1]
+
+
+def output_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The module that turns hidden states into logits (through DDP's ``.module`` and peft's wrappers)."""
+    return getattr(model, "module", model).get_output_embeddings()
+
+
+@torch.no_grad()
+def head_is_separable(model: torch.nn.Module, packed: Packed) -> bool:
+    """Whether the model's completion logits are exactly its plain linear head applied to ``completion_hidden``
+    (no soft-capping, scaling or adapter on the head), checked on ``packed``: the condition for computing the head
+    inside the loss. Both forwards run in eval mode, so dropout cannot tell them apart."""
+    head = output_head(model)
+    if type(head) is not torch.nn.Linear:
+        return False
+    was_training = model.training
+    model.eval()
+    try:
+        logits_BCV = completion_logits(model, packed).float()
+        hidden_BCH = completion_hidden(model, packed)
+    finally:
+        model.train(was_training)
+    return bool(torch.allclose(head(hidden_BCH).float(), logits_BCV, rtol=1e-4, atol=1e-4))
+
+
 def cut_at_eos(ids: Sequence[int], stop: set[int]) -> tuple[list[int], bool]:
     """Tokens up to and including the first stop id; and whether none was found."""
     for i, t in enumerate(ids):

@@ -23,7 +23,7 @@ from peft.utils import ModulesToSaveWrapper
 from torch import Tensor
 
 from selfdistill.config import TeacherMode
-from selfdistill.rollout import Packed, completion_logits
+from selfdistill.rollout import Packed, completion_hidden, completion_logits
 from selfdistill.sharding import copy_full_, full_parameters, local
 
 
@@ -93,6 +93,12 @@ class Teacher:
         """Teacher logits_BCV for a packed ``[teacher prompt | completion]`` batch, in eval mode (no dropout)."""
         with eval_mode(self.model):
             return completion_logits(self.model, packed)
+
+    @torch.no_grad()
+    def completion_hidden(self, packed: Packed) -> Tensor:
+        """Teacher hidden states at the completion positions (``completion_hidden``), in eval mode."""
+        with eval_mode(self.model):
+            return completion_hidden(self.model, packed)
 
     @property
     def has_state(self) -> bool:

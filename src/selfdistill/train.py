@@ -45,7 +45,14 @@ from selfdistill.filtering import make_acceptor
 from selfdistill.models import load_model
 from selfdistill.parallel import Ranks
 from selfdistill.prompts import student_prompt_ids, teacher_prompt_ids
-from selfdistill.rollout import completion_logits, eos_ids, pack
+from selfdistill.rollout import (
+    completion_hidden,
+    completion_logits,
+    eos_ids,
+    head_is_separable,
+    output_head,
+    pack,
+)
 from selfdistill.sharding import full_parameters
 from selfdistill.teacher import Teacher
 from selfdistill.trackers import Trackers
@@ -121,6 +128,11 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.rollout_correction == "topk" and cfg.correction_k > model.config.vocab_size:
         raise ConfigError(f"correction-k: {cfg.correction_k} is larger than the vocabulary "
                           f"({model.config.vocab_size} tokens)")  # fmt: skip
+    if cfg.gradient_checkpointing:  # transformers 5.24 renamed it; older releases have only the first name
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora:
         model = wrap_lora(model, cfg)
     model.train()
@@ -236,6 +248,15 @@ def train(cfg: TrainConfig) -> Path:
     anchor_sampling = dataclasses.replace(_sampling(cfg), num_generations=1)
     distill = cfg.method == "sdft"  # sdft: divergence to the teacher; sft and seqkd: NLL of the completion
     tis_mode, tis_by_teacher = cfg.tis_mode, cfg.method == "seqkd"
+    # the default loss with nothing else reading the logits: the LM heads run inside it, where that is exact
+    fused = (
+        distill and cfg.fused_head and not anchor and tis_mode == "none" and corrector is None and not ranks.fsdp
+        and (cfg.divergence, cfg.support) == ("forward", "full")
+        and all(head_is_separable(m, pack(student_prompts[:1], demos[:1], tok.pad_token_id).to(device))
+                for m in {id(model): model, id(teacher.model): teacher.model}.values())
+    )  # fmt: skip
+    if distill and cfg.fused_head and not fused:
+        log.info("the LM head runs inside the model (logits materialized): the loss or the model needs them")
     timer = PhaseTimer(device)
     with contextlib.ExitStack() as stack:
         if on_main:
@@ -286,26 +307,38 @@ def train(cfg: TrainConfig) -> Path:
                     if distill:
                         mask_BC[:, : cfg.skip_first_tokens] = 0
                         with timer("teacher"):
-                            teacher_logits_BCV = (teacher.completion_logits(teacher_batch) if batch.teacher_logits_BCV
-                                                  is None else batch.teacher_logits_BCV.to(device))  # fmt: skip
+                            if fused:
+                                teacher_hidden_BCH = teacher.completion_hidden(teacher_batch)
+                            else:
+                                teacher_logits_BCV = (teacher.completion_logits(teacher_batch) if
+                                                      batch.teacher_logits_BCV is None else
+                                                      batch.teacher_logits_BCV.to(device))  # fmt: skip
                     if anchor:
                         with timer("anchor"):
                             anchor_ref_ACV = anchor_logits(anchor_batch)
                     with timer("student"):
-                        if anchor:  # one forward (and one backward) over the task rows and the anchor rows
-                            student_logits_BCV, anchor_logits_ACV = _joint_logits(
-                                trained, [task_rows, anchor_rows], tok.pad_token_id, device
-                            )
-                        else:
-                            student_logits_BCV = completion_logits(trained, student_batch)
-                        if distill:  # the per-token diagnostics come from the loss's own pass where it allows
-                            loss_BC, token_stats_BC = losses.distill_loss_and_stats(
-                                student_logits_BCV, teacher_logits_BCV, student_batch.completion_ids_BC,
-                                divergence=cfg.divergence, support=cfg.support, k=cfg.topk, beta=cfg.jsd_beta,
-                                chunk_size=cfg.loss_chunk_size,
+                        if fused:  # the LM heads run inside the loss, so no [B, C, V] logits are made
+                            loss, loss_BC, token_stats_BC = losses.head_forward_kl(
+                                completion_hidden(trained, student_batch), output_head(model), teacher_hidden_BCH,
+                                output_head(teacher.model), student_batch.completion_ids_BC,
+                                losses.masked_mean_weights(mask_BC), chunk_size=cfg.loss_chunk_size,
                             )  # fmt: skip
+                            student_logits_BCV = teacher_logits_BCV = None
                         else:
-                            loss_BC = losses.token_nll(student_logits_BCV, student_batch.completion_ids_BC)
+                            if anchor:  # one forward (and one backward) over the task rows and the anchor rows
+                                student_logits_BCV, anchor_logits_ACV = _joint_logits(
+                                    trained, [task_rows, anchor_rows], tok.pad_token_id, device
+                                )
+                            else:
+                                student_logits_BCV = completion_logits(trained, student_batch)
+                            if distill:  # the per-token diagnostics come from the loss's own pass where it allows
+                                loss_BC, token_stats_BC = losses.distill_loss_and_stats(
+                                    student_logits_BCV, teacher_logits_BCV, student_batch.completion_ids_BC,
+                                    divergence=cfg.divergence, support=cfg.support, k=cfg.topk, beta=cfg.jsd_beta,
+                                    chunk_size=cfg.loss_chunk_size,
+                                )  # fmt: skip
+                            else:
+                                loss_BC = losses.token_nll(student_logits_BCV, student_batch.completion_ids_BC)
                     weights_BC = None
                     if tis_mode != "none":  # the engine sampled: weigh each position toward the trainer's model
                         with timer("tis"):
@@ -314,7 +347,8 @@ def train(cfg: TrainConfig) -> Path:
                                 teacher.completion_logits(teacher_batch) if tis_by_teacher else student_logits_BCV,
                             )  # fmt: skip
                     with timer("student"):
-                        loss = losses.masked_mean(loss_BC if weights_BC is None else loss_BC * weights_BC, mask_BC)
+                        if not fused:
+                            loss = losses.masked_mean(loss_BC if weights_BC is None else loss_BC * weights_BC, mask_BC)
                         # DDP averages over ranks; the scale makes it the mean over the global rows
                         loss = loss * ranks.loss_scale(len(idx), len(global_idx))
                         if anchor:
