@@ -41,7 +41,9 @@ SIDES = {
     "trl": "TRL 1.16 SDFTTrainer, fp32",
     "selfdistill-fp32": "selfdistill SDFT, --precision fp32",
     "selfdistill-auto": "selfdistill SDFT, default precision",
+    "selfdistill-vllm": "selfdistill SDFT, fp32, --rollout vllm",
 }
+VLLM_PYTHON = HERE.parent / ".venv-vllm" / "bin" / "python"  # `make setup-vllm`
 SKIP_FIRST_TOKENS, EMA_RATE, LR = 3, 0.01, 1e-5
 PHASES = ("rollout", "teacher", "student", "tis", "diagnostics", "optimizer", "ema", "sync")  # a step's order
 
@@ -214,7 +216,7 @@ def run_selfdistill(spec: dict) -> dict:
         data=spec["data"], model=spec["model"], method="sdft", output=Path(spec["workdir"]) / "run", overwrite=True,
         max_steps=spec["steps"], batch_size=batch, max_new_tokens=n, precision=spec["precision"], teacher="ema",
         min_new_tokens=n, ema_rate=EMA_RATE, teacher_template="paper", skip_first_tokens=SKIP_FIRST_TOKENS, temperature=1.0,
-        lr=LR, save_every=0, progress=False, seed=spec["seed"], rollout="hf",
+        lr=LR, save_every=0, progress=False, seed=spec["seed"], rollout=spec.get("rollout", "hf"),
     )  # fmt: skip
     train_module.train(cfg)
     records = [json.loads(ln) for ln in (cfg.output / "metrics.jsonl").read_text().splitlines()]
@@ -307,6 +309,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HERE.parent / "examples" / "capitals.jsonl")
     parser.add_argument("--default-precision", action=argparse.BooleanOptionalAction, default=True,
                         help="also run selfdistill at its default precision (bf16 autocast where native)")  # fmt: skip
+    parser.add_argument("--vllm", action="store_true",
+                        help="also run selfdistill fp32 with --rollout vllm, in .venv-vllm (make setup-vllm)")  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="ignore runs already in the results file")
     parser.add_argument("--json", type=Path, default=None, help="default benchmarks/results/vs_trl[_quick].json")
     parser.add_argument("--child", choices=list(SIDES), help=argparse.SUPPRESS)
@@ -343,6 +347,10 @@ def orchestrate(args: argparse.Namespace) -> None:
         sys.exit("--steps: at least 2 (the first step of every run is dropped)")
     path = args.json or HERE / "results" / ("vs_trl_quick.json" if args.quick else "vs_trl.json")
     sides = ["trl", "selfdistill-fp32"] + (["selfdistill-auto"] if args.default_precision else [])
+    if args.vllm:
+        if not VLLM_PYTHON.is_file():
+            sys.exit(f"--vllm: {VLLM_PYTHON} is missing; build it with `make setup-vllm`")
+        sides.append("selfdistill-vllm")
     settings = {
         "model_name": args.model or ("tiny-random" if args.quick else "smollm2-135m-instruct"),
         "data": str(args.data), "steps": steps, "new_tokens": new_tokens, "batch_size": args.batch_size,
@@ -369,8 +377,9 @@ def orchestrate(args: argparse.Namespace) -> None:
             for side in sides if rnd % 2 == 0 else sides[::-1]:  # alternate, so drift in load hits every side
                 if any(r["round"] == rnd and r["side"] == side for r in runs):
                     continue
-                spec = base_spec | {"precision": "auto" if side == "selfdistill-auto" else "fp32"}
-                python = python_trl if side == "trl" else Path(sys.executable)
+                spec = base_spec | {"precision": "auto" if side == "selfdistill-auto" else "fp32",
+                                    "rollout": "vllm" if side == "selfdistill-vllm" else "hf"}  # fmt: skip
+                python = {"trl": python_trl, "selfdistill-vllm": VLLM_PYTHON}.get(side, Path(sys.executable))
                 run = run_child(python, side, spec, tmp) | {"round": rnd}
                 runs.append(run)
                 print(f"round {rnd + 1} {side}: s/step " + " ".join(f"{s['seconds']:.3f}" for s in run["steps"])
