@@ -1,9 +1,11 @@
 """Seconds per optimizer step of the real training loop, measured side by side: fp32 against bf16 autocast,
-SDFT against SFT, or SDFT's LM head inside the loss against materialized logits.
+SDFT against SFT, SDFT's LM head inside the loss against materialized logits, or SDFT with gradient checkpointing
+against without.
 
     .venv/bin/python benchmarks/step_time.py --method sdft --rounds 3 --steps 4     # fp32 vs bf16, one method
     .venv/bin/python benchmarks/step_time.py --compare methods --rounds 3 --steps 4  # SDFT vs SFT, one precision
     .venv/bin/python benchmarks/step_time.py --compare head --rounds 3 --steps 4     # --fused-head or not (SDFT)
+    .venv/bin/python benchmarks/step_time.py --compare checkpointing --rounds 3 --steps 4  # its time cost (SDFT)
 
 Each round runs ``train()`` once per arm, in alternating order (so drift in machine load hits both), on the
 embedded model and a registered task, and reads ``seconds_per_step`` from ``metrics.jsonl``. The first step of
@@ -29,11 +31,11 @@ from selfdistill.train import TrainConfig, train
 from selfdistill.training_setup import bf16_supported
 
 
-def one_run(args: argparse.Namespace, method: str, precision: str, fused_head: bool, out: Path) -> list[dict]:
+def one_run(args: argparse.Namespace, method: str, precision: str, options: dict, out: Path) -> list[dict]:
     cfg = TrainConfig(
         data=args.data, model=args.model, method=method, output=out, overwrite=True, max_steps=args.steps,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=precision, save_every=0,
-        teacher_template="chat-turn", progress=False, lr=1e-5, fused_head=fused_head,
+        teacher_template="chat-turn", progress=False, lr=1e-5, **options,
     )  # fmt: skip
     train(cfg)
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -41,9 +43,10 @@ def one_run(args: argparse.Namespace, method: str, precision: str, fused_head: b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--compare", default="precision", choices=["precision", "methods", "head"],
+    parser.add_argument("--compare", default="precision", choices=["precision", "methods", "head", "checkpointing"],
                         help="precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision; "
-                             "head: sdft with the LM head inside the loss vs materialized logits, at --precision")  # fmt: skip
+                             "head: sdft with the LM head inside the loss vs materialized logits, at --precision; "
+                             "checkpointing: sdft with --gradient-checkpointing vs without, at --precision")  # fmt: skip
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--data", default="record_json", help="a data file or registered task")
     parser.add_argument("--method", default="sdft", choices=["sdft", "sft", "seqkd"])
@@ -57,13 +60,17 @@ def main() -> None:
 
     device = torch.device("cpu")
     if args.compare == "precision":
-        arms = {"fp32": (args.method, "fp32", True), "bf16": (args.method, "bf16", True)}
+        arms = {"fp32": (args.method, "fp32", {}), "bf16": (args.method, "bf16", {})}
         subject = args.method
     elif args.compare == "methods":
-        arms = {"sdft": ("sdft", args.precision, True), "sft": ("sft", args.precision, True)}
+        arms = {"sdft": ("sdft", args.precision, {}), "sft": ("sft", args.precision, {})}
         subject = f"precision {args.precision}"
+    elif args.compare == "head":
+        arms = {"fused": ("sdft", args.precision, {}), "materialized": ("sdft", args.precision, {"fused_head": False})}
+        subject = f"sdft, precision {args.precision}"
     else:
-        arms = {"fused": ("sdft", args.precision, True), "materialized": ("sdft", args.precision, False)}
+        arms = {"checkpointing": ("sdft", args.precision, {"gradient_checkpointing": True}),
+                "plain": ("sdft", args.precision, {})}  # fmt: skip
         subject = f"sdft, precision {args.precision}"
     print(f"cpu {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, "
           f"bf16 used by 'auto': {bf16_supported(device)}")  # fmt: skip
