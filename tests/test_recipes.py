@@ -16,12 +16,12 @@ from selfdistill.anchor import anchor_reference, load_anchor
 from selfdistill.config import TrainConfig
 from selfdistill.data import DataError, Example
 from selfdistill.losses import distill_loss, masked_mean
-from selfdistill.rollout import completion_logits, pack
+from selfdistill.rollout import completion_hidden, completion_logits, output_head, pack
 from selfdistill.tasks import SUITES, get_task
 from selfdistill.tasks.anchors import ANCHOR_POOLS, general_chat
 from selfdistill.tasks.base import user_turn
 from selfdistill.teacher import Teacher
-from selfdistill.train import _joint_logits, mix_fraction, teacher_rows, train
+from selfdistill.train import _joint, mix_fraction, teacher_rows, train
 from selfdistill.training_setup import wrap_lora
 
 
@@ -68,9 +68,11 @@ def test_joint_forward_equals_separate_forwards(tiny):
     task, anchor = pack(*task_rows, tok.pad_token_id), pack(*anchor_rows, tok.pad_token_id)
     model.eval()
     with torch.no_grad():
-        task_BCV, anchor_ACV = _joint_logits(model, [task_rows, anchor_rows], tok.pad_token_id, torch.device("cpu"))
-        torch.testing.assert_close(task_BCV, completion_logits(model, task), atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(anchor_ACV, completion_logits(model, anchor), atol=1e-5, rtol=1e-4)
+        for per_position in (completion_logits, completion_hidden):
+            task_BC_, anchor_AC_ = _joint(per_position, model, [task_rows, anchor_rows], tok.pad_token_id,
+                                          torch.device("cpu"))  # fmt: skip
+            torch.testing.assert_close(task_BC_, per_position(model, task), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(anchor_AC_, per_position(model, anchor), atol=1e-5, rtol=1e-4)
 
 
 def _nudge(model: torch.nn.Module) -> None:
@@ -97,10 +99,11 @@ def test_anchor_reference_stays_the_start_model(tiny):
     _nudge(lora)  # moves the adapters (the only trainable weights)
     lora.train()
     torch.testing.assert_close(reference(batch), start)
+    torch.testing.assert_close(output_head(reference.model)(reference.hidden(batch)), start)  # the head's input
     assert lora.training and all(m.training for m in lora.modules()), "train mode restored"
 
     frozen = Teacher(full, "frozen")
-    assert anchor_reference(full, frozen) == frozen.completion_logits  # the frozen teacher is the start model
+    assert anchor_reference(full, frozen).model is frozen.model  # the frozen teacher is the start model, no copy
 
 
 def test_load_anchor_sources_and_overlap(tmp_path: Path):

@@ -112,9 +112,12 @@ def test_cli_train_end_to_end(tmp_path, small_jsonl, capsys):
     assert (out / "metrics.jsonl").read_text() == before
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_the_lm_head_inside_the_loss_trains_as_the_materialized_logits_do(tmp_path, small_jsonl, lora, monkeypatch):
-    """--fused-head (the default) against --no-fused-head: same losses, diagnostics and final weights in fp32."""
+@pytest.mark.parametrize(("lora", "anchor"), [(False, None), (True, None), (False, "general_chat"),
+                                             (True, "general_chat")])  # fmt: skip
+def test_the_lm_head_inside_the_loss_trains_as_the_materialized_logits_do(tmp_path, small_jsonl, lora, anchor,
+                                                                          monkeypatch):  # fmt: skip
+    """--fused-head (the default) against --no-fused-head: same losses, diagnostics and final weights in fp32, with
+    the replay anchor's term (its reference: a frozen copy, or the LoRA base) computed the same way."""
     from selfdistill import losses
 
     calls = []
@@ -124,16 +127,20 @@ def test_the_lm_head_inside_the_loss_trains_as_the_materialized_logits_do(tmp_pa
     for fused in (True, False):
         calls.clear()
         out = _run(tmp_path, small_jsonl, f"fused{fused}", max_steps=3, precision="fp32", fused_head=fused,
-                   lora=lora)  # fmt: skip
-        assert len(calls) == (3 if fused else 0)  # the head ran inside the loss on every step, or on none
+                   lora=lora, anchor=anchor, anchor_batch_size=2)  # fmt: skip
+        # the head ran inside the loss on every step (twice with the anchor), or never
+        assert len(calls) == ((6 if anchor else 3) if fused else 0)
         runs[fused] = (_metrics(out), load_file(out / ("adapter_model.safetensors" if lora else "model.safetensors")))
     (fused_records, fused_weights), (plain_records, plain_weights) = runs[True], runs[False]
     for a, b in zip(fused_records, plain_records, strict=True):
-        for key in ("loss", "kl", "teacher_minus_student_logprob", "student_entropy", "grad_norm"):
+        for key in ("loss", "kl", "teacher_minus_student_logprob", "student_entropy", "grad_norm") + (
+            ("anchor_kl",) if anchor else ()
+        ):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     assert fused_weights.keys() == plain_weights.keys()
-    for name in fused_weights:
-        torch.testing.assert_close(fused_weights[name], plain_weights[name], rtol=1e-4, atol=1e-5)
+    for name in fused_weights:  # AdamW divides by sqrt(v) + 1e-8: where a gradient is that small, last-bit
+        # differences of the two summation orders become update differences of a few 1e-5 (lr 1e-3, 3 steps)
+        torch.testing.assert_close(fused_weights[name], plain_weights[name], rtol=1e-4, atol=5e-5)
 
 
 @pytest.mark.parametrize("lora", [False, True])

@@ -4,6 +4,7 @@ it started from.
     prompts = load_anchor(cfg.anchor, cfg.data_dir, examples)       # DataError on an empty, bad or overlapping pool
     reference = anchor_reference(model, teacher)                      # before a checkpoint is loaded into the model
     ref_logits_ACV = reference(packed)                                # [anchor prompt | student sample], no grad
+    ref_hidden_ACH = reference.hidden(packed)                         # what its LM head reads (reference.model's)
 
 Every step the student also samples a completion for a batch of anchor prompts, and the loss gains
 ``anchor_weight · KL(start model ‖ student)`` on those tokens (full vocabulary, forward, like the SDFT term).
@@ -17,7 +18,9 @@ Letters: A anchor rows, C completion tokens, V vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +28,7 @@ from peft import PeftModel
 from torch import Tensor
 
 from selfdistill.data import DataError, Example, is_hub_name, read_examples
-from selfdistill.rollout import Packed, completion_logits
+from selfdistill.rollout import Packed, completion_hidden, completion_logits
 from selfdistill.teacher import Teacher, eval_mode
 
 
@@ -59,23 +62,42 @@ def _key(example: Example) -> tuple[tuple[str, str], ...]:
     return tuple((m["role"], " ".join(m["content"].split())) for m in example.messages)
 
 
+@dataclass(frozen=True)
+class AnchorReference:
+    """The start model, frozen: ``ref(packed)`` is its completion logits, ``ref.hidden(packed)`` the hidden states
+    its head (``output_head(ref.model)``) reads; both without grad and in eval mode."""
+
+    model: torch.nn.Module
+    adapters_off: bool = False
+    """A peft student whose base, with the adapters switched off, is the start model."""
+
+    @torch.no_grad()
+    def __call__(self, packed: Packed) -> Tensor:
+        with self._as_start():
+            return completion_logits(self.model, packed)
+
+    @torch.no_grad()
+    def hidden(self, packed: Packed) -> Tensor:
+        with self._as_start():
+            return completion_hidden(self.model, packed)
+
+    @contextlib.contextmanager
+    def _as_start(self) -> Iterator[None]:
+        with self.model.disable_adapter() if self.adapters_off else contextlib.nullcontext(), eval_mode(self.model):
+            yield
+
+
 def anchor_reference(
     model: torch.nn.Module, teacher: Teacher, shard_fn: Callable[[torch.nn.Module], torch.nn.Module] | None = None
-) -> Callable[[Packed], Tensor]:
-    """``packed -> logits_BCV`` of the start model, frozen, in eval mode, without grad. Call it before a checkpoint
-    is loaded into ``model`` (a copy made after a resume would be of the trained weights), and before the model is
-    sharded; ``shard_fn`` shards a copy of its own as the student will be (FSDP2)."""
+) -> AnchorReference:
+    """The start model, frozen. Call it before a checkpoint is loaded into ``model`` (a copy made after a resume
+    would be of the trained weights), and before the model is sharded; ``shard_fn`` shards a copy of its own as the
+    student will be (FSDP2)."""
     if teacher.mode == "frozen":
-        return teacher.completion_logits
+        return AnchorReference(teacher.model)
     if isinstance(model, PeftModel):  # adapters off: the base, which is where a LoRA run starts from
-
-        @torch.no_grad()
-        def base_logits(packed: Packed) -> Tensor:
-            with model.disable_adapter(), eval_mode(model):
-                return completion_logits(model, packed)
-
-        return base_logits
+        return AnchorReference(model, adapters_off=True)
     reference = Teacher(model, "frozen")
     if shard_fn is not None:
         reference.shard(shard_fn)
-    return reference.completion_logits
+    return AnchorReference(reference.model)

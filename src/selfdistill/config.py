@@ -113,8 +113,9 @@ class TrainConfig:
     fused_head: bool = True
     """For the default SDFT loss (forward KL, full support), run the LM heads inside the loss chunk by chunk, from
     the hidden states, so no [batch, completion, vocabulary] logits exist (memory flat in the vocabulary). Used
-    where it is exact (a plain linear head; checked on the first batch) and nothing else needs the logits (no
-    anchor, TIS, corrected rollouts or --fsdp); --no-fused-head always materializes them."""
+    where it is exact (a plain linear head; checked on the first example) and nothing else needs the logits (no
+    TIS, corrected rollouts or --fsdp; the anchor's term runs the same way); --no-fused-head always materializes
+    them."""
     rollout: RolloutName = "hf"
     """Rollout engine: hf (model.generate on the trained model) or vllm (an in-process vLLM given the weights after
     every step)."""

@@ -20,7 +20,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from selfdistill.models import load_model
 from selfdistill.parallel import Ranks
 from selfdistill.prompts import student_prompt_ids, teacher_prompt_ids
 from selfdistill.rollout import (
+    Packed,
     completion_hidden,
     completion_logits,
     eos_ids,
@@ -166,7 +167,7 @@ def train(cfg: TrainConfig) -> Path:
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     teacher = Teacher(model, cfg.teacher if cfg.method != "sft" else "live", cfg.ema_rate)
     # the start model, before a resume; with --fsdp its copy is sharded at once, as the student is next
-    anchor_logits = anchor_reference(model, teacher, ranks.shard if ranks.fsdp else None) if anchor else None
+    reference = anchor_reference(model, teacher, ranks.shard if ranks.fsdp else None) if anchor else None
     # DDP under torchrun (it averages gradients in backward); --fsdp: sharded in place, then the teacher likewise;
     # the model itself alone. After this the parameters are final, so the optimizer comes next.
     trained = ranks.wrap(model)
@@ -250,10 +251,10 @@ def train(cfg: TrainConfig) -> Path:
     tis_mode, tis_by_teacher = cfg.tis_mode, cfg.method == "seqkd"
     # the default loss with nothing else reading the logits: the LM heads run inside it, where that is exact
     fused = (
-        distill and cfg.fused_head and not anchor and tis_mode == "none" and corrector is None and not ranks.fsdp
+        distill and cfg.fused_head and tis_mode == "none" and corrector is None and not ranks.fsdp
         and (cfg.divergence, cfg.support) == ("forward", "full")
         and all(head_is_separable(m, pack(student_prompts[:1], demos[:1], tok.pad_token_id).to(device))
-                for m in {id(model): model, id(teacher.model): teacher.model}.values())
+                for m in {id(m): m for m in (model, teacher.model, reference and reference.model) if m}.values())
     )  # fmt: skip
     if distill and cfg.fused_head and not fused:
         log.info("the LM head runs inside the model (logits materialized): the loss or the model needs them")
@@ -313,21 +314,27 @@ def train(cfg: TrainConfig) -> Path:
                                 teacher_logits_BCV = (teacher.completion_logits(teacher_batch) if
                                                       batch.teacher_logits_BCV is None else
                                                       batch.teacher_logits_BCV.to(device))  # fmt: skip
-                    if anchor:
+                    if anchor:  # the start model's logits on the anchor rows (its hidden states, with fused)
                         with timer("anchor"):
-                            anchor_ref_ACV = anchor_logits(anchor_batch)
+                            anchor_ref = (reference.hidden if fused else reference)(anchor_batch)
                     with timer("student"):
                         if fused:  # the LM heads run inside the loss, so no [B, C, V] logits are made
+                            if anchor:  # one forward (and one backward) over the task rows and the anchor rows
+                                student_hidden_BCH, anchor_student_ACH = _joint(
+                                    completion_hidden, trained, [task_rows, anchor_rows], tok.pad_token_id, device
+                                )
+                            else:
+                                student_hidden_BCH = completion_hidden(trained, student_batch)
                             loss, loss_BC, token_stats_BC = losses.head_forward_kl(
-                                completion_hidden(trained, student_batch), output_head(model), teacher_hidden_BCH,
-                                output_head(teacher.model), student_batch.completion_ids_BC,
-                                losses.masked_mean_weights(mask_BC), chunk_size=cfg.loss_chunk_size,
+                                student_hidden_BCH, output_head(model), teacher_hidden_BCH, output_head(teacher.model),
+                                student_batch.completion_ids_BC, losses.masked_mean_weights(mask_BC),
+                                chunk_size=cfg.loss_chunk_size,
                             )  # fmt: skip
                             student_logits_BCV = teacher_logits_BCV = None
                         else:
-                            if anchor:  # one forward (and one backward) over the task rows and the anchor rows
-                                student_logits_BCV, anchor_logits_ACV = _joint_logits(
-                                    trained, [task_rows, anchor_rows], tok.pad_token_id, device
+                            if anchor:
+                                student_logits_BCV, anchor_student_ACV = _joint(
+                                    completion_logits, trained, [task_rows, anchor_rows], tok.pad_token_id, device
                                 )
                             else:
                                 student_logits_BCV = completion_logits(trained, student_batch)
@@ -351,11 +358,18 @@ def train(cfg: TrainConfig) -> Path:
                             loss = losses.masked_mean(loss_BC if weights_BC is None else loss_BC * weights_BC, mask_BC)
                         # DDP averages over ranks; the scale makes it the mean over the global rows
                         loss = loss * ranks.loss_scale(len(idx), len(global_idx))
-                        if anchor:
+                        if anchor and fused:
+                            anchor_kl = losses.head_forward_kl(
+                                anchor_student_ACH, output_head(model), anchor_ref, output_head(reference.model),
+                                anchor_batch.completion_ids_BC, losses.masked_mean_weights(anchor_batch.completion_mask_BC),
+                                chunk_size=cfg.loss_chunk_size,
+                            )[0]  # fmt: skip
+                        elif anchor:
                             anchor_kl = losses.masked_mean(losses.distill_loss(
-                                anchor_logits_ACV, anchor_ref_ACV, anchor_batch.completion_ids_BC,
+                                anchor_student_ACV, anchor_ref, anchor_batch.completion_ids_BC,
                                 chunk_size=cfg.loss_chunk_size,
                             ), anchor_batch.completion_mask_BC)  # fmt: skip
+                        if anchor:
                             scale = ranks.loss_scale(len(anchor_idx), len(anchor_global))
                             loss = loss + cfg.anchor_weight * scale * anchor_kl
                 with timer("student"):
@@ -539,18 +553,23 @@ def _tis(stats, cfg, mode: str, batch: Completions, packed, own_logits_BCV) -> t
     return weights_BC
 
 
-def _joint_logits(
-    model: torch.nn.Module, parts: list[tuple[list[list[int]], list[list[int]]]], pad_id: int, device: torch.device
+def _joint(
+    per_position: Callable[[torch.nn.Module, Packed], torch.Tensor],
+    model: torch.nn.Module,
+    parts: list[tuple[list[list[int]], list[list[int]]]],
+    pad_id: int,
+    device: torch.device,
 ) -> list[torch.Tensor]:
-    """The completion logits of each ``(prompts, completions)`` part, as ``pack`` of that part alone would line
-    them up, from one forward over all their rows (so one backward, as DDP wants)."""
+    """``per_position`` (``completion_logits`` or ``completion_hidden``) of each ``(prompts, completions)`` part, as
+    ``pack`` of that part alone would line them up, from one forward over all their rows (so one backward, as DDP
+    wants)."""
     prompts = [p for part_prompts, _ in parts for p in part_prompts]
     completions = [c for _, part_completions in parts for c in part_completions]
-    logits_RCV = completion_logits(model, pack(prompts, completions, pad_id).to(device))
+    out_RC_ = per_position(model, pack(prompts, completions, pad_id).to(device))
     out, start = [], 0
     for _, part_completions in parts:
         width = max(1, max(len(c) for c in part_completions))  # pack's completion width for the part
-        out.append(logits_RCV[start : start + len(part_completions), :width])
+        out.append(out_RC_[start : start + len(part_completions), :width])
         start += len(part_completions)
     return out
 
