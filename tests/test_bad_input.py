@@ -277,6 +277,14 @@ def test_help_still_prints_and_exits_0(capsys):
     assert exc.value.code == 0 and "--teacher-template" in capsys.readouterr().out
 
 
+def test_help_joins_a_docstring_continuation_line_into_its_sentence(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # wide enough that rich's own wrapping cannot break the sentence
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    # the source docstring breaks this sentence after "weights after"; help must not
+    assert "given the weights after every step" in capsys.readouterr().out
+
+
 def test_utf8_bom_is_accepted(tmp_path):
     path = tmp_path / "bom.jsonl"
     path.write_bytes(

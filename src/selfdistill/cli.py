@@ -177,6 +177,23 @@ def _validation_errors_as_value_errors() -> contextlib.AbstractContextManager:
 
 
 @contextlib.contextmanager
+def _docstrings_rewrapped() -> Iterator[None]:
+    """tyro 1.0 joins a field docstring's lines before it dedents them, so each indented continuation line starts
+    a new line in ``--help`` and sentences break mid-way; strip the lines first. Uses tyro's private string helper;
+    where that is missing, help prints as tyro makes it."""
+    strings = getattr(tyro, "_strings", None)
+    join = getattr(strings, "remove_single_line_breaks", None)
+    if join is None:
+        yield
+        return
+    strings.remove_single_line_breaks = lambda text: join("\n".join(line.strip() for line in text.split("\n")))
+    try:
+        yield
+    finally:
+        strings.remove_single_line_breaks = join
+
+
+@contextlib.contextmanager
 def _tyro_box_as_value_error() -> Iterator[None]:
     """tyro reports a parse error (bad choice, missing value, missing required option) in a multi-line box on
     stderr and exits 2; turn the box's message into our one-line ValueError. ``--help`` (exit 0) and a box we
@@ -270,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _fail("--config: expected a file path")
             rest = _config_args(Path(rest[i + 1]), config_cls) + rest[:i] + rest[i + 2 :]
         _check_flags(rest, config_cls)
-        with _validation_errors_as_value_errors(), _tyro_box_as_value_error():
+        with _validation_errors_as_value_errors(), _tyro_box_as_value_error(), _docstrings_rewrapped():
             cfg = tyro.cli(config_cls, args=rest, prog=f"selfdistill {name}", description=config_cls.__doc__)
     except ValueError as err:
         if debug:
