@@ -68,6 +68,15 @@ print(json.dumps({"peak_over_start_mib": vm_hwm_mib() - start}))
 """
 
 
+def run_child(script: str, spec: dict, what: str) -> dict:
+    """``script`` in a fresh process (so its peak RSS is its own) given ``spec``; the JSON of its last line."""
+    child = [sys.executable, "-c", script, json.dumps(spec), str(Path(__file__).resolve().parent)]
+    done = subprocess.run(child, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"memory.py: {what} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def loss_only(args: argparse.Namespace) -> None:
     rows = []
     for vocab in args.vocab:
@@ -75,11 +84,7 @@ def loss_only(args: argparse.Namespace) -> None:
             for head in args.head:
                 spec = {"batch_size": args.batch_size, "length": length, "vocab": vocab, "fused": head == "fused",
                         "bf16": args.precision != "fp32"}  # fmt: skip
-                child = [sys.executable, "-c", LOSS_CHILD, json.dumps(spec), str(Path(__file__).resolve().parent)]
-                done = subprocess.run(child, capture_output=True, text=True)
-                if done.returncode != 0:
-                    sys.exit(f"memory.py: the loss at V={vocab}, {length} tokens ({head}) failed:\n{done.stderr[-2000:]}")
-                mib = json.loads(done.stdout.strip().splitlines()[-1])["peak_over_start_mib"]
+                mib = run_child(LOSS_CHILD, spec, f"the loss at V={vocab}, {length} tokens ({head})")["peak_over_start_mib"]
                 rows.append({"vocab": vocab, "new_tokens": length, "head": head, "peak_over_start_mib": mib})
                 print(f"V {vocab:7d} | {length:4d} tokens x {args.batch_size} rows | {head:12s} | loss peak {mib:8.0f} MiB",
                       flush=True)  # fmt: skip
@@ -120,11 +125,7 @@ def main() -> None:
                 }  # fmt: skip
                 print(f"{length:5d} new tokens, {head} head: training {args.steps} steps in a fresh process ...",
                       flush=True)  # fmt: skip
-                child = [sys.executable, "-c", CHILD, json.dumps(spec), str(Path(__file__).resolve().parent)]
-                done = subprocess.run(child, capture_output=True, text=True)
-                if done.returncode != 0:
-                    sys.exit(f"memory.py: the run at {length} tokens ({head} head) failed:\n{done.stderr[-2000:]}")
-                row = json.loads(done.stdout.strip().splitlines()[-1])
+                row = run_child(CHILD, spec, f"the run at {length} tokens ({head} head)")
                 results.append({"new_tokens": length, "head": head, **row})
                 print(f"{length:5d} new tokens, {head} head: peak RSS {row['peak_rss_mib'] / 1024:.2f} GiB", flush=True)
     state_gib = 5 * 4 * results[0]["parameters"] / 2**30

@@ -117,13 +117,7 @@ def completion_hidden(model: torch.nn.Module, packed: Packed) -> Tensor:
 
     handle = output_head(model).register_forward_pre_hook(swallow)
     try:
-        model(
-            input_ids=packed.input_ids_BL,
-            attention_mask=packed.attention_mask_BL,
-            position_ids=packed.position_ids_BL,
-            logits_to_keep=packed.num_completion + 1,
-            use_cache=False,
-        )
+        completion_logits(model, packed)  # the same forward; its logits are empty
     finally:
         handle.remove()
     return kept[0][:, :-1]

@@ -250,10 +250,11 @@ def train(cfg: TrainConfig) -> Path:
     distill = cfg.method == "sdft"  # sdft: divergence to the teacher; sft and seqkd: NLL of the completion
     tis_mode, tis_by_teacher = cfg.tis_mode, cfg.method == "seqkd"
     # the default loss with nothing else reading the logits: the LM heads run inside it, where that is exact
+    first_example = pack(student_prompts[:1], demos[:1], tok.pad_token_id).to(device)
     fused = (
         distill and cfg.fused_head and tis_mode == "none" and corrector is None and not ranks.fsdp
         and (cfg.divergence, cfg.support) == ("forward", "full")
-        and all(head_is_separable(m, pack(student_prompts[:1], demos[:1], tok.pad_token_id).to(device))
+        and all(head_is_separable(m, first_example)
                 for m in {id(m): m for m in (model, teacher.model, reference and reference.model) if m}.values())
     )  # fmt: skip
     if distill and cfg.fused_head and not fused:
