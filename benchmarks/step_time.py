@@ -1,11 +1,12 @@
 """Seconds per optimizer step of the real training loop, measured side by side: fp32 against bf16 autocast,
-SDFT against SFT, SDFT's LM head inside the loss against materialized logits, or SDFT with gradient checkpointing
-against without.
+SDFT against SFT, SDFT's LM head inside the loss against materialized logits, SDFT with gradient checkpointing
+against without, or SDFT's hf rollout with prepacked CPU matmul weights against the stock kernels.
 
     .venv/bin/python benchmarks/step_time.py --method sdft --rounds 3 --steps 4     # fp32 vs bf16, one method
     .venv/bin/python benchmarks/step_time.py --compare methods --rounds 3 --steps 4  # SDFT vs SFT, one precision
     .venv/bin/python benchmarks/step_time.py --compare head --rounds 3 --steps 4     # --fused-head or not (SDFT)
     .venv/bin/python benchmarks/step_time.py --compare checkpointing --rounds 3 --steps 4  # its time cost (SDFT)
+    .venv/bin/python benchmarks/step_time.py --compare prepack --rounds 3 --steps 4  # --prepack or not (SDFT)
 
 Each round runs ``train()`` once per arm, in alternating order (so drift in machine load hits both), on the
 embedded model and a registered task, and reads ``seconds_per_step`` from ``metrics.jsonl``. The first step of
@@ -43,10 +44,12 @@ def one_run(args: argparse.Namespace, method: str, precision: str, options: dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--compare", default="precision", choices=["precision", "methods", "head", "checkpointing"],
+    parser.add_argument("--compare", default="precision",
+                        choices=["precision", "methods", "head", "checkpointing", "prepack"],
                         help="precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision; "
                              "head: sdft with the LM head inside the loss vs materialized logits, at --precision; "
-                             "checkpointing: sdft with --gradient-checkpointing vs without, at --precision")  # fmt: skip
+                             "checkpointing: sdft with --gradient-checkpointing vs without, at --precision; "
+                             "prepack: sdft with --prepack vs --no-prepack, at --precision")  # fmt: skip
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--data", default="record_json", help="a data file or registered task")
     parser.add_argument("--method", default="sdft", choices=["sdft", "sft", "seqkd"])
@@ -67,6 +70,9 @@ def main() -> None:
         subject = f"precision {args.precision}"
     elif args.compare == "head":
         arms = {"fused": ("sdft", args.precision, {}), "materialized": ("sdft", args.precision, {"fused_head": False})}
+        subject = f"sdft, precision {args.precision}"
+    elif args.compare == "prepack":
+        arms = {"prepack": ("sdft", args.precision, {}), "stock": ("sdft", args.precision, {"prepack": False})}
         subject = f"sdft, precision {args.precision}"
     else:
         arms = {"checkpointing": ("sdft", args.precision, {"gradient_checkpointing": True}),

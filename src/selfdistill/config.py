@@ -116,6 +116,10 @@ class TrainConfig:
     where it is exact (a plain linear head; checked on the first example) and nothing else needs the logits (no
     TIS, corrected rollouts or --fsdp; the anchor's term runs the same way); --no-fused-head always materializes
     them."""
+    prepack: bool = True
+    """On a CPU, the hf rollout decodes with matmul weights packed once per rollout (MKL for fp32, oneDNN for bf16)
+    instead of repacked at every decode step. bf16 results are unchanged; fp32 ones can differ in the last bits,
+    so --no-prepack reproduces runs made before it."""
     rollout: RolloutName = "hf"
     """Rollout engine: hf (model.generate on the trained model) or vllm (an in-process vLLM given the weights after
     every step)."""

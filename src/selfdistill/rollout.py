@@ -18,6 +18,8 @@ from torch import Tensor
 from transformers import LogitsProcessor, PreTrainedTokenizerBase, TopPLogitsWarper
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from selfdistill.prepack import prepacked_linears
+
 CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 """The KV-cache argument and output field of a causal LM forward (transformers 5.24 renamed past_key_values)."""
 
@@ -197,12 +199,14 @@ def sample(
     min_new_tokens: int = 0,
     logprobs: bool = True,
     seeds: Sequence[int] | None = None,
+    prepack: bool = True,
 ) -> Rollout:
     """Sample ``num_generations`` completions per prompt with the KV cache (HF ``generate``).
 
     Generation j of prompt i draws from its own stream, seeded with ``row_seed(seeds[i], j)``; without ``seeds``
     each prompt's seed comes from torch's global generator. ``logprobs=False`` skips the sampled tokens' log-probs:
     ``generate`` then keeps no per-step logits (rows x new tokens x vocabulary floats) and no log-softmax runs.
+    ``prepack``: on a CPU, decode with prepacked matmul weights (``selfdistill.prepack``).
     """
     from selfdistill.engines.base import row_seeds
 
@@ -220,18 +224,19 @@ def sample(
         elif len(seeds) != len(prompts):
             raise ValueError(f"sample: {len(seeds)} seeds for {len(prompts)} prompts")
         processors.append(SeededSampler(row_seeds(seeds, num_generations), temperature, top_p, device))
-    out = model.generate(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        do_sample=False,  # greedy over the SeededSampler's perturbed scores is the sample
-        logits_processor=processors,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=stop,
-        pad_token_id=tok.pad_token_id,
-        output_logits=logprobs,
-        return_dict_in_generate=True,
-        **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
-    )
+    with prepacked_linears(model, rows=len(rows), enabled=prepack):
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            do_sample=False,  # greedy over the SeededSampler's perturbed scores is the sample
+            logits_processor=processors,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stop,
+            pad_token_id=tok.pad_token_id,
+            output_logits=logprobs,
+            return_dict_in_generate=True,
+            **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
+        )
     model.train(was_training)
     new_BC = out.sequences[:, ids.shape[1] :].cpu()
     if logprobs:

@@ -226,6 +226,7 @@ def train(cfg: TrainConfig) -> Path:
         return engines.make_engine(
             name, sampler, tok, version=step, autocast=lambda: autocast(cfg.precision, device),
             dtype="bfloat16" if bf16 else "float32", seed=cfg.seed + ranks.rank, distributed=ranks.world > 1,
+            prepack=cfg.prepack,
         )  # fmt: skip
 
     student_engine = teacher_engine = None

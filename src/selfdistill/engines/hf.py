@@ -23,11 +23,13 @@ class HFEngine:
         model: torch.nn.Module,
         tok,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        prepack: bool = True,
     ) -> None:
         self.model = model
         self.tok = tok
         self.version = 0
         self._autocast = autocast  # the training precision: bf16 autocast where the trainer runs it
+        self._prepack = prepack
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None,
                  seeds: Sequence[int] | None = None) -> Rollout:  # fmt: skip
@@ -37,6 +39,7 @@ class HFEngine:
                 self.model, self.tok, prompts, temperature=sampling.temperature, top_p=sampling.top_p,
                 max_new_tokens=sampling.max_new_tokens, num_generations=sampling.num_generations,
                 do_sample=not sampling.greedy, min_new_tokens=sampling.min_new_tokens, logprobs=sampling.logprobs, seeds=seeds,
+                prepack=self._prepack,
             )  # fmt: skip
 
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:
