@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 MAX_ROWS = 64
 """Calls with more rows than this (a prompt's prefill) do enough arithmetic per weight read to gain nothing; they
 run the stock kernel."""
