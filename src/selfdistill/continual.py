@@ -58,6 +58,7 @@ train:                          # for both methods and every stage (sized to fit
   batch_size: 4
   max_new_tokens: 40            # the skills' answers are 7-31 tokens; this caps the student's rollouts
   save_every: 0                 # no periodic checkpoints (each costs seconds here); Ctrl-C still saves one
+  precision: fp32               # as the benchmark: `auto` takes bf16 where the CPU has it, and bf16 kernels differ by machine
 methods:
   sft:
     lr: 1.0e-4
