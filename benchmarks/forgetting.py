@@ -72,8 +72,8 @@ METHODS: dict[str, dict] = {
 }
 # fp32 pinned: `auto` would pick bf16 autocast on CPUs with native bf16 and fp32 elsewhere, so seeds run on two
 # machine kinds would train differently (the first runs, on a CPU without bf16, resolved `auto` to fp32). prepack
-# off: every recorded run sampled with the stock fp32 kernels, and packed ones round differently
-TRAIN = {"batch_size": 8, "max_new_tokens": 48, "save_every": 0, "precision": "fp32", "prepack": False}
+# off: every recorded run sampled with the stock fp32 kernels (`auto` does too in fp32; pinned so it stays so)
+TRAIN = {"batch_size": 8, "max_new_tokens": 48, "save_every": 0, "precision": "fp32", "prepack": "off"}
 PRIOR = [
     {"task": "prior_probe"},
     {"task": "arc_easy", "limit": LIMIT},

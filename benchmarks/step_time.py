@@ -6,7 +6,7 @@ against without, or SDFT's hf rollout with prepacked CPU matmul weights against 
     .venv/bin/python benchmarks/step_time.py --compare methods --rounds 3 --steps 4  # SDFT vs SFT, one precision
     .venv/bin/python benchmarks/step_time.py --compare head --rounds 3 --steps 4     # --fused-head or not (SDFT)
     .venv/bin/python benchmarks/step_time.py --compare checkpointing --rounds 3 --steps 4  # its time cost (SDFT)
-    .venv/bin/python benchmarks/step_time.py --compare prepack --rounds 3 --steps 4  # --prepack or not (SDFT)
+    .venv/bin/python benchmarks/step_time.py --compare prepack --rounds 3 --steps 4  # --prepack on or off (SDFT)
 
 Each round runs ``train()`` once per arm, in alternating order (so drift in machine load hits both), on the
 embedded model and a registered task, and reads ``seconds_per_step`` from ``metrics.jsonl``. The first step of
@@ -49,7 +49,7 @@ def main() -> None:
                         help="precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision; "
                              "head: sdft with the LM head inside the loss vs materialized logits, at --precision; "
                              "checkpointing: sdft with --gradient-checkpointing vs without, at --precision; "
-                             "prepack: sdft with --prepack vs --no-prepack, at --precision")  # fmt: skip
+                             "prepack: sdft with --prepack on vs off, at --precision")  # fmt: skip
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--data", default="record_json", help="a data file or registered task")
     parser.add_argument("--method", default="sdft", choices=["sdft", "sft", "seqkd"])
@@ -72,7 +72,7 @@ def main() -> None:
         arms = {"fused": ("sdft", args.precision, {}), "materialized": ("sdft", args.precision, {"fused_head": False})}
         subject = f"sdft, precision {args.precision}"
     elif args.compare == "prepack":
-        arms = {"prepack": ("sdft", args.precision, {}), "stock": ("sdft", args.precision, {"prepack": False})}
+        arms = {"prepack": ("sdft", args.precision, {"prepack": "on"}), "stock": ("sdft", args.precision, {"prepack": "off"})}
         subject = f"sdft, precision {args.precision}"
     else:
         arms = {"checkpointing": ("sdft", args.precision, {"gradient_checkpointing": True}),

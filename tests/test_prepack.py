@@ -42,7 +42,7 @@ def test_fp32_matches_stock_and_restores_modules(bias, monkeypatch):
     calls = _count_packed(monkeypatch)
     with torch.no_grad():
         want = net(x)
-        with prepacked_linears(net, rows=8):
+        with prepacked_linears(net, rows=8, mode="on"):
             got = net(x)
             prefill = net(torch.randn(2, prepack.MAX_ROWS, 48))  # more rows than MAX_ROWS: the stock kernel
         after = net(x)
@@ -59,10 +59,19 @@ def test_bf16_under_autocast_equals_stock():
     x = torch.randn(8, 1, 48)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         want = net(x)
-        with prepacked_linears(net, rows=8):
+        with prepacked_linears(net, rows=8):  # auto: bf16 is packed
             got = net(x)
     assert got.dtype == want.dtype == torch.bfloat16
     assert torch.equal(got, want)
+
+
+@needs_fp32
+def test_fp16_autocast_runs_stock(monkeypatch):
+    net = _net()
+    calls = _count_packed(monkeypatch)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16), prepacked_linears(net, rows=8, mode="on"):
+        out = net(torch.randn(8, 48))
+    assert calls[0] == 0 and out.dtype == torch.float16
 
 
 @needs_fp32
@@ -70,7 +79,7 @@ def test_grad_enabled_calls_run_stock_and_train(monkeypatch):
     net = _net()
     calls = _count_packed(monkeypatch)
     x = torch.randn(8, 48)
-    with prepacked_linears(net, rows=8):
+    with prepacked_linears(net, rows=8, mode="on"):
         net(x).sum().backward()
     assert calls[0] == 0
     assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
@@ -80,7 +89,7 @@ def test_grad_enabled_calls_run_stock_and_train(monkeypatch):
 def test_weights_changed_inside_the_block_are_packed_again():
     net = _net()
     x = torch.randn(8, 48)
-    with torch.no_grad(), prepacked_linears(net, rows=8):
+    with torch.no_grad(), prepacked_linears(net, rows=8, mode="on"):
         before = net(x)
         for p in net.parameters():
             p.mul_(0.5)
@@ -91,13 +100,31 @@ def test_weights_changed_inside_the_block_are_packed_again():
     assert not torch.allclose(after, before)
 
 
-def test_disabled_or_without_kernels_changes_nothing(monkeypatch):
+def test_off_too_many_rows_or_without_kernels_changes_nothing(monkeypatch):
     net = _net()
-    with prepacked_linears(net, enabled=False):
+    with prepacked_linears(net, mode="off"):
+        assert all("forward" not in m.__dict__ for m in net.modules())
+    with prepacked_linears(net, rows=prepack.MAX_ROWS + 1, mode="on"):
         assert all("forward" not in m.__dict__ for m in net.modules())
     monkeypatch.setattr(prepack, "kernels_available", lambda dtype: False)
-    with prepacked_linears(net):
+    with prepacked_linears(net, mode="on"):
         assert all("forward" not in m.__dict__ for m in net.modules())
+    with pytest.raises(ValueError, match="mode must be one of auto, on, off"):
+        with prepacked_linears(net, mode="yes"):
+            pass
+
+
+@needs_fp32
+def test_auto_leaves_fp32_to_the_stock_kernels(monkeypatch):
+    net = _net()
+    calls = _count_packed(monkeypatch)
+    x = torch.randn(8, 48)
+    with torch.no_grad():
+        want = net(x)
+        with prepacked_linears(net, rows=8):
+            got = net(x)
+    assert calls[0] == 0
+    assert torch.equal(got, want)
 
 
 def test_an_existing_instance_forward_is_restored():
@@ -105,7 +132,7 @@ def test_an_existing_instance_forward_is_restored():
     layer = net[0]
     own = layer.forward  # a bound method stored on the instance, as hooks libraries do
     layer.forward = own
-    with prepacked_linears(net):
+    with prepacked_linears(net, mode="on"):
         pass
     assert layer.__dict__["forward"] is own
 
@@ -116,7 +143,7 @@ def test_sample_with_and_without_prepack_agree(tiny, monkeypatch):
     model = copy.deepcopy(model)
     calls = _count_packed(monkeypatch)
     prompts = [[5, 6, 7, 8], [9, 10], [11, 12, 13], [14]]
-    runs = [sample(model, tok, prompts, max_new_tokens=12, seeds=[1, 2, 3, 4], prepack=flag) for flag in (True, False)]
+    runs = [sample(model, tok, prompts, max_new_tokens=12, seeds=[1, 2, 3, 4], prepack=mode) for mode in ("on", "off")]
     assert calls[0] > 0  # the packed kernels ran in the first call
     assert runs[0].completions == runs[1].completions
     for a, b in zip(runs[0].sample_logprobs, runs[1].sample_logprobs, strict=True):
@@ -124,12 +151,12 @@ def test_sample_with_and_without_prepack_agree(tiny, monkeypatch):
 
 
 @needs_fp32
-@pytest.mark.parametrize("flag", [True, False])
-def test_hf_engine_passes_prepack_through(tiny, monkeypatch, flag):
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_hf_engine_passes_prepack_through(tiny, monkeypatch, mode):
     from selfdistill.engines import Sampling, make_engine
 
     model, tok = tiny
     calls = _count_packed(monkeypatch)
-    engine = make_engine("hf", model, tok, prepack=flag)
+    engine = make_engine("hf", model, tok, prepack=mode)
     engine.generate([[5, 6, 7]], Sampling(max_new_tokens=4, greedy=True, logprobs=False))
-    assert (calls[0] > 0) == flag
+    assert (calls[0] > 0) == (mode == "on")

@@ -26,6 +26,7 @@ Divergence = Literal["forward", "reverse", "jsd"]
 Support = Literal["full", "topk", "sampled"]
 RolloutName = Literal["hf", "vllm"]
 TISChoice = Literal["auto", "none", "sequence", "prefix"]
+PrepackChoice = Literal["auto", "on", "off"]
 TrackerName = Literal["tensorboard", "trackio", "wandb"]
 Correction = Literal["none", "topk"]
 
@@ -116,10 +117,11 @@ class TrainConfig:
     where it is exact (a plain linear head; checked on the first example) and nothing else needs the logits (no
     TIS, corrected rollouts or --fsdp; the anchor's term runs the same way); --no-fused-head always materializes
     them."""
-    prepack: bool = True
-    """On a CPU, the hf rollout decodes with matmul weights packed once per rollout (MKL for fp32, oneDNN for bf16)
-    instead of repacked at every decode step. bf16 results are unchanged; fp32 ones can differ in the last bits,
-    so --no-prepack reproduces runs made before it."""
+    prepack: PrepackChoice = "auto"
+    """On a CPU, the hf rollout decodes with matmul weights packed once per rollout instead of repacked at every
+    decode step. auto: in bf16 only (oneDNN; the same results as the stock kernels); on: in fp32 as well (MKL's
+    packed sgemm: faster, but it rounds differently in the last bits and holds a packed copy of the weights while
+    it samples, +0.7 GB peak on the embedded model); off: the stock kernels."""
     rollout: RolloutName = "hf"
     """Rollout engine: hf (model.generate on the trained model) or vllm (an in-process vLLM given the weights after
     every step)."""

@@ -11,7 +11,9 @@ the packed copy:
 - bf16 (under bf16 autocast, or bf16 weights): oneDNN's prepacked matmul (``torch.ops.mkldnn._linear_pointwise``),
   the stock kernel's own library, which gives the same results as the stock bf16 linear.
 
-The packed copies are made on entry and live until the block exits; a weight changed in
+``mode`` says where to pack: ``auto`` in bf16 only (results unchanged, and no memory beyond the autocast copy's
+size), ``on`` in fp32 as well (faster fp32 rollouts, other last bits, a packed copy of the weights while sampling),
+``off`` nowhere. The packed copies are made on entry and live until the block exits; a weight changed in
 the block (its version counter moves) is packed again. Calls with grad enabled, and anything that is not a plain
 CPU ``nn.Linear`` with a plain tensor weight (peft's LoRA layers pack their base layer only; sharded DTensor weights
 not at all), run as usual. Where this torch lacks the kernels, the block changes nothing.
@@ -44,16 +46,18 @@ def kernels_available(dtype: torch.dtype) -> bool:
 
 
 def _packable(module: nn.Module) -> bool:
+    if type(module) is not nn.Linear:
+        return False
     weight = module.weight
-    return (type(module) is nn.Linear and type(weight.data) is Tensor and weight.device.type == "cpu"
-            and weight.dtype in (torch.float32, torch.bfloat16))  # fmt: skip
+    return type(weight.data) is Tensor and weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
 
 
 class _Packed:
     """One linear's packed weights, by compute dtype, each with the weight version it was packed from."""
 
-    def __init__(self, module: nn.Linear) -> None:
+    def __init__(self, module: nn.Linear, dtypes: tuple[torch.dtype, ...]) -> None:
         self.module = module
+        self.dtypes = dtypes  # the compute dtypes to pack for; others run the stock kernel
         self.by_dtype: dict[torch.dtype, tuple[int, Tensor, Tensor | None]] = {}
 
     def weight(self, dtype: torch.dtype, rows: int) -> tuple[Tensor, Tensor | None]:
@@ -73,8 +77,7 @@ class _Packed:
             return F.linear(x, module.weight, module.bias)
         dtype = _compute_dtype(module.weight)
         rows = x.numel() // max(1, x.shape[-1])
-        if (not 0 < rows <= MAX_ROWS or x.dtype not in (torch.float32, torch.bfloat16)
-                or not kernels_available(dtype)):  # fmt: skip
+        if dtype not in self.dtypes or not 0 < rows <= MAX_ROWS or x.dtype not in (torch.float32, torch.bfloat16):
             return F.linear(x, module.weight, module.bias)
         packed, bias = self.weight(dtype, rows)
         return _packed_linear(x.to(dtype).contiguous(), packed, module.weight, bias, rows)
@@ -87,25 +90,34 @@ def _packed_linear(x: Tensor, packed: Tensor, weight: Tensor, bias: Tensor | Non
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-def _compute_dtype(weight: Tensor) -> torch.dtype:
-    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    return torch.bfloat16 if autocast else weight.dtype
+def _compute_dtype(weight: Tensor) -> torch.dtype | None:
+    """The dtype a stock linear would compute in here: bf16 under bf16 autocast, the weight's own without autocast,
+    None (not packed) under any other autocast."""
+    if not torch.is_autocast_enabled("cpu"):
+        return weight.dtype
+    return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+
+
+MODES = ("auto", "on", "off")
 
 
 @contextlib.contextmanager
-def prepacked_linears(model: nn.Module, rows: int = 8, enabled: bool = True) -> Iterator[None]:
+def prepacked_linears(model: nn.Module, rows: int = 8, mode: str = "auto") -> Iterator[None]:
     """Within the block, ``model``'s plain CPU linears multiply by packed weights when grad is off (module doc).
 
     The weights are packed on entry for the compute dtype in force there (bf16 under autocast) and a decode step of
-    ``rows`` rows (the layout is tuned for it; any row count can use it)."""
-    modules = [m for m in model.modules() if isinstance(m, nn.Linear) and _packable(m)] if enabled else []
-    if not any(kernels_available(d) for d in (torch.float32, torch.bfloat16)):
-        modules = []
+    ``rows`` rows (the layout is tuned for it; any row count can use it). With more than ``MAX_ROWS`` rows, or
+    ``mode="off"``, nothing changes."""
+    if mode not in MODES:
+        raise ValueError(f"prepack: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    dtypes = {"auto": (torch.bfloat16,), "on": (torch.float32, torch.bfloat16), "off": ()}[mode]
+    dtypes = tuple(d for d in dtypes if kernels_available(d))
+    modules = [m for m in model.modules() if _packable(m)] if dtypes and rows <= MAX_ROWS else []
     saved = []
     for module in modules:
         saved.append((module, module.__dict__.get("forward")))
-        packed = _Packed(module)
-        if kernels_available(dtype := _compute_dtype(module.weight)):
+        packed = _Packed(module, dtypes)
+        if (dtype := _compute_dtype(module.weight)) in dtypes:
             packed.weight(dtype, rows)
         module.forward = packed.forward
     try:

@@ -199,14 +199,15 @@ def sample(
     min_new_tokens: int = 0,
     logprobs: bool = True,
     seeds: Sequence[int] | None = None,
-    prepack: bool = True,
+    prepack: str = "auto",
 ) -> Rollout:
     """Sample ``num_generations`` completions per prompt with the KV cache (HF ``generate``).
 
     Generation j of prompt i draws from its own stream, seeded with ``row_seed(seeds[i], j)``; without ``seeds``
     each prompt's seed comes from torch's global generator. ``logprobs=False`` skips the sampled tokens' log-probs:
     ``generate`` then keeps no per-step logits (rows x new tokens x vocabulary floats) and no log-softmax runs.
-    ``prepack``: on a CPU, decode with prepacked matmul weights (``selfdistill.prepack``).
+    ``prepack``: on a CPU, where to decode with prepacked matmul weights: auto (bf16), on (fp32 too), off
+    (``selfdistill.prepack``).
     """
     from selfdistill.engines.base import row_seeds
 
@@ -224,7 +225,7 @@ def sample(
         elif len(seeds) != len(prompts):
             raise ValueError(f"sample: {len(seeds)} seeds for {len(prompts)} prompts")
         processors.append(SeededSampler(row_seeds(seeds, num_generations), temperature, top_p, device))
-    with prepacked_linears(model, rows=len(rows), enabled=prepack):
+    with prepacked_linears(model, rows=len(rows), mode=prepack):
         out = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),

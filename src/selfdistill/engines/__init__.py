@@ -50,11 +50,11 @@ def make_engine(
     seed: int = 0,
     max_model_len: int | None = None,
     distributed: bool = False,
-    prepack: bool = True,
+    prepack: str = "auto",
 ) -> RolloutEngine:
     """An engine sampling from ``model``'s current weights, which are version ``version``. ``distributed``: this
     process is one torchrun rank of several, and each rank runs its own engine on its share of the batch.
-    ``prepack``: the hf engine decodes with prepacked CPU matmul weights (``selfdistill.prepack``)."""
+    ``prepack``: where the hf engine decodes with prepacked CPU matmul weights (auto, on, off; ``selfdistill.prepack``)."""
     require(name)
     if name == "hf":
         from selfdistill.engines.hf import HFEngine

@@ -23,7 +23,7 @@ class HFEngine:
         model: torch.nn.Module,
         tok,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-        prepack: bool = True,
+        prepack: str = "auto",
     ) -> None:
         self.model = model
         self.tok = tok
