@@ -6,6 +6,7 @@ chosen on validation splits before any of the recipes' test numbers is read.
     .venv/bin/python benchmarks/recipes.py screen --smoke   # every setting for one step on tiny-random (minutes)
     .venv/bin/python benchmarks/recipes.py final       # after the screen: the test-split comparison, resumable
     .venv/bin/python benchmarks/recipes.py final --smoke    # its pipeline on tiny-random, with a stand-in recipe
+    .venv/bin/python benchmarks/recipes.py diagnostics # sdft vs the recipe: training diagnostics per stage
 
 Everything below was fixed before any result of these settings was seen:
 
@@ -44,6 +45,7 @@ import forgetting
 from selfdistill.environment import cpu_model
 from selfdistill.metrics import aggregate, mean_std, paired_difference, summarize_method
 from selfdistill.report import load_results, write_report
+from selfdistill.results import read_metrics_jsonl
 
 RESULTS = forgetting.ROOT / "results" / "recipes"
 SCREEN_SEQUENCES = ("s1", "s2")
@@ -262,16 +264,63 @@ def cmd_final_summary(args, recipe: str | None = None) -> None:
     (RESULTS / ("final_smoke_summary.md" if args.smoke else "final_summary.md")).write_text(text)
 
 
+DIAGNOSTICS = {"kl": "KL", "anchor_kl": "anchor KL", "teacher_minus_student_logprob": "teacher − student log-prob",
+               "student_entropy": "student entropy", "completion_length": "completion length"}  # fmt: skip
+
+
+def stage_diagnostics(run_dir: Path, setting: str) -> dict[int, dict[str, dict[int, float]]]:
+    """Stage index → diagnostic → seed → its mean over the stage's training steps, for ``setting``'s finished
+    stages in ``run_dir`` (from each stage's metrics.jsonl)."""
+    out: dict[int, dict[str, dict[int, float]]] = {}
+    if not (run_dir / "results.json").is_file():
+        return out
+    for run in load_results(run_dir)["methods"].values():
+        if run.get("setting") != setting:
+            continue
+        for stage in run["stages"]:
+            if not stage.get("train_dir"):
+                continue
+            rows = [r for r in read_metrics_jsonl(run_dir / stage["train_dir"] / "metrics.jsonl") if "loss" in r]
+            for key in DIAGNOSTICS:
+                values = [float(r[key]) for r in rows if key in r]
+                if values:
+                    out.setdefault(stage["index"], {}).setdefault(key, {})[run["seed"]] = sum(values) / len(values)
+    return out
+
+
+def cmd_diagnostics(args) -> None:
+    """Per sequence and stage, plain SDFT (the forgetting benchmark's runs) beside the recipe: each diagnostic's mean
+    over training steps, then mean ± std over the seeds both have."""
+    recipe = chosen_or_exit(args.smoke)
+    rows = []
+    for name, tasks in forgetting.SEQUENCES.items():
+        sides = {"sdft": stage_diagnostics(forgetting.RESULTS / name, "sdft"),
+                 recipe: stage_diagnostics(RESULTS / f"final_{name}", recipe)}  # fmt: skip
+        for index in sorted(sides[recipe]):
+            seeds = set.intersection(*(set(sides[k].get(index, {}).get("kl", {})) for k in sides))
+            for setting, stages in sides.items():
+                cells = []
+                for key in DIAGNOSTICS:
+                    values = [v for seed, v in stages.get(index, {}).get(key, {}).items() if seed in seeds]
+                    cells.append(forgetting._pm(mean_std(values)) if values else "—")
+                rows.append([name, f"{index} {tasks[index - 1]}", setting, str(len(seeds)), *cells])
+    text = f"## Training diagnostics per stage: sdft and {recipe} (means over each stage's steps, then over seeds)\n\n"
+    text += forgetting._md(["sequence", "stage", "setting", "seeds", *DIAGNOSTICS.values()], rows) + "\n"
+    print(text)
+    (RESULTS / "final_diagnostics.md").write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("screen", "summary", "final", "final-summary"))
+    parser.add_argument("command", choices=("screen", "summary", "final", "final-summary", "diagnostics"))
     parser.add_argument("--smoke", action="store_true", help="one step of every setting on tiny-random")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(forgetting.SEEDS), help="final: which seeds")
     parser.add_argument("--sequences", nargs="+", default=list(forgetting.SEQUENCES), choices=list(forgetting.SEQUENCES),
                         help="final: which sequences")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    commands = {"screen": cmd_screen, "summary": cmd_summary, "final": cmd_final, "final-summary": cmd_final_summary}
+    commands = {"screen": cmd_screen, "summary": cmd_summary, "final": cmd_final, "final-summary": cmd_final_summary,
+                "diagnostics": cmd_diagnostics}  # fmt: skip
     commands[args.command](args)
 
 

@@ -66,3 +66,25 @@ def test_the_goal_needs_both_drops_at_most_a_quarter_of_sfts_at_no_less_acc(reci
     assert recipes.goal_met(_seeds([0.9, 0.9, 0.9], [0.026, 0.025, 0.025], [0.0, 0.0, 0.0]), sft) is False  # prior
     assert recipes.goal_met(_seeds([0.9, 0.9, 0.9], [0.0, 0.0, 0.0], [0.11, 0.1, 0.1]), sft) is False  # near-prior
     assert recipes.goal_met(_seeds([math.nan], [0.0], [0.0]), sft) is None  # nothing finished yet
+
+
+def test_stage_diagnostics_average_each_stage_over_its_training_steps_per_seed(recipes, tmp_path):
+    import json
+
+    run_dir = tmp_path / "final_s1"
+    stages = [{"index": 0, "name": "base", "train_dir": None}]
+    for index, kls in ((1, [0.2, 0.4]), (2, [0.1])):
+        stage_dir = run_dir / "r" / f"stage{index}"
+        stage_dir.mkdir(parents=True)
+        rows = [{"step": i + 1, "loss": kl, "kl": kl, "anchor_kl": kl / 10} for i, kl in enumerate(kls)]
+        rows.append({"final": True})  # a row without a loss (not a training step) is left out
+        (stage_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        stages.append({"index": index, "name": f"t{index}", "train_dir": f"r/stage{index}"})
+    methods = {"sdft+anchor@seed3": {"setting": "sdft+anchor", "seed": 3, "stages": stages},
+               "sft@seed3": {"setting": "sft", "seed": 3, "stages": stages}}  # fmt: skip
+    (run_dir / "results.json").write_text(json.dumps({"stage_tasks": [], "prior_tasks": [], "methods": methods}))
+    got = recipes.stage_diagnostics(run_dir, "sdft+anchor")
+    assert got[1]["kl"] == {3: pytest.approx(0.3)} and got[1]["anchor_kl"] == {3: pytest.approx(0.03)}
+    assert got[2]["kl"] == {3: pytest.approx(0.1)}
+    assert set(got) == {1, 2} and "student_entropy" not in got[1]
+    assert recipes.stage_diagnostics(tmp_path / "missing", "sdft+anchor") == {}
