@@ -71,9 +71,10 @@ METHODS: dict[str, dict] = {
     "seqkd": {"teacher_template": "chat-turn"},
 }
 # fp32 pinned: `auto` would pick bf16 autocast on CPUs with native bf16 and fp32 elsewhere, so seeds run on two
-# machine kinds would train differently (the first runs, on a CPU without bf16, resolved `auto` to fp32). prepack
-# off: every recorded run sampled with the stock fp32 kernels (`auto` does too in fp32; pinned so it stays so)
-TRAIN = {"batch_size": 8, "max_new_tokens": 48, "save_every": 0, "precision": "fp32", "prepack": "off"}
+# machine kinds would train differently (the first runs, on a CPU without bf16, resolved `auto` to fp32). No
+# `prepack` key: every recorded run sampled with the stock fp32 kernels, which `auto` keeps in fp32, and a key the
+# recorded plans lack would make every resume refuse their run directories (test_recipe_benchmark checks both)
+TRAIN = {"batch_size": 8, "max_new_tokens": 48, "save_every": 0, "precision": "fp32"}
 PRIOR = [
     {"task": "prior_probe"},
     {"task": "arc_easy", "limit": LIMIT},

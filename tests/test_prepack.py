@@ -106,6 +106,10 @@ def test_off_too_many_rows_or_without_kernels_changes_nothing(monkeypatch):
         assert all("forward" not in m.__dict__ for m in net.modules())
     with prepacked_linears(net, rows=prepack.MAX_ROWS + 1, mode="on"):
         assert all("forward" not in m.__dict__ for m in net.modules())
+    calls = _count_packed(monkeypatch)
+    with torch.no_grad(), prepacked_linears(net, rows=8):  # auto in fp32: stock kernels (the forgetting benchmark's)
+        net(torch.randn(8, 1, 48))
+    assert calls[0] == 0
     monkeypatch.setattr(prepack, "kernels_available", lambda dtype: False)
     with prepacked_linears(net, mode="on"):
         assert all("forward" not in m.__dict__ for m in net.modules())

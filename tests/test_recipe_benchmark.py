@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import math
 from pathlib import Path
 
@@ -69,8 +70,6 @@ def test_the_goal_needs_both_drops_at_most_a_quarter_of_sfts_at_no_less_acc(reci
 
 
 def test_stage_diagnostics_average_each_stage_over_its_training_steps_per_seed(recipes, tmp_path):
-    import json
-
     run_dir = tmp_path / "final_s1"
     stages = [{"index": 0, "name": "base", "train_dir": None}]
     for index, kls in ((1, [0.2, 0.4]), (2, [0.1])):
@@ -88,3 +87,22 @@ def test_stage_diagnostics_average_each_stage_over_its_training_steps_per_seed(r
     assert got[2]["kl"] == {3: pytest.approx(0.1)}
     assert set(got) == {1, 2} and "student_entropy" not in got[1]
     assert recipes.stage_diagnostics(tmp_path / "missing", "sdft+anchor") == {}
+
+
+def test_the_committed_benchmark_runs_resume_under_the_plans_the_code_writes_today(recipes):
+    """A changed plan makes a resume refuse the run directory (and a run of other settings would not pair with the
+    recorded seeds), so every plan the scripts write must match the one recorded beside the committed results."""
+    from selfdistill.plan import load_plan
+
+    forgetting = recipes.forgetting
+    lrs = json.loads((forgetting.RESULTS / "chosen_lr.json").read_text())
+    recipe = json.loads((recipes.RESULTS / "chosen_recipe.json").read_text())["recipe"]
+    written = {forgetting.RESULTS / "tune": forgetting.tune_plan()}
+    for name in forgetting.SEQUENCES:
+        written[forgetting.RESULTS / name] = forgetting.sequence_plan(name, lrs)
+        written[recipes.RESULTS / f"final_{name}"] = recipes.final_plan(name, lrs, recipe, smoke=False)
+    for name in recipes.SCREEN_SEQUENCES:
+        written[recipes.RESULTS / f"screen_{name}"] = recipes.screen_plan(name, lrs, smoke=False)
+    for run_dir, path in written.items():
+        recorded = json.loads((run_dir / "plan.json").read_text())
+        assert load_plan(path).fingerprint() == recorded, run_dir.name
