@@ -1,0 +1,143 @@
+"""The floor under an hf rollout on this CPU: how fast the machine reads memory, how close the decode step's
+matmuls come to that, and how long a real rollout takes beside the floor.
+
+    .venv/bin/python benchmarks/decode_floor.py                    # embedded model, 8 rows, 64 new tokens
+    .venv/bin/python benchmarks/decode_floor.py --model tiny-random --rounds 1 --new-tokens 8   # the script runs
+
+At a rollout's batch size, a decode step multiplies a few rows by every weight matrix of the model once. The
+weights do not fit in cache, so every sampled token reads all of them from memory, and a rollout can take no less
+than (weight bytes) × (new tokens) / (read bandwidth). Measured, each as the median of ``--rounds`` repeats:
+
+1. **read bandwidth**: a sum over a buffer far larger than the last-level cache;
+2. **the model's linears** (the LM head included), each called once with ``--rows`` rows, as a decode step calls
+   them: bf16 autocast with prepacked weights (the default rollout) and fp32 with the stock kernels (the
+   forgetting benchmark's), as GB/s of weights read;
+3. **``rollout.sample``**, exactly ``--new-tokens`` tokens a row, in both precisions, beside its floor;
+4. a CPU profile of one bf16 ``sample``: its op time split into the linears, attention, KV-cache concatenation and
+   the rest.
+
+Prints a table and writes ``--json FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from selfdistill.environment import cpu_model
+from selfdistill.models import load_model
+from selfdistill.prepack import prepacked_linears
+from selfdistill.rollout import sample
+
+BUFFER_BYTES = 1 << 30  # 1 GiB: dozens of times any last-level cache of these machines
+PROFILE_GROUPS = {  # op-name fragment → group; the first fragment found in an op's name wins
+    "linear": "linears", "aten::mm": "linears", "aten::addmm": "linears", "mkl_linear": "linears",
+    "attention": "attention", "aten::cat": "KV-cache concatenation",
+}  # fmt: skip
+
+
+def cpu_id() -> str:
+    """lscpu's model name with its family and model numbers (the name alone is "AMD EPYC" on some machines)."""
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    family, model = fields.get("CPU family", "?").strip(), fields.get("Model", "?").strip()
+    return f"{cpu_model()} (family {family} model {model})"
+
+
+def median_seconds(fn: Callable[[], object], rounds: int) -> float:
+    fn()  # warm-up: allocations, packing, first-call dispatch
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def read_bandwidth(rounds: int) -> float:
+    """Bytes per second that a reduction over a 1 GiB buffer reads."""
+    buffer = torch.ones(BUFFER_BYTES // 4, dtype=torch.float32)
+    return BUFFER_BYTES / median_seconds(buffer.sum, rounds)
+
+
+def linear_pass(model: nn.Module, rows: int, bf16: bool, rounds: int) -> tuple[int, float]:
+    """Bytes of weights a decode step reads through the model's linears, and seconds for one pass over them."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    inputs = [torch.randn(rows, 1, m.in_features) for m in linears]
+    nbytes = sum(m.weight.numel() for m in linears) * (2 if bf16 else 4)
+
+    def one_pass() -> None:
+        for module, x in zip(linears, inputs, strict=True):
+            module(x)
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), prepacked_linears(model, rows):
+        return nbytes, median_seconds(one_pass, rounds)
+
+
+def profile_groups(run: Callable[[], object]) -> dict[str, float]:
+    """Self CPU seconds of one call, summed by PROFILE_GROUPS (the rest under "other ops")."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    groups: dict[str, float] = {}
+    for event in prof.key_averages():
+        group = next((g for fragment, g in PROFILE_GROUPS.items() if fragment in event.key), "other ops")
+        groups[group] = groups.get(group, 0.0) + event.self_cpu_time_total / 1e6
+    return groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--rows", type=int, default=8, help="rows per rollout (the batch size)")
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens sampled per row, exactly")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    model, tok = load_model(args.model)
+    model.eval()
+    prompts = [tok(f"Question {i}: what is the capital of country number {i}? Answer briefly.")["input_ids"]
+               for i in range(args.rows)]  # fmt: skip
+    bandwidth = read_bandwidth(args.rounds)
+    summary: dict = {"cpu": cpu_id(), "threads": torch.get_num_threads(), "model": args.model, "rows": args.rows,
+                     "new_tokens": args.new_tokens, "read_bandwidth_gb_s": bandwidth / 1e9}  # fmt: skip
+    print(f"cpu {summary['cpu']}, {summary['threads']} threads; {args.model}, {args.rows} rows, "
+          f"{args.new_tokens} new tokens; read bandwidth {bandwidth / 1e9:.1f} GB/s")  # fmt: skip
+    print("| precision | weights read per token | floor | linears alone (GB/s) | sample | sample / floor |")
+    print("|---|---|---|---|---|---|")
+    for name, bf16 in (("bf16 autocast", True), ("fp32", False)):
+        nbytes, pass_s = linear_pass(model, args.rows, bf16, args.rounds)
+        floor_s = nbytes * args.new_tokens / bandwidth
+
+        def run(bf16: bool = bf16) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                sample(model, tok, prompts, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                       logprobs=False, seeds=list(range(args.rows)))  # fmt: skip
+
+        sample_s = median_seconds(run, args.rounds)
+        summary[name] = {"weight_mb": nbytes / 1e6, "floor_s": floor_s, "linear_pass_s": pass_s,
+                         "linear_gb_s": nbytes / pass_s / 1e9, "sample_s": sample_s}  # fmt: skip
+        print(f"| {name} | {nbytes / 1e6:.0f} MB | {floor_s:.2f} s | {nbytes / pass_s / 1e9:.1f} | "
+              f"{sample_s:.2f} s | {sample_s / floor_s:.1f}x |")  # fmt: skip
+        if bf16:
+            profiled = run
+    groups = summary["bf16_profile_s"] = profile_groups(profiled)
+    total = sum(groups.values())
+    print("bf16 sample, self CPU time by op group: "
+          + ", ".join(f"{g} {s:.2f} s ({s / total:.0%})" for g, s in sorted(groups.items(), key=lambda kv: -kv[1])))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
