@@ -14,7 +14,11 @@ than (weight bytes) × (new tokens) / (read bandwidth). Measured, each as the me
    forgetting benchmark's), as GB/s of weights read;
 3. **``rollout.sample``**, exactly ``--new-tokens`` tokens a row, in both precisions, beside its floor;
 4. a CPU profile of one bf16 ``sample``: its op time split into the linears, attention, KV-cache concatenation and
-   the rest.
+   the rest;
+5. with ``--variants``, two ways to run the same bf16 rollout that are not built into selfdistill, side by side with
+   the default in alternating rounds: a bf16 copy of the weights (no autocast casts; prepacked as the default), and
+   that copy decoding through a static KV cache with ``torch.compile`` (inductor, static shapes, no CUDA graphs;
+   its first call, which compiles, is timed apart).
 
 Prints a table and writes ``--json FILE``.
 """
@@ -22,6 +26,7 @@ Prints a table and writes ``--json FILE``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -35,7 +40,7 @@ from torch import nn
 from selfdistill.environment import cpu_model
 from selfdistill.models import load_model
 from selfdistill.prepack import prepacked_linears
-from selfdistill.rollout import sample
+from selfdistill.rollout import SeededSampler, left_pad, sample
 
 BUFFER_BYTES = 1 << 30  # 1 GiB: dozens of times any last-level cache of these machines
 PROFILE_GROUPS = {  # op-name fragment → group; the first fragment found in an op's name wins
@@ -95,12 +100,53 @@ def profile_groups(run: Callable[[], object]) -> dict[str, float]:
     return groups
 
 
+def variants(model: nn.Module, tok, prompts: list[list[int]], new_tokens: int, rounds: int) -> dict[str, object]:
+    """Seconds per bf16 rollout of the default (autocast), a bf16 weight copy, and that copy compiled."""
+    from transformers.generation.configuration_utils import CompileConfig
+
+    copy16 = copy.deepcopy(model).to(torch.bfloat16)
+    seeds = list(range(len(prompts)))
+    ids, mask = left_pad(prompts, tok.pad_token_id)
+    compile_config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
+    compile_config._compile_all_devices = True  # transformers compiles on accelerators only unless told
+
+    def default() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            sample(model, tok, prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, logprobs=False,
+                   seeds=seeds)  # fmt: skip
+
+    def bf16_copy() -> None:
+        sample(copy16, tok, prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, logprobs=False, seeds=seeds)
+
+    def compiled() -> None:
+        with torch.no_grad():
+            copy16.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
+                            min_new_tokens=new_tokens, pad_token_id=tok.pad_token_id,
+                            logits_processor=[SeededSampler(seeds, 1.0, 1.0, torch.device("cpu"))],
+                            cache_implementation="static", compile_config=compile_config)  # fmt: skip
+
+    start = time.perf_counter()
+    compiled()
+    result: dict[str, object] = {"compile_first_call_s": time.perf_counter() - start}
+    arms = {"autocast, prepacked (default)": default, "bf16 copy, prepacked": bf16_copy,
+            "bf16 copy, static cache + torch.compile": compiled}  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(rounds):
+        for name in list(arms) if r % 2 == 0 else list(arms)[::-1]:
+            start = time.perf_counter()
+            arms[name]()
+            times[name].append(time.perf_counter() - start)
+    result.update({name: {"median_s": statistics.median(t), "all_s": t} for name, t in times.items()})
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--rows", type=int, default=8, help="rows per rollout (the batch size)")
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens sampled per row, exactly")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--variants", action="store_true", help="also time a bf16 weight copy, compiled or not")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -135,6 +181,12 @@ def main() -> None:
     total = sum(groups.values())
     print("bf16 sample, self CPU time by op group: "
           + ", ".join(f"{g} {s:.2f} s ({s / total:.0%})" for g, s in sorted(groups.items(), key=lambda kv: -kv[1])))
+    if args.variants:
+        summary["variants"] = found = variants(model, tok, prompts, args.new_tokens, args.rounds)
+        print(f"torch.compile's first call (compiles): {found['compile_first_call_s']:.1f} s")
+        for name, v in found.items():
+            if isinstance(v, dict):
+                print(f"{name}: median {v['median_s']:.2f} s ({', '.join(f'{t:.2f}' for t in v['all_s'])})")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")
 
