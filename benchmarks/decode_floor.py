@@ -29,7 +29,6 @@ import argparse
 import copy
 import json
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,14 +46,6 @@ PROFILE_GROUPS = {  # op-name fragment → group; the first fragment found in an
     "linear": "linears", "aten::mm": "linears", "aten::addmm": "linears", "mkl_linear": "linears",
     "attention": "attention", "aten::cat": "KV-cache concatenation",
 }  # fmt: skip
-
-
-def cpu_id() -> str:
-    """lscpu's model name with its family and model numbers (the name alone is "AMD EPYC" on some machines)."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    family, model = fields.get("CPU family", "?").strip(), fields.get("Model", "?").strip()
-    return f"{cpu_model()} (family {family} model {model})"
 
 
 def median_seconds(fn: Callable[[], object], rounds: int) -> float:
@@ -155,7 +146,7 @@ def main() -> None:
     prompts = [tok(f"Question {i}: what is the capital of country number {i}? Answer briefly.")["input_ids"]
                for i in range(args.rows)]  # fmt: skip
     bandwidth = read_bandwidth(args.rounds)
-    summary: dict = {"cpu": cpu_id(), "threads": torch.get_num_threads(), "model": args.model, "rows": args.rows,
+    summary: dict = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "model": args.model, "rows": args.rows,
                      "new_tokens": args.new_tokens, "read_bandwidth_gb_s": bandwidth / 1e9}  # fmt: skip
     print(f"cpu {summary['cpu']}, {summary['threads']} threads; {args.model}, {args.rows} rows, "
           f"{args.new_tokens} new tokens; read bandwidth {bandwidth / 1e9:.1f} GB/s")  # fmt: skip

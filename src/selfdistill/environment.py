@@ -16,13 +16,27 @@ PACKAGES = ("torch", "transformers", "peft", "accelerate", "vllm")
 
 
 def cpu_model() -> str:
-    """lscpu's "Model name" (the platform's processor string where lscpu is missing)."""
+    """lscpu's "Model name" with the CPU family and model numbers (the platform's processor string where lscpu is
+    missing). The name alone can be "AMD EPYC" on machines of different generations."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return platform.processor() or "unknown"
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
-    return names[0] if names else platform.processor() or "unknown"
+        out = ""
+    return cpu_from_lscpu(out) or platform.processor() or "unknown"
+
+
+def cpu_from_lscpu(text: str) -> str | None:
+    """``"AMD EPYC (family 25 model 17)"`` from lscpu's output; None without a model name."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("Model name")
+    if not name:
+        return None
+    family, model = fields.get("CPU family"), fields.get("Model")
+    return f"{name} (family {family} model {model})" if family and model else name
 
 
 def environment(device, bf16: bool, processes: int = 1) -> dict[str, object]:
