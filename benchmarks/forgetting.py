@@ -325,13 +325,14 @@ def probe_table() -> str:
     return _md(["skill", "probe student", "probe teacher", "gap ± se", "KL", "SDFT − SFT gain on the skill"], rows)
 
 
-def machines_line() -> str:
-    """Which CPU ran each sequence and seed (from wall_times.jsonl): pairs within a seed share a machine."""
-    path = RESULTS / "wall_times.jsonl"
+def machines_line(results: Path = RESULTS, prefix: str = "") -> str:
+    """Which CPU ran each sequence and seed (from ``results/wall_times.jsonl``, the lines whose ``what`` starts with
+    ``prefix``): pairs within a seed share a machine."""
+    path = results / "wall_times.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
     by_cpu: dict[str, list[str]] = {}
     for line in lines:
-        if line["what"] != "tune":
+        if line["what"] != "tune" and line["what"].startswith(prefix):
             by_cpu.setdefault(line["cpu"], []).append(line["what"])
     if not by_cpu:
         return f"CPU: {cpu_model()}"

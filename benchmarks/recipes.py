@@ -223,18 +223,23 @@ def goal_met(recipe: dict[str, dict], sft: dict[str, dict]) -> bool | None:
             and r["acc"] >= b["acc"])  # fmt: skip
 
 
+def final_per_seed(name: str, recipe: str, smoke: bool = False) -> dict[str, dict[str, dict]]:
+    """One sequence's settings in the final comparison's order (the forgetting benchmark's sft and sdft runs, then
+    the new baselines and the recipe): setting → scalar → seed → value; {} before any of its new runs started."""
+    seqs = per_seed(RESULTS / (f"final_smoke_{name}" if smoke else f"final_{name}"))
+    if seqs and not smoke:
+        reused = per_seed(forgetting.RESULTS / name)
+        seqs = {**{k: reused[k] for k in REUSED if k in reused}, **seqs}
+    return {k: seqs[k] for k in dict.fromkeys((*REUSED, *FINAL_NEW, recipe)) if k in seqs}
+
+
 def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool | None]]:
     """Per sequence and setting mean ± std, paired differences against SFT, and the goal per sequence."""
     keys = ("acc", "bwt", "prior_drop", "near_drop")
     rows, diffs, goals = [], [], {}
     for name in forgetting.SEQUENCES:
-        seqs = per_seed(RESULTS / (f"final_smoke_{name}" if smoke else f"final_{name}"))
-        if not seqs:
-            continue
-        if not smoke:
-            reused = per_seed(forgetting.RESULTS / name)
-            seqs = {**{k: reused[k] for k in REUSED if k in reused}, **seqs}
-        for k in (k for k in dict.fromkeys((*REUSED, *FINAL_NEW, recipe)) if k in seqs):
+        seqs = final_per_seed(name, recipe, smoke)
+        for k in seqs:
             cells = [forgetting._pm(mean_std(list(seqs[k][key].values()))) for key in keys]
             rows.append([name, k + (" (recipe)" if k == recipe else ""), str(len(seqs[k]["acc"])), *cells])
             if k != "sft" and "sft" in seqs:
@@ -248,6 +253,47 @@ def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool 
     return text, goals
 
 
+def plot_final(recipe: str, path: Path, smoke: bool = False) -> None:
+    """Learning against retention per sequence, every setting of the final comparison: ACC at the end against the
+    prior suite's average (top row) and the near-prior average (bottom row), mean ± std over finished seeds; the
+    dashed line is the base model."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(forgetting.SEQUENCES)
+    figure = Figure(figsize=(3.4 * len(names), 6.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, len(names), squeeze=False)
+    settings = list(dict.fromkeys((*REUSED, *FINAL_NEW, recipe)))
+    for col, name in enumerate(names):
+        seqs = final_per_seed(name, recipe, smoke)
+        for row, (end, drop, label) in enumerate((("prior_end", "prior_drop", "prior suite"),
+                                                  ("near_end", "near_drop", "near-prior tasks"))):  # fmt: skip
+            ax = axes[row][col]
+            for k, values in seqs.items():
+                x, x_std, _ = mean_std(list(values[end].values()))
+                y, y_std, n = mean_std(list(values["acc"].values()))
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    continue
+                ax.errorbar([x], [y], xerr=x_std if n > 1 else None, yerr=y_std if n > 1 else None, capsize=3,
+                            marker="*" if k == recipe else "o", markersize=10 if k == recipe else 7, linestyle="none",
+                            color=f"C{settings.index(k)}", label=f"{k} (n={n})")  # fmt: skip
+            bases = {round(values[end][seed] + values[drop][seed], 6) for values in seqs.values() for seed in values[end]}
+            if bases:  # the base model's average: end + drop, the same for every run of the sequence
+                ax.axvline(sum(bases) / len(bases), color="0.5", linestyle="--", linewidth=1)
+            ax.set_xlabel(f"{label}: average at end")
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.set_ylabel("ACC at end")
+            if row == 0:
+                ax.set_title(f"{name}: {' → '.join(forgetting.SEQUENCES[name])}", fontsize=9)
+            if seqs and row == 0:
+                ax.legend(fontsize=7, loc="best")
+    figure.suptitle(f"Final comparison, test splits: ACC against what was kept, mean ± std over n seeds "
+                    f"(recipe {recipe}; dashed: the base model; up and right is better)")  # fmt: skip
+    figure.savefig(path, dpi=110)
+
+
 def cmd_final_summary(args, recipe: str | None = None) -> None:
     recipe = recipe or chosen_or_exit(args.smoke)
     text, goals = final_tables(recipe, args.smoke)
@@ -258,10 +304,12 @@ def cmd_final_summary(args, recipe: str | None = None) -> None:
     text += (f"Goal (prior and near-prior drop each ≤ {GOAL_RATIO:g}× SFT's at ACC ≥ SFT's, on ≥ {GOAL_SEQUENCES} of "
              f"{len(forgetting.SEQUENCES)} sequences): {verdict or 'no sequence finished'}; "
              f"{'MET' if met >= GOAL_SEQUENCES else 'not met' if done == len(forgetting.SEQUENCES) else 'pending'} "
-             f"({met} of {done} finished)\n\nCPU: {cpu_model()}\n")  # fmt: skip
+             f"({met} of {done} finished)\n\n{forgetting.machines_line(RESULTS, 'final ')}\n")  # fmt: skip
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / ("final_smoke_summary.md" if args.smoke else "final_summary.md")).write_text(text)
+    stem = "final_smoke" if args.smoke else "final"
+    (RESULTS / f"{stem}_summary.md").write_text(text)
+    plot_final(recipe, RESULTS / f"{stem}_pareto.png", args.smoke)
 
 
 DIAGNOSTICS = {"kl": "KL", "anchor_kl": "anchor KL", "teacher_minus_student_logprob": "teacher − student log-prob",

@@ -106,3 +106,13 @@ def test_the_committed_benchmark_runs_resume_under_the_plans_the_code_writes_tod
     for run_dir, path in written.items():
         recorded = json.loads((run_dir / "plan.json").read_text())
         assert load_plan(path).fingerprint() == recorded, run_dir.name
+
+
+def test_the_final_comparison_pairs_the_benchmarks_sft_and_sdft_with_its_own_runs_and_plots_them(recipes, tmp_path):
+    seqs = recipes.final_per_seed("s2", "sdft+anchor")
+    assert list(seqs) == ["sft", "sdft", "sft+anchor", "seqkd+filter", "sdft+anchor"]
+    assert sorted(seqs["sft"]["acc"]) == [0, 1, 2]  # the forgetting benchmark's three seeds
+    assert 0 in seqs["sdft+anchor"]["acc"]
+    path = tmp_path / "final_pareto.png"
+    recipes.plot_final("sdft+anchor", path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
