@@ -47,7 +47,7 @@ import yaml
 
 from selfdistill.continual import ContinualConfig, run_plan
 from selfdistill.environment import cpu_model
-from selfdistill.metrics import aggregate, comparisons, summarize_method
+from selfdistill.metrics import aggregate, comparisons, mean_std, summarize_method
 from selfdistill.plan import format_value, load_plan
 from selfdistill.report import load_results, write_report
 
@@ -339,6 +339,46 @@ def machines_line(results: Path = RESULTS, prefix: str = "") -> str:
     return "CPUs: " + "; ".join(f"{cpu}: {', '.join(runs)}" for cpu, runs in by_cpu.items())
 
 
+def plot_sequences(seqs: dict[str, dict[str, dict]], path: Path, title: str, highlight: str | None = None) -> None:
+    """Learning against retention, one column per sequence: ACC at the end against the prior suite's average (top
+    row) and the near-prior average (bottom row), mean ± std over each setting's finished seeds; the dashed line is
+    the base model. ``seqs``: sequence → setting → scalar → seed → value (``aggregate``'s per_seed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(seqs)
+    settings = list(dict.fromkeys(k for by_setting in seqs.values() for k in by_setting))
+    figure = Figure(figsize=(3.4 * len(names), 6.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, len(names), squeeze=False)
+    for col, name in enumerate(names):
+        for row, (end, drop, label) in enumerate((("prior_end", "prior_drop", "prior suite"),
+                                                  ("near_end", "near_drop", "near-prior tasks"))):  # fmt: skip
+            ax = axes[row][col]
+            for k, values in seqs[name].items():
+                x, x_std, _ = mean_std(list(values[end].values()))
+                y, y_std, n = mean_std(list(values["acc"].values()))
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    continue
+                ax.errorbar([x], [y], xerr=x_std if n > 1 else None, yerr=y_std if n > 1 else None, capsize=3,
+                            marker="*" if k == highlight else "o", markersize=10 if k == highlight else 7,
+                            linestyle="none", color=f"C{settings.index(k) % 10}", label=f"{k} (n={n})")  # fmt: skip
+            bases = [v[end][seed] + v[drop][seed] for v in seqs[name].values() for seed in v[end]]
+            if bases:  # the base model's average (end + drop), the same for every run of the sequence
+                ax.axvline(sum(bases) / len(bases), color="0.5", linestyle="--", linewidth=1)
+            ax.set_xlabel(f"{label}: average at end")
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.set_ylabel("ACC at end")
+            if row == 0:
+                ax.set_title(f"{name}: {' → '.join(SEQUENCES.get(name, ()))}", fontsize=9)
+                if seqs[name]:
+                    ax.legend(fontsize=7, loc="best")
+    figure.suptitle(f"{title}: ACC against what was kept, mean ± std over n seeds (dashed: the base model; up and "
+                    "right is better)")  # fmt: skip
+    figure.savefig(path, dpi=110)
+
+
 def cmd_summary(_args) -> None:
     rows, diffs, raw = summary_rows()
     tune = tune_table()
@@ -361,6 +401,9 @@ def cmd_summary(_args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.md").write_text(text)
     (RESULTS / "summary.json").write_text(json.dumps(raw, indent=1) + "\n")
+    per_sequence = {name: {k: v["per_seed"] for k, v in aggregate(load_results(RESULTS / name)).items()}
+                    for name in raw}  # fmt: skip
+    plot_sequences(per_sequence, RESULTS / "summary_pareto.png", "Forgetting benchmark, test splits")
 
 
 def main() -> None:

@@ -254,44 +254,9 @@ def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool 
 
 
 def plot_final(recipe: str, path: Path, smoke: bool = False) -> None:
-    """Learning against retention per sequence, every setting of the final comparison: ACC at the end against the
-    prior suite's average (top row) and the near-prior average (bottom row), mean ± std over finished seeds; the
-    dashed line is the base model."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = list(forgetting.SEQUENCES)
-    figure = Figure(figsize=(3.4 * len(names), 6.6), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(2, len(names), squeeze=False)
-    settings = list(dict.fromkeys((*REUSED, *FINAL_NEW, recipe)))
-    for col, name in enumerate(names):
-        seqs = final_per_seed(name, recipe, smoke)
-        for row, (end, drop, label) in enumerate((("prior_end", "prior_drop", "prior suite"),
-                                                  ("near_end", "near_drop", "near-prior tasks"))):  # fmt: skip
-            ax = axes[row][col]
-            for k, values in seqs.items():
-                x, x_std, _ = mean_std(list(values[end].values()))
-                y, y_std, n = mean_std(list(values["acc"].values()))
-                if not (math.isfinite(x) and math.isfinite(y)):
-                    continue
-                ax.errorbar([x], [y], xerr=x_std if n > 1 else None, yerr=y_std if n > 1 else None, capsize=3,
-                            marker="*" if k == recipe else "o", markersize=10 if k == recipe else 7, linestyle="none",
-                            color=f"C{settings.index(k)}", label=f"{k} (n={n})")  # fmt: skip
-            bases = {round(values[end][seed] + values[drop][seed], 6) for values in seqs.values() for seed in values[end]}
-            if bases:  # the base model's average: end + drop, the same for every run of the sequence
-                ax.axvline(sum(bases) / len(bases), color="0.5", linestyle="--", linewidth=1)
-            ax.set_xlabel(f"{label}: average at end")
-            ax.grid(alpha=0.3)
-            if col == 0:
-                ax.set_ylabel("ACC at end")
-            if row == 0:
-                ax.set_title(f"{name}: {' → '.join(forgetting.SEQUENCES[name])}", fontsize=9)
-            if seqs and row == 0:
-                ax.legend(fontsize=7, loc="best")
-    figure.suptitle(f"Final comparison, test splits: ACC against what was kept, mean ± std over n seeds "
-                    f"(recipe {recipe}; dashed: the base model; up and right is better)")  # fmt: skip
-    figure.savefig(path, dpi=110)
+    """The final comparison's learning against retention, per sequence (``forgetting.plot_sequences``)."""
+    seqs = {name: final_per_seed(name, recipe, smoke) for name in forgetting.SEQUENCES}
+    forgetting.plot_sequences(seqs, path, f"Final comparison, test splits, recipe {recipe}", highlight=recipe)
 
 
 def cmd_final_summary(args, recipe: str | None = None) -> None:
