@@ -223,8 +223,10 @@ def _diff(d) -> str:
     return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
 
 
-def summary_rows() -> tuple[list[list[str]], list[list[str]], dict]:
-    rows, diffs, raw = [], [], {}
+def summary_rows() -> tuple[list[list[str]], list[list[str]], dict, dict]:
+    """Table rows, paired-difference rows, the summary.json dict, and per sequence setting → scalar → seed →
+    value (for the plot)."""
+    rows, diffs, raw, per_sequence = [], [], {}, {}
     for name in SEQUENCES:
         run_dir = RESULTS / name
         if not (run_dir / "results.json").is_file():
@@ -233,6 +235,7 @@ def summary_rows() -> tuple[list[list[str]], list[list[str]], dict]:
         write_report(run_dir)
         agg = aggregate(results)
         raw[name] = {}
+        per_sequence[name] = {setting: v["per_seed"] for setting, v in agg.items()}
         for setting, v in agg.items():
             sc = v["scalars"]
             raw[name][setting] = {k: list(sc[k]) for k in ("acc", "bwt", "prior_drop", "near_drop")}
@@ -242,7 +245,7 @@ def summary_rows() -> tuple[list[list[str]], list[list[str]], dict]:
         for pair in comparisons(results, agg):
             diffs.append([name, f"{pair['setting']} − {pair['reference']}", _diff(pair["acc"]), _diff(pair["bwt"]),
                           _diff(pair["prior_drop"]), _diff(pair["near_drop"])])  # fmt: skip
-    return rows, diffs, raw
+    return rows, diffs, raw, per_sequence
 
 
 def _pooled(raw: dict) -> list[list[str]]:
@@ -380,7 +383,7 @@ def plot_sequences(seqs: dict[str, dict[str, dict]], path: Path, title: str, hig
 
 
 def cmd_summary(_args) -> None:
-    rows, diffs, raw = summary_rows()
+    rows, diffs, raw, per_sequence = summary_rows()
     tune = tune_table()
     if tune:
         print("## Learning-rate sweep\n\n" + tune + "\n")
@@ -401,8 +404,6 @@ def cmd_summary(_args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.md").write_text(text)
     (RESULTS / "summary.json").write_text(json.dumps(raw, indent=1) + "\n")
-    per_sequence = {name: {k: v["per_seed"] for k, v in aggregate(load_results(RESULTS / name)).items()}
-                    for name in raw}  # fmt: skip
     plot_sequences(per_sequence, RESULTS / "summary_pareto.png", "Forgetting benchmark, test splits")
 
 
