@@ -269,7 +269,8 @@ def cmd_final_summary(args, recipe: str | None = None) -> None:
     text += (f"Goal (prior and near-prior drop each ≤ {GOAL_RATIO:g}× SFT's at ACC ≥ SFT's, on ≥ {GOAL_SEQUENCES} of "
              f"{len(forgetting.SEQUENCES)} sequences): {verdict or 'no sequence finished'}; "
              f"{'MET' if met >= GOAL_SEQUENCES else 'not met' if done == len(forgetting.SEQUENCES) else 'pending'} "
-             f"({met} of {done} finished)\n\n{forgetting.machines_line(RESULTS, 'final ')}\n")  # fmt: skip
+             f"(met on {met} of the {done} sequences with results, over the seeds finished so far)\n\n"
+             f"{forgetting.machines_line(RESULTS, 'final ')}\n")  # fmt: skip
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "final_smoke" if args.smoke else "final"
