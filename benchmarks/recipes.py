@@ -214,9 +214,11 @@ def per_seed(run_dir: Path) -> dict[str, dict[str, dict]]:
 
 
 def goal_met(recipe: dict[str, dict], sft: dict[str, dict]) -> bool | None:
-    """The pre-registered goal on one sequence (means over seeds); None while either side has no finished seed."""
-    r = {k: mean_std(list(recipe[k].values()))[0] for k in ("acc", "prior_drop", "near_drop")}
-    b = {k: mean_std(list(sft[k].values()))[0] for k in ("acc", "prior_drop", "near_drop")}
+    """The pre-registered goal on one sequence: means over the seeds both sides finished (all three at the end, so
+    a partial comparison is paired as the final one will be); None while they share no finished seed."""
+    keys = ("acc", "prior_drop", "near_drop")
+    r = {k: mean_std([v for seed, v in recipe[k].items() if seed in sft[k]])[0] for k in keys}
+    b = {k: mean_std([v for seed, v in sft[k].items() if seed in recipe[k]])[0] for k in keys}
     if not all(math.isfinite(x) for x in [*r.values(), *b.values()]):
         return None
     return (r["prior_drop"] <= GOAL_RATIO * b["prior_drop"] and r["near_drop"] <= GOAL_RATIO * b["near_drop"]

@@ -67,6 +67,10 @@ def test_the_goal_needs_both_drops_at_most_a_quarter_of_sfts_at_no_less_acc(reci
     assert recipes.goal_met(_seeds([0.9, 0.9, 0.9], [0.026, 0.025, 0.025], [0.0, 0.0, 0.0]), sft) is False  # prior
     assert recipes.goal_met(_seeds([0.9, 0.9, 0.9], [0.0, 0.0, 0.0], [0.11, 0.1, 0.1]), sft) is False  # near-prior
     assert recipes.goal_met(_seeds([math.nan], [0.0], [0.0]), sft) is None  # nothing finished yet
+    # one finished seed is compared with SFT's same seed (0.30 / 0.08 / 0.40), not with SFT's mean over three
+    assert recipes.goal_met(_seeds([0.28], [0.0], [0.0]), sft) is False
+    assert recipes.goal_met(_seeds([0.30], [0.02], [0.10]), sft) is True
+    assert recipes.goal_met(_seeds([0.9], [0.0], [0.0]), _seeds([], [], [])) is None  # no shared seed
 
 
 def test_stage_diagnostics_average_each_stage_over_its_training_steps_per_seed(recipes, tmp_path):
