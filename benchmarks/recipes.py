@@ -235,12 +235,13 @@ def final_per_seed(name: str, recipe: str, smoke: bool = False) -> dict[str, dic
     return {k: seqs[k] for k in dict.fromkeys((*REUSED, *FINAL_NEW, recipe)) if k in seqs}
 
 
-def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool | None]]:
-    """Per sequence and setting mean ± std, paired differences against SFT, and the goal per sequence."""
+def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool | None], dict[str, dict]]:
+    """Per sequence and setting mean ± std, paired differences against SFT, the goal per sequence, and what they
+    were computed from (sequence → ``final_per_seed``)."""
     keys = ("acc", "bwt", "prior_drop", "near_drop")
     rows, diffs, goals = [], [], {}
-    for name in forgetting.SEQUENCES:
-        seqs = final_per_seed(name, recipe, smoke)
+    by_sequence = {name: final_per_seed(name, recipe, smoke) for name in forgetting.SEQUENCES}
+    for name, seqs in by_sequence.items():
         for k in seqs:
             cells = [forgetting._pm(mean_std(list(seqs[k][key].values()))) for key in keys]
             rows.append([name, k + (" (recipe)" if k == recipe else ""), str(len(seqs[k]["acc"])), *cells])
@@ -252,18 +253,17 @@ def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool 
     text = forgetting._md(["sequence", "setting", "seeds", "ACC", "BWT", "prior drop", "near-prior drop"], rows)
     text += "\n\nPaired differences against SFT (mean [95% t-interval] over seeds):\n\n"
     text += forgetting._md(["sequence", "difference", "ACC", "BWT", "prior drop", "near-prior drop"], diffs)
-    return text, goals
+    return text, goals, by_sequence
 
 
-def plot_final(recipe: str, path: Path, smoke: bool = False) -> None:
+def plot_final(by_sequence: dict[str, dict], recipe: str, path: Path) -> None:
     """The final comparison's learning against retention, per sequence (``forgetting.plot_sequences``)."""
-    seqs = {name: final_per_seed(name, recipe, smoke) for name in forgetting.SEQUENCES}
-    forgetting.plot_sequences(seqs, path, f"Final comparison, test splits, recipe {recipe}", highlight=recipe)
+    forgetting.plot_sequences(by_sequence, path, f"Final comparison, test splits, recipe {recipe}", highlight=recipe)
 
 
 def cmd_final_summary(args, recipe: str | None = None) -> None:
     recipe = recipe or chosen_or_exit(args.smoke)
-    text, goals = final_tables(recipe, args.smoke)
+    text, goals, by_sequence = final_tables(recipe, args.smoke)
     verdict = ", ".join(f"{k} {'met' if v else 'not met' if v is not None else 'pending'}" for k, v in goals.items())
     met = sum(1 for v in goals.values() if v)
     done = sum(1 for v in goals.values() if v is not None)
@@ -277,7 +277,7 @@ def cmd_final_summary(args, recipe: str | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "final_smoke" if args.smoke else "final"
     (RESULTS / f"{stem}_summary.md").write_text(text)
-    plot_final(recipe, RESULTS / f"{stem}_pareto.png", args.smoke)
+    plot_final(by_sequence, recipe, RESULTS / f"{stem}_pareto.png")
 
 
 DIAGNOSTICS = {"kl": "KL", "anchor_kl": "anchor KL", "teacher_minus_student_logprob": "teacher − student log-prob",

@@ -118,5 +118,6 @@ def test_the_final_comparison_pairs_the_benchmarks_sft_and_sdft_with_its_own_run
     assert sorted(seqs["sft"]["acc"]) == [0, 1, 2]  # the forgetting benchmark's three seeds
     assert 0 in seqs["sdft+anchor"]["acc"]
     path = tmp_path / "final_pareto.png"
-    recipes.plot_final("sdft+anchor", path)
+    recipes.plot_final({name: recipes.final_per_seed(name, "sdft+anchor") for name in ("s1", "s2")}, "sdft+anchor",
+                       path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
