@@ -146,10 +146,15 @@ def sequence_plan(name: str, lrs: dict[str, float]) -> Path:
     return _write_plan(name, raw, f"Sequence {name}: {' → '.join(SEQUENCES[name])}; tuned lr: {lr_text}.")
 
 
-def _run(path: Path, seeds=None) -> None:
+def _run(path: Path, seeds=None) -> bool:
+    """Run or resume the plan at ``path``; True when a stage was trained or evaluated (a resume that finds every
+    stage done only rewrites the report, and its few seconds are no wall time worth recording)."""
     plan = load_plan(path)
+    record = plan.output / "results.json"
+    before = record.read_bytes() if record.is_file() else None
     cfg = ContinualConfig(plan=path, progress=False, keep_models=False, only_seeds=list(seeds) if seeds else None)
     run_plan(plan, cfg)
+    return (record.read_bytes() if record.is_file() else None) != before
 
 
 
@@ -165,11 +170,12 @@ def _log_time(what: str, start: float, results: Path = RESULTS) -> None:
 
 def cmd_tune(_args) -> None:
     start = time.perf_counter()
-    _run(tune_plan())
+    ran = _run(tune_plan())
     lrs = chosen_lrs()
     (RESULTS / "chosen_lr.json").write_text(json.dumps(lrs, indent=1) + "\n")
     print("chosen learning rates:", ", ".join(f"{m} {format_value(lr)}" for m, lr in lrs.items()))
-    _log_time("tune", start)
+    if ran:
+        _log_time("tune", start)
 
 
 def cmd_run(args) -> None:
@@ -179,8 +185,8 @@ def cmd_run(args) -> None:
     for seed in args.seeds:
         for name in args.sequences:
             start = time.perf_counter()
-            _run(sequence_plan(name, lrs), seeds=[seed])
-            _log_time(f"{name} seed {seed}", start)
+            if _run(sequence_plan(name, lrs), seeds=[seed]):
+                _log_time(f"{name} seed {seed}", start)
     cmd_summary(args)
 
 

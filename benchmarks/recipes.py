@@ -147,8 +147,7 @@ def cmd_screen(args) -> None:
     lrs = json.loads((forgetting.RESULTS / "chosen_lr.json").read_text())
     for name in SCREEN_SEQUENCES:
         start = time.perf_counter()
-        forgetting._run(screen_plan(name, lrs, args.smoke))
-        if not args.smoke:
+        if forgetting._run(screen_plan(name, lrs, args.smoke)) and not args.smoke:
             forgetting._log_time(f"screen {name}", start, RESULTS)  # smoke runs are not timed
     if not args.smoke:
         cmd_summary(args)
@@ -200,8 +199,7 @@ def cmd_final(args) -> None:
     for seed in [0] if args.smoke else args.seeds:
         for name in args.sequences:
             start = time.perf_counter()
-            forgetting._run(final_plan(name, lrs, recipe, args.smoke), seeds=[seed])
-            if not args.smoke:
+            if forgetting._run(final_plan(name, lrs, recipe, args.smoke), seeds=[seed]) and not args.smoke:
                 forgetting._log_time(f"final {name} seed {seed}", start, RESULTS)
     cmd_final_summary(args, recipe)
 

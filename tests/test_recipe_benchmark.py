@@ -6,6 +6,7 @@ import importlib
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -121,3 +122,30 @@ def test_the_final_comparison_pairs_the_benchmarks_sft_and_sdft_with_its_own_run
     recipes.plot_final({name: recipes.final_per_seed(name, "sdft+anchor") for name in ("s1", "s2")}, "sdft+anchor",
                        path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_resume_that_finds_every_stage_done_records_no_wall_time(recipes, tmp_path, monkeypatch):
+    forgetting = recipes.forgetting
+    out = tmp_path / "run"
+    recorded = iter([b'{"stages": 1}', b'{"stages": 1}', b'{"stages": 2}'])
+
+    def run_plan(_plan, _cfg):  # each call leaves results.json as the next recorded state
+        out.mkdir(exist_ok=True)
+        (out / "results.json").write_bytes(next(recorded))
+
+    monkeypatch.setattr(forgetting, "load_plan", lambda _path: SimpleNamespace(output=out))
+    monkeypatch.setattr(forgetting, "run_plan", run_plan)
+    assert forgetting._run(tmp_path / "plan.yaml") is True  # a first run: results.json appears
+    assert forgetting._run(tmp_path / "plan.yaml") is False  # nothing left to do: the record is unchanged
+    assert forgetting._run(tmp_path / "plan.yaml") is True  # a stage finished
+    # recipes.py final times only the units that ran
+    monkeypatch.setattr(forgetting, "RESULTS", tmp_path)
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path)
+    (tmp_path / "chosen_lr.json").write_text(json.dumps({"sft": 3e-5, "sdft": 1e-4, "seqkd": 3e-5}))
+    (tmp_path / "chosen_recipe.json").write_text(json.dumps({"recipe": "sdft+anchor"}))
+    ran = {"s1": True, "s2": False}
+    monkeypatch.setattr(forgetting, "_run", lambda path, seeds: ran[Path(path).stem.split("_")[-1]])
+    monkeypatch.setattr(recipes, "cmd_final_summary", lambda *_: None)
+    recipes.cmd_final(SimpleNamespace(smoke=False, seeds=[1], sequences=["s1", "s2"]))
+    lines = [json.loads(x) for x in (tmp_path / "wall_times.jsonl").read_text().splitlines()]
+    assert [x["what"] for x in lines] == ["final s1 seed 1"]
