@@ -36,6 +36,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -302,6 +303,57 @@ def stage_diagnostics(run_dir: Path, setting: str) -> dict[int, dict[str, dict[i
     return out
 
 
+AGREEMENT = {"first": "first character right", "prefix": "share of the gold answer written before the first error",
+             "acc": "accuracy"}  # fmt: skip
+
+
+def answer_agreement(run_dir: Path, setting: str) -> dict[str, dict[str, list[float]]]:
+    """Skill → measure → one value per finished stage of ``setting`` in ``run_dir`` that trained the skill: how far
+    the greedy answers to its test items follow the gold answer right after that stage (``AGREEMENT``, each a mean
+    over the items). ``setting="base"`` reads the base model's answers to every stage task instead."""
+    out: dict[str, dict[str, list[float]]] = {}
+    if not (run_dir / "results.json").is_file():
+        return out
+    results = load_results(run_dir)
+    if setting == "base":
+        sources = [(run_dir / "base" / "predictions.jsonl", task) for task in results["stage_tasks"]]
+    else:
+        sources = [(run_dir / stage["train_dir"] / "eval" / "predictions.jsonl", stage["train_task"])
+                   for run in results["methods"].values() if run.get("setting") == setting
+                   for stage in run["stages"] if stage.get("train_dir")]  # fmt: skip
+    for path, task in sources:
+        rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["task"] == task]
+        items = [(float(r["prediction"].strip()[:1] == r["gold"][:1]),
+                  len(os.path.commonprefix([r["prediction"].strip(), r["gold"]])) / max(1, len(r["gold"])),
+                  float(r["scores"]["acc"])) for r in rows]  # fmt: skip
+        for key, values in zip(AGREEMENT, zip(*items, strict=True), strict=True):
+            out.setdefault(task, {}).setdefault(key, []).append(sum(values) / len(values))
+    return out
+
+
+def agreement_table(recipe: str) -> str:
+    """Per skill, each setting's answers right after the skill's stage against the gold answers, pooled over every
+    sequence and seed that trains it (the base model: its answers before any training)."""
+    sides = {"base": [forgetting.RESULTS / n for n in forgetting.SEQUENCES]}
+    for setting in REUSED:
+        sides[setting] = [forgetting.RESULTS / n for n in forgetting.SEQUENCES]
+    for setting in dict.fromkeys((*FINAL_NEW, recipe)):
+        sides[setting] = [RESULTS / f"final_{n}" for n in forgetting.SEQUENCES]
+    pooled: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for setting, dirs in sides.items():
+        seen = set()
+        for run_dir in dirs:
+            for task, measures in answer_agreement(run_dir, setting).items():
+                if setting == "base" and task in seen:  # the same base answers in every sequence that trains it
+                    continue
+                seen.add(task)
+                for key, values in measures.items():
+                    pooled.setdefault(task, {}).setdefault(setting, {}).setdefault(key, []).extend(values)
+    rows = [[task, setting, str(len(m["acc"])), *(forgetting._pm(mean_std(m[k])) for k in AGREEMENT)]
+            for task in sorted(pooled) for setting, m in pooled[task].items()]  # fmt: skip
+    return forgetting._md(["skill", "setting", "runs", *AGREEMENT.values()], rows)
+
+
 def cmd_diagnostics(args) -> None:
     """Per sequence and stage, plain SDFT (the forgetting benchmark's runs) beside the recipe: each diagnostic's mean
     over training steps, then mean ± std over the seeds both have."""
@@ -320,6 +372,8 @@ def cmd_diagnostics(args) -> None:
                 rows.append([name, f"{index} {tasks[index - 1]}", setting, str(len(seeds)), *cells])
     text = f"## Training diagnostics per stage: sdft and {recipe} (means over each stage's steps, then over seeds)\n\n"
     text += forgetting._md(["sequence", "stage", "setting", "seeds", *DIAGNOSTICS.values()], rows) + "\n"
+    text += ("\n## Greedy answers right after the skill's own stage, against the gold answers (mean ± std over the "
+             "runs that trained the skill, every sequence and seed)\n\n" + agreement_table(recipe) + "\n")
     print(text)
     (RESULTS / "final_diagnostics.md").write_text(text)
 

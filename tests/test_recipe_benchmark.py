@@ -149,3 +149,32 @@ def test_a_resume_that_finds_every_stage_done_records_no_wall_time(recipes, tmp_
     recipes.cmd_final(SimpleNamespace(smoke=False, seeds=[1], sequences=["s1", "s2"]))
     lines = [json.loads(x) for x in (tmp_path / "wall_times.jsonl").read_text().splitlines()]
     assert [x["what"] for x in lines] == ["final s1 seed 1"]
+
+
+def test_answer_agreement_reads_each_skill_right_after_its_own_stage_and_the_base_models_answers(recipes, tmp_path):
+    run_dir = tmp_path / "final_s1"
+
+    def predictions(where: str, rows: list[tuple[str, str, str, float]]) -> None:
+        (run_dir / where).mkdir(parents=True)
+        lines = [json.dumps({"task": t, "id": str(i), "prediction": p, "gold": g, "scores": {"acc": a}})
+                 for i, (t, p, g, a) in enumerate(rows)]  # fmt: skip
+        (run_dir / where / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+
+    predictions("base", [("a", "nothing", '{"k": 1}', 0.0), ("b", "#7 X", "#7 X", 1.0)])
+    # after stage 1 (task a): one answer right, one that leaves the gold answer after 6 of its 8 characters;
+    # its answers to task b are another stage's and are not read
+    predictions("r/stage1/eval", [("a", '{"k": 1}', '{"k": 1}', 1.0), ("a", ' {"k": 2}', '{"k": 1}', 0.0),
+                                  ("b", "junk", "#7 X", 0.0)])  # fmt: skip
+    stages = [{"index": 0, "name": "base", "train_task": None, "train_dir": None},
+              {"index": 1, "name": "a", "train_task": "a", "train_dir": "r/stage1"}]  # fmt: skip
+    methods = {"sdft@seed0": {"setting": "sdft", "seed": 0, "stages": stages},
+               "sft@seed0": {"setting": "sft", "seed": 0, "stages": stages[:1]}}  # fmt: skip
+    (run_dir / "results.json").write_text(json.dumps({"stage_tasks": ["a", "b"], "prior_tasks": [],
+                                                      "methods": methods}))  # fmt: skip
+    got = recipes.answer_agreement(run_dir, "sdft")
+    assert list(got) == ["a"]
+    assert got["a"]["first"] == [1.0] and got["a"]["acc"] == [0.5]
+    assert got["a"]["prefix"] == [pytest.approx((1.0 + 6 / 8) / 2)]  # the leading space is stripped first
+    assert recipes.answer_agreement(run_dir, "sft") == {}  # no finished stage
+    base = recipes.answer_agreement(run_dir, "base")
+    assert base["a"] == {"first": [0.0], "prefix": [0.0], "acc": [0.0]} and base["b"]["prefix"] == [1.0]
