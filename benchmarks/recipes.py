@@ -283,9 +283,9 @@ DIAGNOSTICS = {"kl": "KL", "anchor_kl": "anchor KL", "teacher_minus_student_logp
                "student_entropy": "student entropy", "completion_length": "completion length"}  # fmt: skip
 
 
-def stage_diagnostics(run_dir: Path, setting: str) -> dict[int, dict[str, dict[int, float]]]:
-    """Stage index → diagnostic → seed → its mean over the stage's training steps, for ``setting``'s finished
-    stages in ``run_dir`` (from each stage's metrics.jsonl)."""
+def stage_diagnostics(run_dir: Path, setting: str, steps: slice = slice(None)) -> dict[int, dict[str, dict[int, float]]]:
+    """Stage index → diagnostic → seed → its mean over the stage's training steps (those ``steps`` selects), for
+    ``setting``'s finished stages in ``run_dir`` (from each stage's metrics.jsonl)."""
     out: dict[int, dict[str, dict[int, float]]] = {}
     if not (run_dir / "results.json").is_file():
         return out
@@ -295,7 +295,7 @@ def stage_diagnostics(run_dir: Path, setting: str) -> dict[int, dict[str, dict[i
         for stage in run["stages"]:
             if not stage.get("train_dir"):
                 continue
-            rows = [r for r in read_metrics_jsonl(run_dir / stage["train_dir"] / "metrics.jsonl") if "loss" in r]
+            rows = [r for r in read_metrics_jsonl(run_dir / stage["train_dir"] / "metrics.jsonl") if "loss" in r][steps]
             for key in DIAGNOSTICS:
                 values = [float(r[key]) for r in rows if key in r]
                 if values:
@@ -354,6 +354,26 @@ def agreement_table(recipe: str) -> str:
     return forgetting._md(["skill", "setting", "runs", *AGREEMENT.values()], rows)
 
 
+def _pooled_values(per_dir: list[dict[int, dict[str, dict[int, float]]]], key: str) -> list[float]:
+    return [v for stages in per_dir for stage in stages.values() for v in stage.get(key, {}).values()]
+
+
+def trend_table(recipe: str, n: int = 3) -> str:
+    """Each diagnostic over a stage's first ``n`` steps and its last ``n``, mean ± std over every finished stage of
+    every sequence and seed: whether training moved the student toward its teacher on its own samples."""
+    sides = {"sdft": [forgetting.RESULTS / name for name in forgetting.SEQUENCES],
+             recipe: [RESULTS / f"final_{name}" for name in forgetting.SEQUENCES]}  # fmt: skip
+    rows = []
+    for setting, dirs in sides.items():
+        first = [stage_diagnostics(d, setting, slice(0, n)) for d in dirs]
+        last = [stage_diagnostics(d, setting, slice(-n, None)) for d in dirs]
+        for key, label in DIAGNOSTICS.items():
+            a, b = _pooled_values(first, key), _pooled_values(last, key)
+            if a:
+                rows.append([setting, label, str(len(a)), forgetting._pm(mean_std(a)), forgetting._pm(mean_std(b))])
+    return forgetting._md(["setting", "diagnostic", "stages", f"first {n} steps", f"last {n} steps"], rows)
+
+
 def cmd_diagnostics(args) -> None:
     """Per sequence and stage, plain SDFT (the forgetting benchmark's runs) beside the recipe: each diagnostic's mean
     over training steps, then mean ± std over the seeds both have."""
@@ -372,6 +392,7 @@ def cmd_diagnostics(args) -> None:
                 rows.append([name, f"{index} {tasks[index - 1]}", setting, str(len(seeds)), *cells])
     text = f"## Training diagnostics per stage: sdft and {recipe} (means over each stage's steps, then over seeds)\n\n"
     text += forgetting._md(["sequence", "stage", "setting", "seeds", *DIAGNOSTICS.values()], rows) + "\n"
+    text += ("\n## The same diagnostics at the start and the end of a stage\n\n" + trend_table(recipe) + "\n")
     text += ("\n## Greedy answers right after the skill's own stage, against the gold answers (mean ± std over the "
              "runs that trained the skill, every sequence and seed)\n\n" + agreement_table(recipe) + "\n")
     print(text)

@@ -90,6 +90,8 @@ def test_stage_diagnostics_average_each_stage_over_its_training_steps_per_seed(r
     got = recipes.stage_diagnostics(run_dir, "sdft+anchor")
     assert got[1]["kl"] == {3: pytest.approx(0.3)} and got[1]["anchor_kl"] == {3: pytest.approx(0.03)}
     assert got[2]["kl"] == {3: pytest.approx(0.1)}
+    last = recipes.stage_diagnostics(run_dir, "sdft+anchor", slice(-1, None))  # a stage's last step alone
+    assert last[1]["kl"] == {3: pytest.approx(0.4)} and last[2]["kl"] == {3: pytest.approx(0.1)}
     assert set(got) == {1, 2} and "student_entropy" not in got[1]
     assert recipes.stage_diagnostics(tmp_path / "missing", "sdft+anchor") == {}
 
