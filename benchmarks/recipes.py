@@ -283,9 +283,10 @@ DIAGNOSTICS = {"kl": "KL", "anchor_kl": "anchor KL", "teacher_minus_student_logp
                "student_entropy": "student entropy", "completion_length": "completion length"}  # fmt: skip
 
 
-def stage_diagnostics(run_dir: Path, setting: str, steps: slice = slice(None)) -> dict[int, dict[str, dict[int, float]]]:
+def stage_diagnostics(run_dir: Path, setting: str, steps: slice = slice(None),
+                      keys=DIAGNOSTICS) -> dict[int, dict[str, dict[int, float]]]:  # fmt: skip
     """Stage index → diagnostic → seed → its mean over the stage's training steps (those ``steps`` selects), for
-    ``setting``'s finished stages in ``run_dir`` (from each stage's metrics.jsonl)."""
+    ``setting``'s finished stages in ``run_dir`` (from each stage's metrics.jsonl; ``keys``: which logged values)."""
     out: dict[int, dict[str, dict[int, float]]] = {}
     if not (run_dir / "results.json").is_file():
         return out
@@ -296,7 +297,7 @@ def stage_diagnostics(run_dir: Path, setting: str, steps: slice = slice(None)) -
             if not stage.get("train_dir"):
                 continue
             rows = [r for r in read_metrics_jsonl(run_dir / stage["train_dir"] / "metrics.jsonl") if "loss" in r][steps]
-            for key in DIAGNOSTICS:
+            for key in keys:
                 values = [float(r[key]) for r in rows if key in r]
                 if values:
                     out.setdefault(stage["index"], {}).setdefault(key, {})[run["seed"]] = sum(values) / len(values)
@@ -374,6 +375,21 @@ def trend_table(recipe: str, n: int = 3) -> str:
     return forgetting._md(["setting", "diagnostic", "stages", f"first {n} steps", f"last {n} steps"], rows)
 
 
+def teacher_table() -> str:
+    """Per skill, the teacher (the model with the demonstration in context) greedy and sampled: its accuracy in
+    ``selfdistill probe`` before training, beside the share of its T = 1 samples the scorer accepted in filtered
+    seqkd's stages (mean over each stage's steps, then over the runs that trained the skill)."""
+    path = forgetting.RESULTS / "probe.json"
+    probe = json.loads(path.read_text()) if path.is_file() else {}
+    kept: dict[str, list[float]] = {}
+    for name, tasks in forgetting.SEQUENCES.items():
+        for index, values in stage_diagnostics(RESULTS / f"final_{name}", "seqkd+filter", keys=["seqkd_kept"]).items():
+            kept.setdefault(tasks[index - 1], []).extend(values.get("seqkd_kept", {}).values())
+    rows = [[skill, f"{probe[skill]['teacher']:.2f}" if skill in probe else "—", str(len(v)),
+             forgetting._pm(mean_std(v))] for skill, v in sorted(kept.items())]  # fmt: skip
+    return forgetting._md(["skill", "teacher greedy (probe)", "runs", "teacher samples accepted (T = 1)"], rows)
+
+
 def cmd_diagnostics(args) -> None:
     """Per sequence and stage, plain SDFT (the forgetting benchmark's runs) beside the recipe: each diagnostic's mean
     over training steps, then mean ± std over the seeds both have."""
@@ -393,6 +409,7 @@ def cmd_diagnostics(args) -> None:
     text = f"## Training diagnostics per stage: sdft and {recipe} (means over each stage's steps, then over seeds)\n\n"
     text += forgetting._md(["sequence", "stage", "setting", "seeds", *DIAGNOSTICS.values()], rows) + "\n"
     text += ("\n## The same diagnostics at the start and the end of a stage\n\n" + trend_table(recipe) + "\n")
+    text += "\n## The teacher, greedy and sampled\n\n" + teacher_table() + "\n"
     text += ("\n## Greedy answers right after the skill's own stage, against the gold answers (mean ± std over the "
              "runs that trained the skill, every sequence and seed)\n\n" + agreement_table(recipe) + "\n")
     print(text)

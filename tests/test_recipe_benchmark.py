@@ -180,3 +180,19 @@ def test_answer_agreement_reads_each_skill_right_after_its_own_stage_and_the_bas
     assert recipes.answer_agreement(run_dir, "sft") == {}  # no finished stage
     base = recipes.answer_agreement(run_dir, "base")
     assert base["a"] == {"first": [0.0], "prefix": [0.0], "acc": [0.0]} and base["b"]["prefix"] == [1.0]
+
+
+def test_the_teacher_table_puts_the_probes_greedy_accuracy_beside_the_share_of_samples_seqkd_kept(
+        recipes, tmp_path, monkeypatch):  # fmt: skip
+    monkeypatch.setattr(recipes.forgetting, "RESULTS", tmp_path)
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path)
+    (tmp_path / "probe.json").write_text(json.dumps({"record_json": {"teacher": 1.0}}))
+    run_dir = tmp_path / "final_s1"  # s1 trains record_json first
+    stage_dir = run_dir / "r" / "stage1"
+    stage_dir.mkdir(parents=True)
+    rows = [{"step": 1, "loss": 1.0, "seqkd_kept": 0.25}, {"step": 2, "loss": 1.0, "seqkd_kept": 0.0}]
+    (stage_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stages = [{"index": 0, "name": "base", "train_dir": None}, {"index": 1, "name": "record_json", "train_dir": "r/stage1"}]
+    methods = {"seqkd+filter@seed0": {"setting": "seqkd+filter", "seed": 0, "stages": stages}}
+    (run_dir / "results.json").write_text(json.dumps({"stage_tasks": [], "prior_tasks": [], "methods": methods}))
+    assert "| record_json | 1.00 | 1 | 0.125 (n=1) |" in recipes.teacher_table()
