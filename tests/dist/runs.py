@@ -37,3 +37,6 @@ for command in commands:
         cut(Path(command[1]), int(command[2]))
     elif code := main(command):
         sys.exit(code)
+if torch.distributed.is_initialized():  # gloo's threads torn down by interpreter exit abort now and then (SIGABRT)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
