@@ -323,7 +323,7 @@ def answer_agreement(run_dir: Path, setting: str) -> dict[str, dict[str, list[fl
                    for run in results["methods"].values() if run.get("setting") == setting
                    for stage in run["stages"] if stage.get("train_dir")]  # fmt: skip
     for path, task in sources:
-        rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["task"] == task]
+        rows = [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["task"] == task]
         items = [(float(r["prediction"].strip()[:1] == r["gold"][:1]),
                   len(os.path.commonprefix([r["prediction"].strip(), r["gold"]])) / max(1, len(r["gold"])),
                   float(r["scores"]["acc"])) for r in rows]  # fmt: skip
@@ -332,18 +332,21 @@ def answer_agreement(run_dir: Path, setting: str) -> dict[str, dict[str, list[fl
     return out
 
 
+def run_dirs(setting: str) -> list[Path]:
+    """Every sequence's run directory that holds ``setting``: the forgetting benchmark's for its own settings and the
+    base model, the final comparison's for the rest."""
+    if setting in ("base", *REUSED):
+        return [forgetting.RESULTS / name for name in forgetting.SEQUENCES]
+    return [RESULTS / f"final_{name}" for name in forgetting.SEQUENCES]
+
+
 def agreement_table(recipe: str) -> str:
     """Per skill, each setting's answers right after the skill's stage against the gold answers, pooled over every
     sequence and seed that trains it (the base model: its answers before any training)."""
-    sides = {"base": [forgetting.RESULTS / n for n in forgetting.SEQUENCES]}
-    for setting in REUSED:
-        sides[setting] = [forgetting.RESULTS / n for n in forgetting.SEQUENCES]
-    for setting in dict.fromkeys((*FINAL_NEW, recipe)):
-        sides[setting] = [RESULTS / f"final_{n}" for n in forgetting.SEQUENCES]
     pooled: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for setting, dirs in sides.items():
+    for setting in dict.fromkeys(("base", *REUSED, *FINAL_NEW, recipe)):
         seen = set()
-        for run_dir in dirs:
+        for run_dir in run_dirs(setting):
             for task, measures in answer_agreement(run_dir, setting).items():
                 if setting == "base" and task in seen:  # the same base answers in every sequence that trains it
                     continue
@@ -362,12 +365,10 @@ def _pooled_values(per_dir: list[dict[int, dict[str, dict[int, float]]]], key: s
 def trend_table(recipe: str, n: int = 3) -> str:
     """Each diagnostic over a stage's first ``n`` steps and its last ``n``, mean ± std over every finished stage of
     every sequence and seed: whether training moved the student toward its teacher on its own samples."""
-    sides = {"sdft": [forgetting.RESULTS / name for name in forgetting.SEQUENCES],
-             recipe: [RESULTS / f"final_{name}" for name in forgetting.SEQUENCES]}  # fmt: skip
     rows = []
-    for setting, dirs in sides.items():
-        first = [stage_diagnostics(d, setting, slice(0, n)) for d in dirs]
-        last = [stage_diagnostics(d, setting, slice(-n, None)) for d in dirs]
+    for setting in dict.fromkeys(("sdft", recipe)):
+        first = [stage_diagnostics(d, setting, slice(0, n)) for d in run_dirs(setting)]
+        last = [stage_diagnostics(d, setting, slice(-n, None)) for d in run_dirs(setting)]
         for key, label in DIAGNOSTICS.items():
             a, b = _pooled_values(first, key), _pooled_values(last, key)
             if a:
