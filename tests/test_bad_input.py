@@ -472,6 +472,24 @@ def test_python_dash_m_runs_the_cli():
     assert done.returncode == 2 and "unknown command 'nope'" in done.stderr
 
 
+def test_the_program_ends_the_process_group_that_a_torchrun_launch_started(tmp_path):
+    """`selfdistill` (and `python -m selfdistill`) destroys the process group before exit, and is a no-op when
+    no group exists; `main` leaves the group alone, since tests call it many times in one process."""
+    import torch.distributed as dist
+
+    from selfdistill.cli import end_process_group
+
+    end_process_group(finished=True)  # no group: nothing to do, and no barrier to wait on
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(["nope"]) == 2 and dist.is_initialized()
+        end_process_group(finished=True)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_rollout_vllm_without_vllm_names_the_install_and_writes_nothing(tmp_path, capsys):
     data_file = _jsonl(tmp_path / "d.jsonl", GOOD)

@@ -2,6 +2,6 @@
 
 import sys
 
-from selfdistill.cli import main
+from selfdistill.cli import run
 
-sys.exit(main())
+sys.exit(run())

@@ -324,6 +324,27 @@ def _quiet_libraries() -> None:
     huggingface_hub.utils.logging.set_verbosity_error()
 
 
+def end_process_group(finished: bool) -> None:
+    """Tear down the process group a torchrun launch set up, before the interpreter exits: left to interpreter
+    exit, gloo's threads abort the process now and then (SIGABRT) after the run has finished. After a finished
+    command every rank waits for the others first; after a failed one it does not (a rank that failed may be
+    alone)."""
+    torch = sys.modules.get("torch")  # a command that never imported torch never started a process group
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    if finished:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def run() -> int:
+    """The `selfdistill` program (and `python -m selfdistill`): one command, then an orderly end under torchrun.
+    Tests call `main` many times in one process; the process group ends only with the program."""
+    code = main()
+    end_process_group(finished=code == 0)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from selfdistill import teacher as teacher_module
-from selfdistill.cli import main
+from selfdistill.cli import end_process_group, main
 
 out = Path(os.environ["DIGEST_DIR"])
 rank = int(os.environ.get("RANK", "0"))
@@ -33,4 +33,6 @@ def update_and_record(self, student):
 
 teacher_module.Teacher.update = update_and_record
 torch.set_num_threads(1)
-sys.exit(main(sys.argv[1:]))
+code = main(sys.argv[1:])
+end_process_group(finished=code == 0)
+sys.exit(code)

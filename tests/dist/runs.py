@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from selfdistill.cli import main
+from selfdistill.cli import end_process_group, main
 
 
 def cut(run: Path, step: int) -> None:
@@ -36,7 +36,6 @@ for command in commands:
     if command[0] == "cut":
         cut(Path(command[1]), int(command[2]))
     elif code := main(command):
+        end_process_group(finished=False)
         sys.exit(code)
-if torch.distributed.is_initialized():  # gloo's threads torn down by interpreter exit abort now and then (SIGABRT)
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+end_process_group(finished=True)
