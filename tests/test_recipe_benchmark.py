@@ -196,3 +196,15 @@ def test_the_teacher_table_puts_the_probes_greedy_accuracy_beside_the_share_of_s
     methods = {"seqkd+filter@seed0": {"setting": "seqkd+filter", "seed": 0, "stages": stages}}
     (run_dir / "results.json").write_text(json.dumps({"stage_tasks": [], "prior_tasks": [], "methods": methods}))
     assert "| record_json | 1.00 | 1 | 0.125 (n=1) |" in recipes.teacher_table()
+
+
+def test_the_pilot_changes_only_the_rollout_temperature_of_the_benchmarks_sdft_on_validation_splits(recipes):
+    lrs = {"sft": 3e-5, "sdft": 1e-4, "seqkd": 3e-5}
+    plan = yaml.safe_load(recipes.pilot_plan("ticket_line", lrs, smoke=False).read_text())
+    sdft = plan["methods"]["sdft"]
+    assert sdft == {"method": "sdft", **recipes.forgetting.METHODS["sdft"], "lr": 1e-4}
+    assert set(plan["methods"]) == {"sdft", "sdft[T=0.5]"}
+    assert plan["methods"]["sdft[T=0.5]"] == {**sdft, "temperature": 0.5}
+    assert plan["stages"] == [{"task": "ticket_line", "steps": recipes.forgetting.STEPS}]
+    assert plan["eval"]["split"] == "validation" and plan["eval"]["near"] == ["near_ticket_line"]
+    assert plan["train"] == recipes.forgetting.TRAIN and plan["seeds"] == list(recipes.forgetting.SEEDS)
