@@ -235,12 +235,13 @@ def run_selfdistill(spec: dict) -> dict:
 # ---------------------------------------------------------------- the orchestrator
 
 
-def run_child(python: Path, side: str, spec: dict, tmp: Path) -> dict:
-    """One run in a fresh process; its peak RSS comes from the kernel's accounting of that process alone."""
+def run_child(python: Path, side: str, spec: dict, tmp: Path, env_extra: dict[str, str] | None = None) -> dict:
+    """One run in a fresh process (``env_extra`` added to its environment); its peak RSS comes from the kernel's
+    accounting of that process alone."""
     spec_path, out_path, log_path = tmp / f"{side}.spec.json", tmp / f"{side}.out.json", tmp / f"{side}.log"
     spec_path.write_text(json.dumps(spec | {"workdir": str(tmp / f"work-{side}")}))
     out_path.unlink(missing_ok=True)
-    env = os.environ | CHILD_ENV
+    env = os.environ | CHILD_ENV | (env_extra or {})
     if side == "trl":
         env.pop("PYTHONPATH", None)  # the TRL venv imports nothing of selfdistill
     cmd = [str(python), __file__, "--child", side, "--spec", str(spec_path), "--out", str(out_path)]

@@ -1,0 +1,124 @@
+"""vLLM's in-process CPU engine beside the trainer: does idle OpenMP threads' spinning take the trainer's cores?
+
+On 2 cores, `--rollout vllm` sampled faster than the hf engine but made every other phase of the step slower
+(docs/performance.md: student forward + backward 4.19 s against 2.90 s). One candidate cause is OpenMP workers that
+keep spinning after a parallel region and compete with the next phase's threads. ``OMP_WAIT_POLICY=PASSIVE`` makes
+them sleep at once instead. This runs vs_trl.py's selfdistill SDFT step (fp32, fixed-length completions, the
+paper template) with each engine, with and without that setting, alternating the variants in every round, and
+prints per-variant median seconds per step and per phase.
+
+    .venv/bin/python benchmarks/vllm_threads.py            # the embedded model, 2 rounds x 6 steps (~20 min)
+    .venv/bin/python benchmarks/vllm_threads.py --quick    # tiny-random, 1 round x 3 steps
+
+Needs `.venv-vllm` (`make setup-vllm`). Writes ``benchmarks/results/vllm_threads.json`` (resumes from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import vs_trl
+
+HERE = Path(__file__).resolve().parent
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {  # name → (rollout engine, extra environment)
+    "hf": ("hf", {}),
+    "hf, OMP_WAIT_POLICY=PASSIVE": ("hf", PASSIVE),
+    "vllm": ("vllm", {}),
+    "vllm, OMP_WAIT_POLICY=PASSIVE": ("vllm", PASSIVE),
+}
+
+
+def summarize(runs: list[dict]) -> dict[str, dict]:
+    out = {}
+    for name in VARIANTS:
+        mine = [r for r in runs if r["variant"] == name]
+        kept = [s for r in mine for s in r["steps"][1:]]  # the first step of every run is warm-up
+        if not kept:
+            continue
+        phases = [p for p in vs_trl.PHASES if any(f"seconds_{p}" in s for s in kept)]
+        out[name] = {
+            "median_s_per_step": statistics.median(s["seconds"] for s in kept),
+            "round_medians": [statistics.median(s["seconds"] for s in r["steps"][1:]) for r in mine],
+            "phase_median_s": {p: statistics.median(s.get(f"seconds_{p}", 0.0) for s in kept) for p in phases},
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in mine),
+            "torch_threads_at_end": sorted({r["threads"] for r in mine}),
+            "steps_kept": len(kept),
+        }
+    return out
+
+
+def report(result: dict) -> None:
+    s = result["settings"]
+    print(f"\n{result['cpu']} | {s['model_name']} | batch {s['batch_size']} x {s['new_tokens']} new tokens (fixed) | "
+          f"{s['steps']} steps, first dropped | {result['rounds']} rounds | commit {result['commit']}")  # fmt: skip
+    for name, r in result["summary"].items():
+        phases = " | ".join(f"{p} {v:.2f}" for p, v in r["phase_median_s"].items())
+        rounds = " / ".join(f"{m:.2f}" for m in r["round_medians"])
+        print(f"{name:32s} {r['median_s_per_step']:6.2f} s/step (rounds {rounds}) | {phases} | "
+              f"peak {r['peak_rss_mib'] / 1024:.2f} GB | torch threads {r['torch_threads_at_end']}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny-random, 1 round x 3 steps: the harness runs")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--new-tokens", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", type=Path, default=HERE.parent / "examples" / "capitals.jsonl")
+    parser.add_argument("--model", type=Path, default=None, help="a local HF model directory")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--fresh", action="store_true", help="ignore the JSON file's finished runs")
+    args = parser.parse_args()
+    if not vs_trl.VLLM_PYTHON.is_file():
+        sys.exit(f"{vs_trl.VLLM_PYTHON} is missing; build it with `make setup-vllm`")
+    rounds = args.rounds or (1 if args.quick else 2)
+    steps = args.steps or (3 if args.quick else 6)
+    new_tokens = args.new_tokens or (16 if args.quick else 64)
+    path = args.json or HERE / "results" / ("vllm_threads_quick.json" if args.quick else "vllm_threads.json")
+    settings = {"model_name": args.model or ("tiny-random" if args.quick else "smollm2-135m-instruct"),
+                "data": str(args.data), "steps": steps, "new_tokens": new_tokens, "batch_size": args.batch_size,
+                "threads": args.threads, "variants": list(VARIANTS)}  # fmt: skip
+    settings["model_name"] = str(settings["model_name"])
+    old = {} if args.fresh or not path.is_file() else json.loads(path.read_text())
+    runs = old.get("runs", []) if old.get("settings") == settings else []
+    from selfdistill.environment import cpu_model
+
+    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    result = {"cpu": cpu_model(), "commit": commit.stdout.strip(), "settings": settings, "rounds": rounds, "runs": runs}
+    ns = argparse.Namespace(quick=args.quick, model=args.model)
+    with tempfile.TemporaryDirectory(prefix="vllm-threads-") as tmp_name:
+        tmp = Path(tmp_name)
+        model_dir = vs_trl.prepare_model(ns, tmp)
+        spec = {"model": str(model_dir), "data": str(args.data), "steps": steps, "new_tokens": new_tokens,
+                "batch_size": args.batch_size, "threads": args.threads, "seed": 0, "precision": "fp32"}  # fmt: skip
+        names = list(VARIANTS)
+        for rnd in range(rounds):
+            for name in names if rnd % 2 == 0 else names[::-1]:  # alternate, so drift hits every variant
+                if any(r["round"] == rnd and r["variant"] == name for r in runs):
+                    continue
+                rollout, env = VARIANTS[name]
+                side = "selfdistill-vllm" if rollout == "vllm" else "selfdistill-fp32"
+                python = vs_trl.VLLM_PYTHON if rollout == "vllm" else Path(sys.executable)
+                run = vs_trl.run_child(python, side, spec | {"rollout": rollout}, tmp, env) | {"round": rnd, "variant": name}
+                runs.append(run)
+                print(f"round {rnd + 1} {name}: s/step " + " ".join(f"{s['seconds']:.2f}" for s in run["steps"]),
+                      flush=True)  # fmt: skip
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(result, indent=1) + "\n")  # after every run: a rerun resumes here
+    result["summary"] = summarize([r for r in runs if r["round"] < rounds])
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    report(result)
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
