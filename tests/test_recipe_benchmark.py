@@ -110,6 +110,8 @@ def test_the_committed_benchmark_runs_resume_under_the_plans_the_code_writes_tod
         written[recipes.RESULTS / f"final_{name}"] = recipes.final_plan(name, lrs, recipe, smoke=False)
     for name in recipes.SCREEN_SEQUENCES:
         written[recipes.RESULTS / f"screen_{name}"] = recipes.screen_plan(name, lrs, smoke=False)
+    for skill in recipes.PILOT_SKILLS:
+        written[recipes.RESULTS / f"pilot_{skill}"] = recipes.pilot_plan(skill, lrs, smoke=False)
     for run_dir, path in written.items():
         recorded = json.loads((run_dir / "plan.json").read_text())
         assert load_plan(path).fingerprint() == recorded, run_dir.name
