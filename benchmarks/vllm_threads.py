@@ -7,7 +7,7 @@ them sleep at once instead. This runs vs_trl.py's selfdistill SDFT step (fp32, f
 paper template) with each engine, with and without that setting, alternating the variants in every round, and
 prints per-variant median seconds per step and per phase.
 
-    .venv/bin/python benchmarks/vllm_threads.py            # the embedded model, 2 rounds x 6 steps (~20 min)
+    .venv/bin/python benchmarks/vllm_threads.py            # the embedded model, 2 rounds x 6 steps (13 min on an AMX Xeon)
     .venv/bin/python benchmarks/vllm_threads.py --quick    # tiny-random, 1 round x 3 steps
 
 Needs `.venv-vllm` (`make setup-vllm`). Writes ``benchmarks/results/vllm_threads.json`` (resumes from it).
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,18 +38,8 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
     out = {}
     for name in VARIANTS:
         mine = [r for r in runs if r["variant"] == name]
-        kept = [s for r in mine for s in r["steps"][1:]]  # the first step of every run is warm-up
-        if not kept:
-            continue
-        phases = [p for p in vs_trl.PHASES if any(f"seconds_{p}" in s for s in kept)]
-        out[name] = {
-            "median_s_per_step": statistics.median(s["seconds"] for s in kept),
-            "round_medians": [statistics.median(s["seconds"] for s in r["steps"][1:]) for r in mine],
-            "phase_median_s": {p: statistics.median(s.get(f"seconds_{p}", 0.0) for s in kept) for p in phases},
-            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in mine),
-            "torch_threads_at_end": sorted({r["threads"] for r in mine}),
-            "steps_kept": len(kept),
-        }
+        if mine:
+            out[name] = vs_trl.summarize_runs(mine) | {"torch_threads_at_end": sorted({r["threads"] for r in mine})}
     return out
 
 
@@ -84,12 +73,10 @@ def main() -> None:
     steps = args.steps or (3 if args.quick else 6)
     new_tokens = args.new_tokens or (16 if args.quick else 64)
     path = args.json or HERE / "results" / ("vllm_threads_quick.json" if args.quick else "vllm_threads.json")
-    settings = {"model_name": args.model or ("tiny-random" if args.quick else "smollm2-135m-instruct"),
+    settings = {"model_name": str(args.model or ("tiny-random" if args.quick else "smollm2-135m-instruct")),
                 "data": str(args.data), "steps": steps, "new_tokens": new_tokens, "batch_size": args.batch_size,
                 "threads": args.threads, "variants": list(VARIANTS)}  # fmt: skip
-    settings["model_name"] = str(settings["model_name"])
-    old = {} if args.fresh or not path.is_file() else json.loads(path.read_text())
-    runs = old.get("runs", []) if old.get("settings") == settings else []
+    runs = vs_trl.previous_runs(path, settings, args.fresh)
     from selfdistill.environment import cpu_model
 
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)

@@ -257,22 +257,24 @@ def run_child(python: Path, side: str, spec: dict, tmp: Path, env_extra: dict[st
     return json.loads(out_path.read_text()) | {"side": side, "wall_seconds": wall, "peak_rss_mib": peak_mib}
 
 
+def summarize_runs(mine: list[dict]) -> dict:
+    """Medians over the steps of several runs of one kind, each run's first step dropped as warm-up."""
+    kept = [s for r in mine for s in r["steps"][1:]]
+    seen = {k.removeprefix("seconds_") for s in kept for k in s if k.startswith("seconds_")}
+    phases = [p for p in PHASES if p in seen] + sorted(seen - set(PHASES))
+    return {
+        "median_s_per_step": statistics.median(s["seconds"] for s in kept),
+        "round_medians": [statistics.median(s["seconds"] for s in r["steps"][1:]) for r in mine],
+        "completion_tokens_per_s": sum(s["completion_tokens"] for s in kept) / sum(s["seconds"] for s in kept),
+        "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in mine),
+        "round_peak_rss_mib": [r["peak_rss_mib"] for r in mine],
+        "phase_median_s": {p: statistics.median(s.get(f"seconds_{p}", 0.0) for s in kept) for p in phases},
+        "steps_kept": len(kept),
+    }  # fmt: skip
+
+
 def summarize(runs: list[dict], sides: list[str]) -> dict:
-    out: dict = {}
-    for side in sides:
-        mine = [r for r in runs if r["side"] == side]
-        kept = [s for r in mine for s in r["steps"][1:]]  # the first step of every run is warm-up
-        seen = {k.removeprefix("seconds_") for s in kept for k in s if k.startswith("seconds_")}
-        phases = [p for p in PHASES if p in seen] + sorted(seen - set(PHASES))
-        out[side] = {
-            "median_s_per_step": statistics.median(s["seconds"] for s in kept),
-            "round_medians": [statistics.median(s["seconds"] for s in r["steps"][1:]) for r in mine],
-            "completion_tokens_per_s": sum(s["completion_tokens"] for s in kept) / sum(s["seconds"] for s in kept),
-            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in mine),
-            "round_peak_rss_mib": [r["peak_rss_mib"] for r in mine],
-            "phase_median_s": {p: statistics.median(s.get(f"seconds_{p}", 0.0) for s in kept) for p in phases},
-            "steps_kept": len(kept),
-        }  # fmt: skip
+    out: dict = {side: summarize_runs([r for r in runs if r["side"] == side]) for side in sides}
     trl, ours = out["trl"], out["selfdistill-fp32"]
     out["throughput_ratio"] = ours["completion_tokens_per_s"] / trl["completion_tokens_per_s"]
     out["peak_rss_ratio"] = ours["peak_rss_mib"] / trl["peak_rss_mib"]
