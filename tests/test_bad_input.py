@@ -253,11 +253,12 @@ def test_unknown_command(capsys):
     [
         (["--lrr", "1e-4"], "--lrr: unknown option (did you mean --lr?)"),
         (["--no-such-flag"], "--no-such-flag: unknown option"),
+        (["--bogus"], "--bogus: unknown option; see --help"),
         (["--method", "dpo"], "invalid choice 'dpo' for argument '--method'"),
         (["--lr"], "Missing value for argument '--lr'"),
         (["--lr", "abc"], "--lr: could not convert string to float: 'abc'"),
     ],
-    ids=["misspelt flag", "unknown flag", "bad choice", "missing value", "not a number"],
+    ids=["misspelt flag", "unknown flag", "no look-alike", "bad choice", "missing value", "not a number"],
 )
 def test_unparsable_flags_exit_2_in_one_line(bad, expected, tmp_path, capsys):
     """What tyro would report in a multi-line box reaches the user as one line naming the flag; nothing written."""

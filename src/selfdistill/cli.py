@@ -236,8 +236,10 @@ def _check_flags(args: list[str], config_cls: type) -> None:
             break
         flag = arg.split("=", 1)[0]
         if flag.startswith("-") and not _is_number(flag) and flag not in known:
-            close = difflib.get_close_matches(flag, sorted(known), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            # Compared without the dashes every flag shares, which would make any two names look alike.
+            names = {k.lstrip("-"): k for k in known}
+            close = difflib.get_close_matches(flag.lstrip("-"), sorted(names), n=1, cutoff=0.7)
+            hint = f" (did you mean {names[close[0]]}?)" if close else ""
             raise ValueError(f"{flag}: unknown option{hint}; see --help")
 
 
