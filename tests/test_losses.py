@@ -458,6 +458,35 @@ def test_the_head_loss_equals_the_logits_loss_in_value_gradients_and_stats(bias)
         _close(value[kept], stats[name][kept])
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_head_loss_at_a_teacher_temperature_is_the_loss_of_the_scaled_teacher_logits(bias):
+    """teacher_temperature τ: the target is softmax(teacher logits / τ), in value, gradients and stats."""
+    H, C, tau = 6, 5, 0.5
+    student, teacher = _heads(H, V, bias, seed=50)
+    hs = torch.randn(B, C, H, generator=torch.Generator().manual_seed(51))
+    ht = torch.randn(B, C, H, generator=torch.Generator().manual_seed(52))
+    tokens = torch.randint(0, V, (B, C), generator=torch.Generator().manual_seed(53))
+    mask = torch.tensor([[1, 1, 1, 0, 1], [0, 1, 1, 1, 1]])
+
+    leaf = hs.clone().requires_grad_()
+    loss_BT, stats = distill_loss_and_stats(student(leaf), teacher(ht) / tau, tokens, chunk_size=2)
+    masked_mean(loss_BT, mask).backward()
+    expected = leaf.grad
+    leaf = hs.clone().requires_grad_()
+    loss, kl_BT, head_stats = head_forward_kl(leaf, student, ht, teacher, tokens, masked_mean_weights(mask),
+                                              chunk_size=3, teacher_temperature=tau)  # fmt: skip
+    loss.backward()
+    _close(loss, masked_mean(loss_BT, mask).detach())
+    _close(leaf.grad, expected)
+    kept = mask.bool()
+    _close(kl_BT[kept], loss_BT.detach()[kept])
+    _close(head_stats["teacher_minus_student_logprob"][kept], stats["teacher_minus_student_logprob"][kept])
+    untempered = head_forward_kl(hs, student, ht, teacher, tokens, masked_mean_weights(mask), chunk_size=3)[0]
+    assert not torch.allclose(untempered, loss)  # a sharper target is another loss
+    with pytest.raises(ValueError, match="teacher_temperature"):
+        head_forward_kl(hs, student, ht, teacher, tokens, masked_mean_weights(mask), teacher_temperature=0.0)
+
+
 def test_masked_mean_weights_reproduce_masked_mean():
     loss = _logits(3, 5, seed=44)
     for mask in (torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]]), torch.zeros(3, 5)):

@@ -143,6 +143,21 @@ def test_the_lm_head_inside_the_loss_trains_as_the_materialized_logits_do(tmp_pa
         torch.testing.assert_close(fused_weights[name], plain_weights[name], rtol=1e-4, atol=5e-5)
 
 
+def test_a_teacher_temperature_trains_the_same_with_the_head_inside_the_loss_or_not(tmp_path, small_jsonl):
+    """--teacher-temperature reaches both loss paths alike, and it changes the training (against τ = 1)."""
+    runs = {}
+    for name, options in {"fused": {}, "plain": {"fused_head": False}, "tau1": {"teacher_temperature": 1.0}}.items():
+        tau = options.pop("teacher_temperature", 0.5)
+        out = _run(tmp_path, small_jsonl, f"tau-{name}", max_steps=3, precision="fp32", teacher_temperature=tau,
+                   **options)  # fmt: skip
+        runs[name] = _metrics(out)
+    for a, b in zip(runs["fused"], runs["plain"], strict=True):
+        for key in ("loss", "kl", "teacher_minus_student_logprob", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert runs["fused"][0]["loss"] != pytest.approx(runs["tau1"][0]["loss"], rel=1e-3)
+    assert json.loads((tmp_path / "tau-fused" / "train_config.json").read_text())["teacher_temperature"] == 0.5
+
+
 @pytest.mark.parametrize("lora", [False, True])
 def test_gradient_checkpointing_recomputes_the_same_step(tmp_path, small_jsonl, lora, monkeypatch):
     """--gradient-checkpointing changes memory, not the step: same losses and gradient norms in fp32, with each

@@ -27,8 +27,8 @@ CARD = "README.md"
 HUB_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 """Model specs with a hub name (the embedded model is a GGUF copy of this one)."""
 SETTINGS = ("method", "lr", "max_steps", "epochs", "batch_size", "grad_accum", "teacher", "ema_rate",
-            "teacher_template", "divergence", "support", "skip_first_tokens", "temperature", "max_new_tokens",
-            "num_generations", "rollout", "tis", "precision", "seed", "lora", "lora_r", "lora_alpha", "anchor",
+            "teacher_template", "teacher_temperature", "divergence", "support", "skip_first_tokens", "temperature",
+            "max_new_tokens", "num_generations", "rollout", "tis", "precision", "seed", "lora", "lora_r", "lora_alpha", "anchor",
             "anchor_weight", "teacher_mix", "teacher_mix_until", "rollout_correction", "correction_k",
             "seqkd_filter")  # fmt: skip
 

@@ -93,6 +93,8 @@ class TrainConfig:
     """EMA rate α: φ ← (1−α)·φ + α·θ after every optimizer step."""
     teacher_template: str = "paper"
     """Teacher prompt template: paper, chat-turn, or a format string with {prompt} and {demonstration}."""
+    teacher_temperature: float = 1.0
+    """SDFT's target is softmax(teacher logits / τ): τ < 1 sharpens it toward the teacher's mode (1: the paper)."""
     divergence: Divergence = "forward"
     """Per-token divergence: forward KL(teacher‖student) (what the paper ran), reverse, or JSD."""
     jsd_beta: float = 0.5
@@ -191,6 +193,9 @@ class TrainConfig:
             ("min_new_tokens", self.min_new_tokens == 0 or self.rollout_correction == "none",
              "is not supported with --rollout-correction"),
             ("ema_rate", 0 < self.ema_rate <= 1, "must be in (0, 1]"),
+            ("teacher_temperature", self.teacher_temperature > 0, "must be > 0"),
+            ("teacher_temperature", self.teacher_temperature == 1 or self.method == "sdft",
+             "is for --method sdft (seqkd's teacher samples at --temperature)"),
             ("jsd_beta", 0 <= self.jsd_beta <= 1, "must be in [0, 1]"),
             ("topk", self.topk > 0, "must be > 0"),
             ("skip_first_tokens", self.skip_first_tokens >= 0, "must be >= 0"),

@@ -325,11 +325,12 @@ def head_forward_kl(
     weights_BT: Tensor,
     *,
     chunk_size: int = 64,
+    teacher_temperature: float = 1.0,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Σ_bt w_bt · KL(q_bt || p_bt) with the LM heads applied inside, ``chunk_size`` positions at a time.
 
-    p = softmax(student_head(student_hidden)), q = softmax(teacher_head(teacher_hidden)); the teacher is a
-    constant. The result equals ``(distill_loss(student_logits, teacher_logits, tokens) * w).sum()`` of the
+    p = softmax(student_head(student_hidden)), q = softmax(teacher_head(teacher_hidden) / teacher_temperature);
+    the teacher is a constant. The result equals ``(distill_loss(student_logits, teacher_logits, tokens) * w).sum()`` of the
     logits the heads would give, but no ``[B, T, V]`` tensor ever exists: memory is one chunk's ``[chunk, V]``
     whatever the completion length, and positions with w = 0 (masked) cost nothing. Under autocast the heads
     run in the autocast dtype, as they do inside the model. Returns the scalar loss and, without grad, the
@@ -337,6 +338,8 @@ def head_forward_kl(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not teacher_temperature > 0:
+        raise ValueError(f"teacher_temperature must be > 0, got {teacher_temperature}")
     if student_hidden_BTH.shape != teacher_hidden_BTH.shape:
         raise ValueError(f"student hidden {tuple(student_hidden_BTH.shape)} and teacher hidden "
                          f"{tuple(teacher_hidden_BTH.shape)} must have the same [B, T, H] shape")  # fmt: skip
@@ -351,6 +354,7 @@ def head_forward_kl(
         teacher_hidden_BTH.reshape(-1, teacher_hidden_BTH.shape[-1])[keep_N].detach(), teacher_head.weight.detach(),
         None if teacher_head.bias is None else teacher_head.bias.detach(),
         tokens_BT.reshape(-1)[keep_N], weights_BT.reshape(-1)[keep_N].float().detach(), chunk_size, dtype,
+        teacher_temperature,
     )  # fmt: skip
     full_N3 = out_N3.new_zeros(tokens_BT.numel(), 3).index_copy_(0, keep_N, out_N3)
     kl_BT, gap_BT, entropy_BT = full_N3.reshape(*tokens_BT.shape, 3).unbind(-1)
@@ -368,7 +372,7 @@ class _HeadForwardKL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hs_NH, ws_VH, bs_V, ht_NH, wt_VH, bt_V, tokens_N, w_N, chunk_size: int, dtype):
+    def forward(ctx, hs_NH, ws_VH, bs_V, ht_NH, wt_VH, bt_V, tokens_N, w_N, chunk_size: int, dtype, tau: float):
         # Under autocast the matmuls run in its dtype as the model's head does; the student's weight is a leaf, so
         # autocast reuses the copy it cached in the model's forward. The teacher's is cast once, here.
         wt = wt_VH if dtype is None else wt_VH.to(dtype)
@@ -382,7 +386,8 @@ class _HeadForwardKL(torch.autograd.Function):
             part = slice(start, start + chunk_size)
             h = hs_NH[part]
             logp_nV = _logprobs(F.linear(h, ws_VH, bs_V))
-            logq_nV = _logprobs(F.linear(ht_NH[part] if dtype is None else ht_NH[part].to(dtype), wt, bt))
+            t_nV = F.linear(ht_NH[part] if dtype is None else ht_NH[part].to(dtype), wt, bt)
+            logq_nV = _logprobs(t_nV if tau == 1 else t_nV / tau)
             kl_n = _kl(logq_nV, logp_nV)
             loss += (kl_n * w_N[part]).sum()
             y = tokens_N[part].unsqueeze(0)
@@ -411,4 +416,4 @@ class _HeadForwardKL(torch.autograd.Function):
         grad_h, grad_w, grad_b = ctx.saved_tensors
         w_dtype, b_dtype = ctx.dtypes
         scaled = [g.mul_(grad_loss.to(g.dtype)) if g is not None else None for g in (grad_h, grad_w, grad_b)]
-        return scaled[0], scaled[1].to(w_dtype), None if grad_b is None else scaled[2].to(b_dtype), *([None] * 7)
+        return scaled[0], scaled[1].to(w_dtype), None if grad_b is None else scaled[2].to(b_dtype), *([None] * 8)

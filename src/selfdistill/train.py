@@ -316,6 +316,8 @@ def train(cfg: TrainConfig) -> Path:
                                 teacher_logits_BCV = (teacher.completion_logits(teacher_batch) if
                                                       batch.teacher_logits_BCV is None else
                                                       batch.teacher_logits_BCV.to(device))  # fmt: skip
+                                if cfg.teacher_temperature != 1:  # the target is softmax(logits / τ)
+                                    teacher_logits_BCV = teacher_logits_BCV / cfg.teacher_temperature
                     if anchor:  # the start model's logits on the anchor rows (its hidden states, with fused)
                         with timer("anchor"):
                             anchor_ref = (reference.hidden if fused else reference)(anchor_batch)
@@ -330,7 +332,7 @@ def train(cfg: TrainConfig) -> Path:
                             loss, loss_BC, token_stats_BC = losses.head_forward_kl(
                                 student_hidden_BCH, output_head(model), teacher_hidden_BCH, output_head(teacher.model),
                                 student_batch.completion_ids_BC, losses.masked_mean_weights(mask_BC),
-                                chunk_size=cfg.loss_chunk_size,
+                                chunk_size=cfg.loss_chunk_size, teacher_temperature=cfg.teacher_temperature,
                             )  # fmt: skip
                             student_logits_BCV = teacher_logits_BCV = None
                         else:
