@@ -7,7 +7,7 @@ chosen on validation splits before any of the recipes' test numbers is read.
     .venv/bin/python benchmarks/recipes.py final       # after the screen: the test-split comparison, resumable
     .venv/bin/python benchmarks/recipes.py final --smoke    # its pipeline on tiny-random, with a stand-in recipe
     .venv/bin/python benchmarks/recipes.py diagnostics # sdft vs the recipe: training diagnostics per stage
-    .venv/bin/python benchmarks/recipes.py pilot --seeds 0   # one prediction of the diagnostics, validation splits
+    .venv/bin/python benchmarks/recipes.py pilot --seeds 0   # two predictions of the diagnostics, validation splits
 
 Everything below was fixed before any result of these settings was seen:
 
@@ -422,68 +422,98 @@ def cmd_diagnostics(args) -> None:
 
 PILOT_SKILLS = ("extract_trip", "ticket_line")
 PILOT_TEMPERATURES = (1.0, 0.5)
+PILOT_TEACHER_TEMPERATURES = (0.5,)
+PILOTS = ("rollout", "teacher")
+"""The pilots: ``rollout`` (the rollout temperature, run first) and ``teacher`` (the teacher's temperature in the
+loss, 2026-12-05). Each has its own run directory per skill; the teacher pilot's baseline is the rollout pilot's
+``sdft``, the same settings and seeds."""
 
 
-def pilot_plan(skill: str, lrs: dict[str, float], smoke: bool) -> Path:
-    """One SDFT stage on ``skill`` at each rollout temperature in ``PILOT_TEMPERATURES`` (1.0 is the benchmark's
-    sdft), scored on the validation split with its near-prior task and prior_probe.
+def _pilot_dir(kind: str, skill: str, smoke: bool) -> Path:
+    prefix = {"rollout": "pilot", "teacher": "pilot_teacher"}[kind]
+    return RESULTS / f"{prefix}_{'smoke_' if smoke else ''}{skill}"
 
-    Written before it ran, from the diagnostics' reading ("SDFT learns an answer from its front": a training signal
-    toward a later part of an answer comes only from rollouts that got the earlier parts right). Its prediction: at a
-    lower rollout temperature the student's greedy answers follow the gold answer further (the prefix share in
-    ``AGREEMENT``) after the same 12 steps. The skills are the two where SDFT's prefix stayed lowest while the
-    teacher's greedy answer was mostly right (extract_trip 0.35 vs the teacher's 0.69, ticket_line 0.27 vs 1.00)."""
+
+def pilot_plan(skill: str, lrs: dict[str, float], smoke: bool, kind: str = "rollout") -> Path:
+    """One SDFT stage on ``skill`` per setting, scored on the validation split with its near-prior task and
+    prior_probe.
+
+    ``rollout``: each rollout temperature in ``PILOT_TEMPERATURES`` (1.0 is the benchmark's sdft). Written before it
+    ran, from the diagnostics' reading ("SDFT learns an answer from its front": a training signal toward a later part
+    of an answer comes only from rollouts that got the earlier parts right). Its prediction: at a lower rollout
+    temperature the student's greedy answers follow the gold answer further (the prefix share in ``AGREEMENT``)
+    after the same 12 steps. The skills are the two where SDFT's prefix stayed lowest while the teacher's greedy
+    answer was mostly right (extract_trip 0.35 vs the teacher's 0.69, ticket_line 0.27 vs 1.00).
+
+    ``teacher``: each teacher temperature τ in ``PILOT_TEACHER_TEMPERATURES``, rollouts at 1.0. Written before it
+    ran, from the same reading's second half: the teacher is right at its mode (greedy 1.00 on ticket_line) but its
+    samples at T = 1 are accepted 9–14% of the time, so the target spreads mass over wrong continuations. Its
+    prediction: a sharper target (τ = 0.5) moves the student's greedy answers further along the gold answer (a
+    higher prefix share than the rollout pilot's ``sdft``) after the same 12 steps."""
     sdft = {"method": "sdft", **forgetting.METHODS["sdft"], "lr": lrs["sdft"]}
-    methods = {"sdft": sdft, **{f"sdft[T={t:g}]": {**sdft, "temperature": t} for t in PILOT_TEMPERATURES if t != 1.0}}
+    if kind == "rollout":
+        methods = {"sdft": sdft,
+                   **{f"sdft[T={t:g}]": {**sdft, "temperature": t} for t in PILOT_TEMPERATURES if t != 1.0}}
+        what = "SDFT's rollout temperature"
+    else:
+        methods = {f"sdft[teacher T={t:g}]": {**sdft, "teacher_temperature": t} for t in PILOT_TEACHER_TEMPERATURES}
+        what = "SDFT's teacher temperature"
     seeds = [0] if smoke else forgetting.SEEDS
-    raw = forgetting._plan(f"pilot_{skill}", [skill], methods, seeds, "validation", SCREEN_PRIOR, forgetting.LIMIT)
-    raw["output"] = str(RESULTS / (f"pilot_smoke_{skill}" if smoke else f"pilot_{skill}"))
+    name = _pilot_dir(kind, skill, smoke).name
+    raw = forgetting._plan(name, [skill], methods, seeds, "validation", SCREEN_PRIOR, forgetting.LIMIT)
+    raw["output"] = str(RESULTS / name)
     if smoke:
         _shrink(raw)
-    comment = f"Pilot: SDFT's rollout temperature on {skill}, validation split (the diagnostics' prediction)."
-    return forgetting._write_plan(f"recipes_pilot_{'smoke_' if smoke else ''}{skill}", raw, comment)
+    comment = f"Pilot: {what} on {skill}, validation split (the diagnostics' prediction)."
+    return forgetting._write_plan(f"recipes_{name}", raw, comment)
 
 
 def cmd_pilot(args) -> None:
     lrs = json.loads((forgetting.RESULTS / "chosen_lr.json").read_text())
     seeds = [0] if args.smoke else args.seeds
-    for skill in PILOT_SKILLS:
-        start = time.perf_counter()
-        if forgetting._run(pilot_plan(skill, lrs, args.smoke), seeds=seeds) and not args.smoke:
-            forgetting._log_time(f"pilot {skill} seeds {' '.join(map(str, seeds))}", start, RESULTS)
+    for kind in args.pilots:
+        for skill in PILOT_SKILLS:
+            start = time.perf_counter()
+            if forgetting._run(pilot_plan(skill, lrs, args.smoke, kind), seeds=seeds) and not args.smoke:
+                label = "pilot" if kind == "rollout" else "pilot teacher"
+                forgetting._log_time(f"{label} {skill} seeds {' '.join(map(str, seeds))}", start, RESULTS)
     cmd_pilot_summary(args)
 
 
 def pilot_table(smoke: bool = False) -> str:
-    """Per skill and setting (mean ± std over finished seeds): the base model's row, then each temperature's
-    accuracy, first-character and prefix agreement with the gold answers, near-prior and prior_probe at the end."""
+    """Per skill and setting (mean ± std over finished seeds): the base model's row, then each setting's accuracy,
+    first-character and prefix agreement with the gold answers, near-prior and prior_probe at the end."""
     rows = []
     for skill in PILOT_SKILLS:
-        run_dir = RESULTS / (f"pilot_smoke_{skill}" if smoke else f"pilot_{skill}")
-        if not (run_dir / "results.json").is_file():
-            continue
-        results = load_results(run_dir)
-        base = answer_agreement(run_dir, "base").get(skill, {})
-        if base:
-            rows.append([skill, "base model", "—", *(f"{base[k][0]:.3f}" for k in ("acc", "first", "prefix")),
-                         "—", "—"])  # fmt: skip
-        for setting in dict.fromkeys(run["setting"] for run in results["methods"].values()):
-            agree = answer_agreement(run_dir, setting).get(skill)
-            if not agree:
+        based = False
+        for kind in PILOTS:
+            run_dir = _pilot_dir(kind, skill, smoke)
+            if not (run_dir / "results.json").is_file():
                 continue
-            summaries = [summarize_method(results, label) for label, run in results["methods"].items()
-                         if run["setting"] == setting and run["stages"] and run["stages"][-1].get("train_dir")]
-            rows.append([skill, setting, str(len(agree["acc"])),
-                         *(forgetting._pm(mean_std(agree[k])) for k in ("acc", "first", "prefix")),
-                         forgetting._pm(mean_std([s["near_end"] for s in summaries])),
-                         forgetting._pm(mean_std([s["prior_end"] for s in summaries]))])  # fmt: skip
+            results = load_results(run_dir)
+            base = answer_agreement(run_dir, "base").get(skill, {})
+            if base and not based:
+                based = True
+                rows.append([skill, "base model", "—", *(f"{base[k][0]:.3f}" for k in ("acc", "first", "prefix")),
+                             "—", "—"])  # fmt: skip
+            for setting in dict.fromkeys(run["setting"] for run in results["methods"].values()):
+                agree = answer_agreement(run_dir, setting).get(skill)
+                if not agree:
+                    continue
+                summaries = [summarize_method(results, label) for label, run in results["methods"].items()
+                             if run["setting"] == setting and run["stages"] and run["stages"][-1].get("train_dir")]
+                rows.append([skill, setting, str(len(agree["acc"])),
+                             *(forgetting._pm(mean_std(agree[k])) for k in ("acc", "first", "prefix")),
+                             forgetting._pm(mean_std([s["near_end"] for s in summaries])),
+                             forgetting._pm(mean_std([s["prior_end"] for s in summaries]))])  # fmt: skip
     return forgetting._md(["skill", "setting", "seeds", "accuracy", "first character right",
                            "prefix share", "near-prior", "prior_probe"], rows)  # fmt: skip
 
 
 def cmd_pilot_summary(args) -> None:
-    text = ("## Pilot: SDFT's rollout temperature (validation splits; after the skill's one 12-step stage)\n\n"
-            + pilot_table(args.smoke) + f"\n\n{forgetting.machines_line(RESULTS, 'pilot ')}\n")  # fmt: skip
+    text = ("## Pilots: SDFT's rollout temperature and its teacher's temperature (validation splits; after the "
+            "skill's one 12-step stage)\n\n" + pilot_table(args.smoke)
+            + f"\n\n{forgetting.machines_line(RESULTS, 'pilot ')}\n")  # fmt: skip
     print(text)
     (RESULTS / f"{'pilot_smoke' if args.smoke else 'pilot'}_summary.md").write_text(text)
 
@@ -494,6 +524,8 @@ def main() -> None:
                                             "pilot-summary"))
     parser.add_argument("--smoke", action="store_true", help="one step of every setting on tiny-random")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(forgetting.SEEDS), help="final, pilot: which seeds")
+    parser.add_argument("--pilots", nargs="+", default=list(PILOTS), choices=list(PILOTS),
+                        help="pilot: which (rollout: the rollout temperature; teacher: the teacher temperature)")
     parser.add_argument("--sequences", nargs="+", default=list(forgetting.SEQUENCES), choices=list(forgetting.SEQUENCES),
                         help="final: which sequences")  # fmt: skip
     args = parser.parse_args()

@@ -210,3 +210,13 @@ def test_the_pilot_changes_only_the_rollout_temperature_of_the_benchmarks_sdft_o
     assert plan["stages"] == [{"task": "ticket_line", "steps": recipes.forgetting.STEPS}]
     assert plan["eval"]["split"] == "validation" and plan["eval"]["near"] == ["near_ticket_line"]
     assert plan["train"] == recipes.forgetting.TRAIN and plan["seeds"] == list(recipes.forgetting.SEEDS)
+
+
+def test_the_teacher_pilot_changes_only_the_teacher_temperature_and_pairs_with_the_rollout_pilots_sdft(recipes):
+    lrs = {"sft": 3e-5, "sdft": 1e-4, "seqkd": 3e-5}
+    rollout = yaml.safe_load(recipes.pilot_plan("extract_trip", lrs, smoke=False).read_text())
+    teacher = yaml.safe_load(recipes.pilot_plan("extract_trip", lrs, smoke=False, kind="teacher").read_text())
+    assert teacher["methods"] == {"sdft[teacher T=0.5]": {**rollout["methods"]["sdft"], "teacher_temperature": 0.5}}
+    assert teacher["output"].endswith("pilot_teacher_extract_trip") and teacher["output"] != rollout["output"]
+    assert {k: v for k, v in teacher.items() if k not in ("methods", "output")} == {
+        k: v for k, v in rollout.items() if k not in ("methods", "output")}
