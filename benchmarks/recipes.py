@@ -324,13 +324,18 @@ def answer_agreement(run_dir: Path, setting: str) -> dict[str, dict[str, list[fl
                    for run in results["methods"].values() if run.get("setting") == setting
                    for stage in run["stages"] if stage.get("train_dir")]  # fmt: skip
     for path, task in sources:
-        rows = [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["task"] == task]
-        items = [(float(r["prediction"].strip()[:1] == r["gold"][:1]),
-                  len(os.path.commonprefix([r["prediction"].strip(), r["gold"]])) / max(1, len(r["gold"])),
-                  float(r["scores"]["acc"])) for r in rows]  # fmt: skip
-        for key, values in zip(AGREEMENT, zip(*items, strict=True), strict=True):
-            out.setdefault(task, {}).setdefault(key, []).append(sum(values) / len(values))
+        for key, value in _agreement(path, task).items():
+            out.setdefault(task, {}).setdefault(key, []).append(value)
     return out
+
+
+def _agreement(predictions: Path, task: str) -> dict[str, float]:
+    """``AGREEMENT``'s measures (each a mean over the items) of ``task``'s greedy answers in a predictions file."""
+    rows = [r for r in map(json.loads, predictions.read_text(encoding="utf-8").splitlines()) if r["task"] == task]
+    items = [(float(r["prediction"].strip()[:1] == r["gold"][:1]),
+              len(os.path.commonprefix([r["prediction"].strip(), r["gold"]])) / max(1, len(r["gold"])),
+              float(r["scores"]["acc"])) for r in rows]  # fmt: skip
+    return {key: sum(values) / len(values) for key, values in zip(AGREEMENT, zip(*items, strict=True), strict=True)}
 
 
 def run_dirs(setting: str) -> list[Path]:
@@ -510,9 +515,46 @@ def pilot_table(smoke: bool = False) -> str:
                            "prefix share", "near-prior", "prior_probe"], rows)  # fmt: skip
 
 
+PILOT_MEASURES = {"prefix": "prefix share", "near_end": "near-prior", "prior_end": "prior_probe"}
+
+
+def pilot_per_seed(skill: str, smoke: bool = False) -> dict[str, dict[str, dict[int, float]]]:
+    """Setting → measure (``PILOT_MEASURES``) → seed → value, over both pilots' finished runs on ``skill``."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    for kind in PILOTS:
+        run_dir = _pilot_dir(kind, skill, smoke)
+        if not (run_dir / "results.json").is_file():
+            continue
+        results = load_results(run_dir)
+        for label, run in results["methods"].items():
+            trained = [stage for stage in run["stages"] if stage.get("train_dir")]
+            if not trained:
+                continue
+            summary = summarize_method(results, label)
+            agree = _agreement(run_dir / trained[-1]["train_dir"] / "eval" / "predictions.jsonl", skill)
+            values = {"prefix": agree["prefix"], "near_end": summary["near_end"], "prior_end": summary["prior_end"]}
+            for key, value in values.items():
+                out.setdefault(run["setting"], {}).setdefault(key, {})[run["seed"]] = value
+    return out
+
+
+def pilot_differences(smoke: bool = False) -> str:
+    """Each pilot setting minus the benchmark's sdft, paired by seed, with 95% t-intervals."""
+    rows = []
+    for skill in PILOT_SKILLS:
+        per_seed = pilot_per_seed(skill, smoke)
+        for setting, measures in per_seed.items():
+            if setting == "sdft" or "sdft" not in per_seed:
+                continue
+            rows.append([skill, f"{setting} − sdft", *(forgetting._diff(paired_difference(measures[k], per_seed["sdft"][k]))
+                                                       for k in PILOT_MEASURES)])  # fmt: skip
+    return forgetting._md(["skill", "difference", *PILOT_MEASURES.values()], rows)
+
+
 def cmd_pilot_summary(args) -> None:
     text = ("## Pilots: SDFT's rollout temperature and its teacher's temperature (validation splits; after the "
             "skill's one 12-step stage)\n\n" + pilot_table(args.smoke)
+            + "\n\nPaired by seed against sdft (mean [95% interval], n pairs):\n\n" + pilot_differences(args.smoke)
             + f"\n\n{forgetting.machines_line(RESULTS, 'pilot ')}\n")  # fmt: skip
     print(text)
     (RESULTS / f"{'pilot_smoke' if args.smoke else 'pilot'}_summary.md").write_text(text)

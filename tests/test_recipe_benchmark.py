@@ -220,3 +220,19 @@ def test_the_teacher_pilot_changes_only_the_teacher_temperature_and_pairs_with_t
     assert teacher["output"].endswith("pilot_teacher_extract_trip") and teacher["output"] != rollout["output"]
     assert {k: v for k, v in teacher.items() if k not in ("methods", "output")} == {
         k: v for k, v in rollout.items() if k not in ("methods", "output")}
+
+
+def test_the_pilots_per_seed_values_agree_with_their_table_and_pair_every_setting_with_sdft(recipes):
+    """On the committed pilot runs: per-seed prefix shares average to the table's, and every setting pairs with sdft."""
+    for skill in recipes.PILOT_SKILLS:
+        per_seed = recipes.pilot_per_seed(skill)
+        assert {"sdft", "sdft[T=0.5]", "sdft[teacher T=0.5]"} <= set(per_seed)
+        for kind in recipes.PILOTS:
+            run_dir = recipes._pilot_dir(kind, skill, smoke=False)
+            for setting in {run["setting"] for run in recipes.load_results(run_dir)["methods"].values()}:
+                listed = recipes.answer_agreement(run_dir, setting)[skill]["prefix"]
+                by_seed = per_seed[setting]["prefix"]
+                assert sum(by_seed.values()) / len(by_seed) == pytest.approx(sum(listed) / len(listed))
+                assert 0 in set(by_seed) & set(per_seed["sdft"]["prefix"])
+    table = recipes.pilot_differences()
+    assert "sdft[teacher T=0.5] − sdft" in table and "sdft − sdft" not in table
