@@ -1,6 +1,7 @@
 """The forgetting benchmark: does SDFT forget less than SFT (and seqkd), over several seeds and skill sequences?
 
     .venv/bin/python benchmarks/forgetting.py            # everything, resumable: tune → probe → run → summary
+    .venv/bin/python benchmarks/forgetting.py --jobs 2   # the same, two units side by side on one core each
     .venv/bin/python benchmarks/forgetting.py tune       # the learning-rate sweep on the validation split
     .venv/bin/python benchmarks/forgetting.py run --seeds 0   # the test runs of seed 0 (all sequences)
     .venv/bin/python benchmarks/forgetting.py probe      # `selfdistill probe` on every skill (the predictor check)
@@ -39,6 +40,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +56,15 @@ from selfdistill.report import load_results, write_report
 ROOT = Path(__file__).resolve().parent
 PLANS = ROOT / "forgetting"
 RESULTS = ROOT / "results" / "forgetting"
+
+
+def use_results(path: Path) -> None:
+    """Read and write ``path`` instead of the committed results; a directory other than the committed one keeps its
+    plans in ``path/plans`` so that the committed plans (which name the committed output) stay as they are."""
+    global RESULTS, PLANS
+    path = path.resolve()
+    if path != RESULTS.resolve():
+        RESULTS, PLANS = path, path / "plans"
 
 SEQUENCES: dict[str, tuple[str, str, str]] = {
     "s1": ("record_json", "ticket_line", "arith_steps"),
@@ -158,10 +169,12 @@ def _run(path: Path, seeds=None) -> bool:
 
 
 
-def _log_time(what: str, start: float, results: Path = RESULTS) -> None:
-    """One line in ``results/wall_times.jsonl``: what finished, how long it took, and on which CPU."""
+def _log_time(what: str, start: float, results: Path | None = None, **extra) -> None:
+    """One line in ``results/wall_times.jsonl``: what finished, how long it took, and on which CPU (``extra``: how
+    it ran, e.g. ``side_by_side=2, threads=1``)."""
+    results = results or RESULTS
     line = {"what": what, "seconds": round(time.perf_counter() - start, 1), "cpu": cpu_model(),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}  # fmt: skip
     results.mkdir(parents=True, exist_ok=True)
     with (results / "wall_times.jsonl").open("a") as f:
         f.write(json.dumps(line) + "\n")
@@ -182,12 +195,102 @@ def cmd_run(args) -> None:
     lrs = json.loads((RESULTS / "chosen_lr.json").read_text()) if (RESULTS / "chosen_lr.json").is_file() else None
     if lrs is None:
         sys.exit("no tuned learning rates yet: run `benchmarks/forgetting.py tune` first")
-    for seed in args.seeds:
-        for name in args.sequences:
-            start = time.perf_counter()
-            if _run(sequence_plan(name, lrs), seeds=[seed]):
-                _log_time(f"{name} seed {seed}", start)
-    cmd_summary(args)
+    if args.jobs > 1:
+        units = [(name, seed) for seed in args.seeds for name in args.sequences]
+        if args.command == "all":
+            units.append(("probe", None))
+        run_side_by_side(units, args.jobs)
+    else:
+        how = {"side_by_side": args.side_by_side, "threads": torch_threads()} if args.side_by_side else {}
+        for seed in args.seeds:
+            for name in args.sequences:
+                start = time.perf_counter()
+                if _run(sequence_plan(name, lrs), seeds=[seed]):
+                    _log_time(f"{name} seed {seed}", start, **how)
+    if not args.side_by_side:  # a unit started by run_side_by_side leaves the summary to its parent
+        cmd_summary(args)
+
+
+# ---------------------------------------------------------------- units side by side
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def next_unit(pending: list[tuple[str, int | None]], running: set[str]) -> tuple[str, int | None] | None:
+    """The first pending unit whose sequence is not running: two seeds of one sequence write one results.json (and
+    the first computes the base model's scores that the others reuse), so they never run at the same time."""
+    return next((unit for unit in pending if unit[0] not in running), None)
+
+
+def core_slots(jobs: int, cores: list[int]) -> list[list[int]]:
+    """``jobs`` disjoint groups of the cores this process may use, as even as they divide (at least one core each)."""
+    if jobs > len(cores):
+        raise ValueError(f"--jobs {jobs} needs at least {jobs} cores; this process may use {len(cores)}")
+    per = len(cores) // jobs
+    return [cores[i * per:(i + 1) * per] for i in range(jobs)]
+
+
+def unit_command(unit: tuple[str, int | None], jobs: int, cores: list[int]) -> list[str]:
+    """The command line that runs one unit in its own process, on ``cores``, into the same results directory."""
+    name, seed = unit
+    cmd = [sys.executable, str(Path(__file__).resolve())]
+    if name == "probe":
+        cmd += ["probe"]
+    else:
+        cmd += ["run", "--seeds", str(seed), "--sequences", name, "--side-by-side", str(jobs)]
+    return cmd + ["--results", str(RESULTS), "--cores", *map(str, cores)]
+
+
+def run_side_by_side(units: list[tuple[str, int | None]], jobs: int) -> None:
+    """Run the units ``jobs`` at a time, each in its own process pinned to its own cores with as many threads.
+
+    The arithmetic does not change with the thread count here (fp32; the losses of a 1-thread and a 2-thread run
+    agree, docs/science.md), and a unit's numbers do not depend on what runs beside it; what changes is the wall
+    time: two 1-core processes get more out of two cores than one 2-thread process does. Each unit's output goes to
+    ``results/logs/``; the whole span is one line in ``wall_times.jsonl``."""
+    import subprocess
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    slots = core_slots(jobs, cores)
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, running, failed = list(units), {}, []
+    start = time.perf_counter()
+    while pending or running:
+        free = [slot for slot in range(jobs) if slot not in {r[1] for r in running.values()}]
+        while free and (unit := next_unit(pending, {r[0][0] for r in running.values()})):
+            pending.remove(unit)
+            slot = free.pop(0)
+            name = unit[0] if unit[1] is None else f"{unit[0]}_seed{unit[1]}"
+            env = {**os.environ, "OMP_NUM_THREADS": str(len(slots[slot])), "MKL_NUM_THREADS": str(len(slots[slot]))}
+            with (logs / f"{name}.log").open("w") as out:
+                proc = subprocess.Popen(unit_command(unit, jobs, slots[slot]), stdout=out, stderr=subprocess.STDOUT,
+                                        env=env)  # fmt: skip
+            running[proc] = (unit, slot, time.perf_counter(), logs / f"{name}.log")
+            log.info("started %s on cores %s (%d pending)", name, slots[slot], len(pending))
+        if not running:
+            break
+        time.sleep(2)
+        for proc, (unit, _slot, t0, path) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[proc]
+            minutes = (time.perf_counter() - t0) / 60
+            if proc.returncode:
+                failed.append(unit)
+                tail = path.read_text().splitlines()[-5:]
+                log.error("%s failed (exit %d) after %.1f min; the end of %s:\n%s", unit, proc.returncode, minutes, path,
+                          "\n".join(tail))  # fmt: skip
+            else:
+                log.info("finished %s in %.1f min", unit, minutes)
+    what = " ".join(f"{n} seed {s}" if s is not None else n for n, s in units)
+    _log_time(f"{len(units)} units, {jobs} side by side: {what}", start, span=True, side_by_side=jobs)
+    if failed:
+        sys.exit(f"{len(failed)} unit(s) failed: {failed}; their logs are in {logs}; a rerun resumes them")
 
 
 def cmd_probe(args) -> None:
@@ -334,14 +437,14 @@ def probe_table() -> str:
     return _md(["skill", "probe student", "probe teacher", "gap ± se", "KL", "SDFT − SFT gain on the skill"], rows)
 
 
-def machines_line(results: Path = RESULTS, prefix: str = "") -> str:
+def machines_line(results: Path | None = None, prefix: str = "") -> str:
     """Which CPU ran each sequence and seed (from ``results/wall_times.jsonl``, the lines whose ``what`` starts with
     ``prefix``): pairs within a seed share a machine."""
-    path = results / "wall_times.jsonl"
+    path = (results or RESULTS) / "wall_times.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
     by_cpu: dict[str, list[str]] = {}
     for line in lines:
-        if line["what"] != "tune" and line["what"].startswith(prefix):
+        if line["what"] != "tune" and not line.get("span") and line["what"].startswith(prefix):
             by_cpu.setdefault(line["cpu"], []).append(line["what"])
     if not by_cpu:
         return f"CPU: {cpu_model()}"
@@ -419,11 +522,23 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--sequences", nargs="+", default=list(SEQUENCES), choices=list(SEQUENCES))
     parser.add_argument("--probe-limit", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="run this many sequence × seed units side by side, each pinned to its own cores (2 on a "
+                             "2-core machine: the same numbers, ~1.2x the throughput); the tuning run stays one process")  # fmt: skip
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="results directory (default: the committed one); another directory gets its own plans")  # fmt: skip
+    parser.add_argument("--side-by-side", type=int, default=0, help=argparse.SUPPRESS)  # set by run_side_by_side
+    parser.add_argument("--cores", type=int, nargs="+", help=argparse.SUPPRESS)  # set by run_side_by_side
     args = parser.parse_args()
+    if args.cores and hasattr(os, "sched_setaffinity"):  # before the first parallel region starts its threads
+        os.sched_setaffinity(0, args.cores)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    use_results(args.results)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.command in ("all", "tune") and not (RESULTS / "chosen_lr.json").is_file():
         cmd_tune(args)
-    if args.command in ("all", "probe"):  # minutes, before the hours of test runs
+    if args.command == "probe" or (args.command == "all" and args.jobs == 1):  # minutes, before the hours of runs
         cmd_probe(args)
     if args.command in ("all", "run"):
         cmd_run(args)
