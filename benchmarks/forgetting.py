@@ -248,9 +248,9 @@ def unit_command(unit: tuple[str, int | None], jobs: int, cores: list[int]) -> l
 def run_side_by_side(units: list[tuple[str, int | None]], jobs: int) -> None:
     """Run the units ``jobs`` at a time, each in its own process pinned to its own cores with as many threads.
 
-    The arithmetic does not change with the thread count here (fp32; the losses of a 1-thread and a 2-thread run
-    agree, docs/science.md), and a unit's numbers do not depend on what runs beside it; what changes is the wall
-    time: two 1-core processes get more out of two cores than one 2-thread process does. Each unit's output goes to
+    The arithmetic does not change with the thread count (fp32: on one machine, s2 seed 0 run with 1 thread beside
+    another unit and with 2 threads alone agreed in all 132 evaluation cells, docs/science.md); what changes is the
+    wall time: two 1-core processes got 1.34x the throughput of one 2-thread process there. Each unit's output goes to
     ``results/logs/``; the whole span is one line in ``wall_times.jsonl``."""
     import subprocess
 
@@ -524,7 +524,7 @@ def main() -> None:
     parser.add_argument("--probe-limit", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=1,
                         help="run this many sequence × seed units side by side, each pinned to its own cores (2 on a "
-                             "2-core machine: the same numbers, ~1.2x the throughput); the tuning run stays one process")  # fmt: skip
+                             "2-core machine: the same numbers, measured 1.34x the throughput); the tuning run stays one process")  # fmt: skip
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="results directory (default: the committed one); another directory gets its own plans")  # fmt: skip
     parser.add_argument("--side-by-side", type=int, default=0, help=argparse.SUPPRESS)  # set by run_side_by_side
