@@ -226,6 +226,11 @@ def next_unit(pending: list[tuple[str, int | None]], running: set[str]) -> tuple
     return next((unit for unit in pending if unit[0] not in running), None)
 
 
+def usable_cores() -> list[int]:
+    """The cores this process may run on."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 def core_slots(jobs: int, cores: list[int]) -> list[list[int]]:
     """``jobs`` disjoint groups of the cores this process may use, as even as they divide (at least one core each)."""
     if jobs > len(cores):
@@ -254,8 +259,7 @@ def run_side_by_side(units: list[tuple[str, int | None]], jobs: int) -> None:
     ``results/logs/``; the whole span is one line in ``wall_times.jsonl``."""
     import subprocess
 
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    slots = core_slots(jobs, cores)
+    slots = core_slots(jobs, usable_cores())
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pending, running, failed = list(units), {}, []
@@ -534,6 +538,11 @@ def main() -> None:
         os.sched_setaffinity(0, args.cores)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.jobs > 1:  # before the tuning run, not after it
+        try:
+            core_slots(args.jobs, usable_cores())
+        except ValueError as e:
+            parser.error(str(e))
     use_results(args.results)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.command in ("all", "tune") and not (RESULTS / "chosen_lr.json").is_file():

@@ -90,3 +90,14 @@ def test_another_results_directory_keeps_its_own_plans(forgetting, tmp_path):
     forgetting.use_results(tmp_path / "elsewhere")
     assert (tmp_path / "elsewhere").resolve() == forgetting.RESULTS
     assert forgetting.PLANS == forgetting.RESULTS / "plans" != committed_plans
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs sched_getaffinity")
+def test_more_jobs_than_cores_is_refused_before_anything_runs(tmp_path):
+    import subprocess
+
+    jobs = len(os.sched_getaffinity(0)) + 1
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "forgetting.py"), "--jobs", str(jobs), "--results",
+                          str(tmp_path / "r")], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 2 and f"--jobs {jobs} needs at least {jobs} cores" in out.stderr
+    assert not (tmp_path / "r").exists()
