@@ -57,15 +57,6 @@ ROOT = Path(__file__).resolve().parent
 PLANS = ROOT / "forgetting"
 RESULTS = ROOT / "results" / "forgetting"
 
-
-def use_results(path: Path) -> None:
-    """Read and write ``path`` instead of the committed results; a directory other than the committed one keeps its
-    plans in ``path/plans`` so that the committed plans (which name the committed output) stay as they are."""
-    global RESULTS, PLANS
-    path = path.resolve()
-    if path != RESULTS.resolve():
-        RESULTS, PLANS = path, path / "plans"
-
 SEQUENCES: dict[str, tuple[str, str, str]] = {
     "s1": ("record_json", "ticket_line", "arith_steps"),
     "s2": ("csv_row", "shipping_zone", "fact_doc"),
@@ -96,6 +87,15 @@ PRIOR = [
 TUNE = {"stages": SEQUENCES["s1"][:1], "prior": [{"task": "prior_probe"}], "limit": LIMIT}
 
 log = logging.getLogger("forgetting")
+
+
+def use_results(path: Path) -> None:
+    """Read and write ``path`` instead of the committed results; a directory other than the committed one keeps its
+    plans in ``path/plans`` so that the committed plans (which name the committed output) stay as they are."""
+    global RESULTS, PLANS
+    path = path.resolve()
+    if path != RESULTS.resolve():
+        RESULTS, PLANS = path, path / "plans"
 
 
 def _near(skills) -> list[str]:
