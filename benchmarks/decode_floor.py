@@ -38,8 +38,8 @@ from torch import nn
 
 from selfdistill.environment import cpu_model
 from selfdistill.models import load_model
-from selfdistill.prepack import prepacked_linears
-from selfdistill.rollout import SeededSampler, left_pad, sample
+from selfdistill.training.prepack import prepacked_linears
+from selfdistill.training.rollout import SeededSampler, left_pad, sample
 
 BUFFER_BYTES = 1 << 30  # 1 GiB: dozens of times any last-level cache of these machines
 PROFILE_GROUPS = {  # op-name fragment → group; the first fragment found in an op's name wins

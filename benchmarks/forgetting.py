@@ -10,7 +10,7 @@
 Everything below was fixed before any result was seen, and is not changed after:
 
 - **Sequences** (``SEQUENCES``): four three-stage sequences A → B → C over the seven project-generated skills
-  (``selfdistill.tasks.procedural``), each skill in at least one sequence. ``s1`` extends the seed's scenario
+  (``selfdistill.evaluation.tasks.procedural``), each skill in at least one sequence. ``s1`` extends the seed's scenario
   (record_json → ticket_line) with a worked procedure; the others mix the kinds so every skill follows another.
 - **Methods**: SFT, SDFT (chat-turn teacher, no skipped tokens: at 135M the chat-turn teacher is the one that
   copies a demonstration, and the format decision sits in the first tokens) and seqkd (the same teacher generates,
@@ -47,11 +47,11 @@ from pathlib import Path
 
 import yaml
 
-from selfdistill.continual import ContinualConfig, run_plan
+from selfdistill.continual.metrics import aggregate, comparisons, mean_std, summarize_method
+from selfdistill.continual.plan import format_value, load_plan
+from selfdistill.continual.report import load_results, write_report
+from selfdistill.continual.runner import ContinualConfig, run_plan
 from selfdistill.environment import cpu_model
-from selfdistill.metrics import aggregate, comparisons, mean_std, summarize_method
-from selfdistill.plan import format_value, load_plan
-from selfdistill.report import load_results, write_report
 
 ROOT = Path(__file__).resolve().parent
 PLANS = ROOT / "forgetting"
@@ -298,7 +298,7 @@ def run_side_by_side(units: list[tuple[str, int | None]], jobs: int) -> None:
 
 
 def cmd_probe(args) -> None:
-    from selfdistill.probe import ProbeConfig, run_probe
+    from selfdistill.evaluation.probe import ProbeConfig, run_probe
 
     skills = sorted({s for seq in SEQUENCES.values() for s in seq})
     out = {}
@@ -363,7 +363,7 @@ def summary_rows() -> tuple[list[list[str]], list[list[str]], dict, dict]:
 
 def _pooled(raw: dict) -> list[list[str]]:
     """Every (sequence, seed) pair pooled: the paired difference of each method against SFT over all of them."""
-    from selfdistill.metrics import paired_difference
+    from selfdistill.continual.metrics import paired_difference
 
     out = []
     for method in ("sdft", "seqkd"):
@@ -414,7 +414,7 @@ def probe_table() -> str:
     """Per skill: the probe's teacher − student gap (before training) next to SDFT − SFT in what training on that
     skill gave it (its score right after its stage minus right before), pooled over the sequences and seeds that
     have it. Does the probe tell in advance whether SDFT pays off?"""
-    from selfdistill.metrics import learning_gain, matrix_from_results, paired_difference
+    from selfdistill.continual.metrics import learning_gain, matrix_from_results, paired_difference
 
     path = RESULTS / "probe.json"
     if not path.is_file():

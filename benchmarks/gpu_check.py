@@ -4,7 +4,7 @@
     python benchmarks/gpu_check.py --quick --device cpu   # a smoke run of the script itself on tiny shapes
 
 Needs torch, transformers, accelerate, peft and selfdistill with its embedded model (for the tokenizer); no network:
-the models are built here from configs. Runs the product's own training loop (``selfdistill.train.train``) on
+the models are built here from configs. Runs the product's own training loop (``selfdistill.training.loop.train``) on
 synthetic demonstrations, reads ``metrics.jsonl`` and reports per shape: median s/step (first step dropped),
 completion tokens/s of the rollout phase, the phase split, and peak GPU memory. When vLLM imports, it also runs the
 same steps with ``--rollout vllm``. Designed to finish in under 7 minutes on one H200; prints one JSON summary and
@@ -62,7 +62,7 @@ def data_file(path: Path, n: int) -> Path:
 
 def run(model_dir: Path, data: Path, out: Path, args, rollout: str) -> dict:
     from selfdistill.config import TrainConfig
-    from selfdistill.train import train
+    from selfdistill.training.loop import train
 
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from selfdistill.checkpoint import CHECKPOINTS, list_checkpoints, read_checkpoint
+from selfdistill.training.checkpoint import CHECKPOINTS, list_checkpoints, read_checkpoint
 
 MODES = ("anytime", "training", "checkpoint")
 def _timing(key: str) -> bool:

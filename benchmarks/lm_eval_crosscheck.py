@@ -26,10 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import tyro  # noqa: E402
 
-from selfdistill.evaluate import evaluate_tasks, subset_indices  # noqa: E402
+from selfdistill.evaluation.evaluate import evaluate_tasks, subset_indices  # noqa: E402
+from selfdistill.evaluation.tasks.base import default_data_dir, task_dir  # noqa: E402
+from selfdistill.evaluation.tasks.choice import CHOICE_TASKS  # noqa: E402
 from selfdistill.models import embedded_model_dir, load_model  # noqa: E402
-from selfdistill.tasks.base import default_data_dir, task_dir  # noqa: E402
-from selfdistill.tasks.choice import CHOICE_TASKS  # noqa: E402
 
 
 @dataclass

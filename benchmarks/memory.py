@@ -29,7 +29,7 @@ CHILD = """
 import json, math, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from selfdistill.train import TrainConfig, train
+from selfdistill.training.loop import TrainConfig, train
 from vs_trl import vm_hwm_mib
 spec = json.loads(sys.argv[1])
 out = train(TrainConfig(**{**spec, "output": Path(spec["output"])}))
@@ -43,7 +43,7 @@ print(json.dumps({"peak_rss_mib": hwm, "parameters": n_params}))
 LOSS_CHILD = """
 import json, sys, torch
 sys.path.insert(0, sys.argv[2])
-from selfdistill import losses
+from selfdistill.training import losses
 from vs_trl import vm_hwm_mib
 spec = json.loads(sys.argv[1])
 B, C, H, V = spec["batch_size"], spec["length"], 576, spec["vocab"]

@@ -44,10 +44,10 @@ from pathlib import Path
 
 import forgetting
 
+from selfdistill.continual.metrics import aggregate, mean_std, paired_difference, summarize_method
+from selfdistill.continual.report import load_results, write_report
+from selfdistill.continual.results import read_metrics_jsonl
 from selfdistill.environment import cpu_model
-from selfdistill.metrics import aggregate, mean_std, paired_difference, summarize_method
-from selfdistill.report import load_results, write_report
-from selfdistill.results import read_metrics_jsonl
 
 RESULTS = forgetting.ROOT / "results" / "recipes"
 SCREEN_SEQUENCES = ("s1", "s2")

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 import transformers
 
-from selfdistill.engines import Sampling, make_engine
 from selfdistill.environment import cpu_model
+from selfdistill.evaluation.tasks import get_task
 from selfdistill.models import load_model
-from selfdistill.prompts import student_prompt_ids
-from selfdistill.tasks import get_task
-from selfdistill.training_setup import autocast, bf16_supported
+from selfdistill.training.engines import Sampling, make_engine
+from selfdistill.training.prompts import student_prompt_ids
+from selfdistill.training.setup import autocast, bf16_supported
 
 
 def main() -> None:

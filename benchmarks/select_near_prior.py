@@ -5,7 +5,7 @@
 
 Loads ``smollm2-135m-instruct``, generates greedily for every candidate with the project's evaluation engine
 (``evaluate_tasks``, the task's own ``max_new_tokens`` and scorer), and writes the indices of the candidates scored
-1.0, with each pool's size and fingerprint, to ``src/selfdistill/tasks/near_prior.json`` (``--tasks`` replaces
+1.0, with each pool's size and fingerprint, to ``src/selfdistill/evaluation/tasks/near_prior.json`` (``--tasks`` replaces
 only those tasks' entries). Prints the CPU model, and kept/candidates per task.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from selfdistill.environment import cpu_model
-from selfdistill.evaluate import evaluate_tasks
+from selfdistill.evaluation.evaluate import evaluate_tasks
+from selfdistill.evaluation.tasks.prior import NEAR_PRIOR_FILE, NEAR_TASKS, pool_fingerprint
 from selfdistill.models import DEFAULT_MODEL, load_model
-from selfdistill.tasks.prior import NEAR_PRIOR_FILE, NEAR_TASKS, pool_fingerprint
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from selfdistill.environment import cpu_model
-from selfdistill.train import TrainConfig, train
-from selfdistill.training_setup import bf16_supported
+from selfdistill.training.loop import TrainConfig, train
+from selfdistill.training.setup import bf16_supported
 
 
 def one_run(args: argparse.Namespace, method: str, precision: str, options: dict, out: Path) -> list[dict]:

@@ -108,7 +108,7 @@ def prepare_rows(model_dir: Path, data: Path, out: Path) -> None:
     from selfdistill.config import TrainConfig
     from selfdistill.data import read_examples
     from selfdistill.models import load_tokenizer
-    from selfdistill.prompts import student_prompt_ids, teacher_prompt_ids
+    from selfdistill.training.prompts import student_prompt_ids, teacher_prompt_ids
 
     tok = load_tokenizer(str(model_dir))
     budget = TrainConfig(data=str(data)).max_teacher_prompt_tokens
@@ -202,9 +202,9 @@ def _check_trl_prompts(trainer, rows: list[dict]) -> None:
 def run_selfdistill(spec: dict) -> dict:
     import torch
 
-    from selfdistill import train as train_module
     from selfdistill.config import TrainConfig
-    from selfdistill.training_setup import uses_bf16
+    from selfdistill.training import loop as train_module
+    from selfdistill.training.setup import uses_bf16
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -341,8 +341,8 @@ def orchestrate(args: argparse.Namespace) -> None:
     import torch
 
     from selfdistill.config import TrainConfig
-    from selfdistill.prompts import PAPER
-    from selfdistill.training_setup import uses_bf16
+    from selfdistill.training.prompts import PAPER
+    from selfdistill.training.setup import uses_bf16
 
     steps = args.steps or (3 if args.quick else 6)
     new_tokens = args.new_tokens or (16 if args.quick else 64)

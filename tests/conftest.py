@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from selfdistill.tasks.base import default_data_dir
+from selfdistill.evaluation.tasks.base import default_data_dir
 
 DATA = default_data_dir()
 """The evaluation data: $SELFDISTILL_DATA, else ../shared/data beside the checkout (as the product resolves it)."""

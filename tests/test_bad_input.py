@@ -349,7 +349,7 @@ PLAN_CASES = {
 
 @pytest.mark.parametrize("case", [*PLAN_CASES, "missing plan file"])
 def test_bad_plan_file(case, tmp_path, capsys):
-    pytest.importorskip("selfdistill.continual")
+    pytest.importorskip("selfdistill.continual.runner")
     plan = tmp_path / "plan.yaml"
     if case in PLAN_CASES:
         plan.write_text(PLAN_CASES[case][0])
@@ -409,7 +409,7 @@ def test_checkpoint_with_a_pickled_object_is_refused(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from selfdistill.checkpoint import CheckpointError, load_checkpoint
+    from selfdistill.training.checkpoint import CheckpointError, load_checkpoint
 
     marker = tmp_path / "code-ran"
 
@@ -448,7 +448,7 @@ def test_every_flag_in_help_passes_the_unknown_flag_check(command, capsys):
 _TORCH_FREE = """
 import sys
 from selfdistill.cli import main
-from selfdistill.plan import load_plan
+from selfdistill.continual.plan import load_plan
 from pathlib import Path
 load_plan(Path({plan!r}))
 try:

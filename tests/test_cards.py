@@ -11,7 +11,7 @@ import yaml
 
 from selfdistill.cli import main
 from selfdistill.config import TrainConfig
-from selfdistill.train import train
+from selfdistill.training.loop import train
 
 FAST = {"model": "tiny-random", "batch_size": 2, "max_new_tokens": 8, "progress": False, "max_steps": 2}
 

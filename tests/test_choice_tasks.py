@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from selfdistill.evaluate import aggregate
-from selfdistill.tasks.base import ChoiceItem, LoglikRequest, LoglikResult, TaskError
-from selfdistill.tasks.choice import CHOICE_TASKS, TRUTHFULQA_PRIMER
+from selfdistill.evaluation.evaluate import aggregate
+from selfdistill.evaluation.tasks.base import ChoiceItem, LoglikRequest, LoglikResult, TaskError
+from selfdistill.evaluation.tasks.choice import CHOICE_TASKS, TRUTHFULQA_PRIMER
 
 # name -> (items, choices per item) as each SOURCE.md states; None = varies.
 EXPECTED = {

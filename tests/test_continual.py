@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from selfdistill.cli import main
-from selfdistill.continual import DEMO_PLAN, DemoConfig, demo_plan
-from selfdistill.metrics import matrix_from_results
-from selfdistill.plan import PlanError, load_plan
+from selfdistill.continual.metrics import matrix_from_results
+from selfdistill.continual.plan import PlanError, load_plan
+from selfdistill.continual.runner import DEMO_PLAN, DemoConfig, demo_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

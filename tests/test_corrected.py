@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from selfdistill.corrected import CACHE_KEY, _nucleus, corrected_sample
 from selfdistill.models import tiny_random_model
-from selfdistill.rollout import completion_logits, pack, sample
+from selfdistill.training.corrected import CACHE_KEY, _nucleus, corrected_sample
+from selfdistill.training.rollout import completion_logits, pack, sample
 
 V, PAD, EOS = 16, 0, 15
 TOK = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)

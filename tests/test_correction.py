@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from selfdistill.correction import tis_stats, tis_weights, token_logprobs
+from selfdistill.training.correction import tis_stats, tis_weights, token_logprobs
 
 LN2 = math.log(2.0)
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from selfdistill.correction import token_logprobs
-from selfdistill.engines import Sampling, StaleWeightsError, make_engine
-from selfdistill.engines.weights import hf_weights
-from selfdistill.evaluate import generate
+from selfdistill.evaluation.evaluate import generate
 from selfdistill.models import load_model
-from selfdistill.rollout import completion_logits, pack
+from selfdistill.training.correction import token_logprobs
+from selfdistill.training.engines import Sampling, StaleWeightsError, make_engine
+from selfdistill.training.engines.weights import hf_weights
+from selfdistill.training.rollout import completion_logits, pack
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 ENGINE_NAMES = [

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from selfdistill.data import Example
-from selfdistill.evaluate import (
+from selfdistill.evaluation.evaluate import (
     MIN_SHARED_PREFIX,
     EvalConfig,
     aggregate,
@@ -23,9 +23,9 @@ from selfdistill.evaluate import (
     run_eval,
     subset_indices,
 )
-from selfdistill.prompts import chat_ids
-from selfdistill.tasks.base import GenerationTask, LoglikRequest
-from selfdistill.tasks.choice import CHOICE_TASKS
+from selfdistill.evaluation.tasks.base import GenerationTask, LoglikRequest
+from selfdistill.evaluation.tasks.choice import CHOICE_TASKS
+from selfdistill.training.prompts import chat_ids
 
 
 def _naive(model, tok, context: str, continuation: str) -> tuple[float, bool]:

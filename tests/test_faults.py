@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfdistill import checkpoint, losses
-from selfdistill.checkpoint import list_checkpoints, read_checkpoint
 from selfdistill.cli import main
+from selfdistill.training import checkpoint, losses
+from selfdistill.training.checkpoint import list_checkpoints, read_checkpoint
 
 ROWS = [{"prompt": f"What is {i} times 3?", "completion": f"{i} times 3 is {3 * i}."} for i in range(6)]
 

@@ -10,9 +10,9 @@ import pytest
 
 from selfdistill.config import ConfigError
 from selfdistill.data import read_examples
-from selfdistill.filtering import answer_scorer, make_acceptor
-from selfdistill.tasks import get_task
-from selfdistill.tasks.procedural import SKILL_TASKS
+from selfdistill.evaluation.tasks import get_task
+from selfdistill.evaluation.tasks.procedural import SKILL_TASKS
+from selfdistill.training.filtering import answer_scorer, make_acceptor
 
 WRONG = "I am not sure, sorry."
 

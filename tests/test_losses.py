@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfdistill.losses import (
+from selfdistill.training.losses import (
     distill_loss,
     distill_loss_and_stats,
     forward_kl,

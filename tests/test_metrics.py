@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfdistill.metrics import (
+from selfdistill.continual.metrics import (
     average_accuracy,
     backward_transfer,
     forgetting,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from selfdistill import prepack
-from selfdistill.prepack import kernels_available, prepacked_linears
-from selfdistill.rollout import sample
+from selfdistill.training import prepack
+from selfdistill.training.prepack import kernels_available, prepacked_linears
+from selfdistill.training.rollout import sample
 
 needs_fp32 = pytest.mark.skipif(not kernels_available(torch.float32), reason="this torch has no MKL packed sgemm")
 needs_bf16 = pytest.mark.skipif(not kernels_available(torch.bfloat16), reason="this CPU/torch has no oneDNN bf16")
@@ -156,7 +156,7 @@ def test_sample_with_and_without_prepack_agree(tiny, monkeypatch):
 @needs_fp32
 @pytest.mark.parametrize("mode", ["on", "off"])
 def test_hf_engine_passes_prepack_through(tiny, monkeypatch, mode):
-    from selfdistill.engines import Sampling, make_engine
+    from selfdistill.training.engines import Sampling, make_engine
 
     model, tok = tiny
     calls = _count_packed(monkeypatch)

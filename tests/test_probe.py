@@ -12,10 +12,18 @@ import torch
 
 from selfdistill.cli import main
 from selfdistill.data import Example
-from selfdistill.evaluate import subset_indices
-from selfdistill.probe import ProbeConfig, demo_logprobs, mean_se, run_probe, sample_kl, token_f1, verdict
-from selfdistill.prompts import TEACHER_TEMPLATES, student_prompt_ids
-from selfdistill.tasks.base import default_data_dir
+from selfdistill.evaluation.evaluate import subset_indices
+from selfdistill.evaluation.probe import (
+    ProbeConfig,
+    demo_logprobs,
+    mean_se,
+    run_probe,
+    sample_kl,
+    token_f1,
+    verdict,
+)
+from selfdistill.evaluation.tasks.base import default_data_dir
+from selfdistill.training.prompts import TEACHER_TEMPLATES, student_prompt_ids
 
 DATA = default_data_dir()  # $SELFDISTILL_DATA, else ../shared/data beside the checkout
 
@@ -171,7 +179,7 @@ def test_config_validation_names_the_field(kwargs, field):
 
 
 def test_task_without_demonstrations_is_a_user_error():
-    from selfdistill.tasks import TaskError
+    from selfdistill.evaluation.tasks import TaskError
 
     if not (DATA / "ifeval").is_dir():
         pytest.skip(f"no ifeval data under {DATA}")

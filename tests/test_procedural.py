@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from selfdistill.tasks import TASKS, TaskError, get_task
-from selfdistill.tasks.prior import (
+from selfdistill.evaluation.tasks import TASKS, TaskError, get_task
+from selfdistill.evaluation.tasks.prior import (
     NEAR_PRIOR_FILE,
     NEAR_TASKS,
     PRIOR_TASKS,
@@ -17,7 +17,7 @@ from selfdistill.tasks.prior import (
     PriorProbeTask,
     pool_fingerprint,
 )
-from selfdistill.tasks.procedural import (
+from selfdistill.evaluation.tasks.procedural import (
     LEAD_INS,
     SKILL_TASKS,
     ZONES,

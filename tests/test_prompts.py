@@ -7,7 +7,7 @@ import random
 import pytest
 
 from selfdistill.data import Example
-from selfdistill.prompts import (
+from selfdistill.training.prompts import (
     PromptBudgetError,
     resolve_template,
     student_prompt_ids,

@@ -99,7 +99,7 @@ def test_stage_diagnostics_average_each_stage_over_its_training_steps_per_seed(r
 def test_the_committed_benchmark_runs_resume_under_the_plans_the_code_writes_today(recipes):
     """A changed plan makes a resume refuse the run directory (and a run of other settings would not pair with the
     recorded seeds), so every plan the scripts write must match the one recorded beside the committed results."""
-    from selfdistill.plan import load_plan
+    from selfdistill.continual.plan import load_plan
 
     forgetting = recipes.forgetting
     lrs = json.loads((forgetting.RESULTS / "chosen_lr.json").read_text())

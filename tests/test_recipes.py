@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfdistill.anchor import anchor_reference, load_anchor
 from selfdistill.config import TrainConfig
 from selfdistill.data import DataError, Example
-from selfdistill.losses import distill_loss, masked_mean
-from selfdistill.rollout import completion_hidden, completion_logits, output_head, pack
-from selfdistill.tasks import SUITES, get_task
-from selfdistill.tasks.anchors import ANCHOR_POOLS, general_chat
-from selfdistill.tasks.base import user_turn
-from selfdistill.teacher import Teacher
-from selfdistill.train import _joint, mix_fraction, teacher_rows, train
-from selfdistill.training_setup import wrap_lora
+from selfdistill.evaluation.tasks import SUITES, get_task
+from selfdistill.evaluation.tasks.anchors import ANCHOR_POOLS, general_chat
+from selfdistill.evaluation.tasks.base import user_turn
+from selfdistill.training.anchor import anchor_reference, load_anchor
+from selfdistill.training.loop import _joint, mix_fraction, teacher_rows, train
+from selfdistill.training.losses import distill_loss, masked_mean
+from selfdistill.training.rollout import completion_hidden, completion_logits, output_head, pack
+from selfdistill.training.setup import wrap_lora
+from selfdistill.training.teacher import Teacher
 
 
 def test_teacher_rows_take_the_fraction_in_expectation():
@@ -131,8 +131,8 @@ def _normalized(text: str) -> str:
 
 def _evaluated_texts(data_dir: Path) -> list[str]:
     """Every prompt, context and choice the demo, the forgetting benchmark and the prior suite evaluate."""
-    from selfdistill.tasks.prior import NEAR_TASKS
-    from selfdistill.tasks.procedural import SKILL_TASKS
+    from selfdistill.evaluation.tasks.prior import NEAR_TASKS
+    from selfdistill.evaluation.tasks.procedural import SKILL_TASKS
 
     names = ["prior_probe", "ifeval", *NEAR_TASKS, *SKILL_TASKS, *SUITES["prior"]]
     texts = []

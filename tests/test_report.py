@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from selfdistill.report import (
+from selfdistill.continual.report import (
     ReportConfig,
     ResultsError,
     pareto_points,

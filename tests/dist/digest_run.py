@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from selfdistill import teacher as teacher_module
+from selfdistill.training import teacher as teacher_module
 from selfdistill.cli import end_process_group, main
 
 out = Path(os.environ["DIGEST_DIR"])

@@ -1,0 +1,1 @@
+"""Continual learning: plans of stages, the runner, typed results, metrics, report, plots."""

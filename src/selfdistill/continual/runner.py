@@ -1,0 +1,429 @@
+"""Run a continual-learning plan: per method, train stage after stage from the same base, evaluate every task
+after every stage, and write ``results.json`` (after each stage) and the report.
+
+    selfdistill continual examples/tiny.yaml --output runs/tiny      # or: selfdistill demo
+
+Layout of a run directory: ``plan.json`` (the resolved plan), ``results.json`` (schema in ``report.py``),
+``<run>/stage<k>-<name>/`` (one per run: a setting with one seed, e.g. ``sdft[lr=3e-5]@seed1``; the training output of that stage: config, metrics.jsonl, the model; ``eval/`` with
+``eval.json`` and per-item ``predictions.jsonl``), ``base/`` (the shared stage-0 evaluation), ``report.md`` and PNGs.
+A rerun with the same plan and output skips every finished stage, and inside an unfinished stage continues from
+its latest checkpoint. The teacher of stage k starts as a copy of the model at the start of stage k, because each
+stage is a fresh ``train`` call whose teacher is built from the model it loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import tyro
+import yaml
+
+from selfdistill.cards import add_scores
+from selfdistill.config import TrackerName, TrainConfig
+from selfdistill.continual.plan import (
+    EvalTask,
+    Plan,
+    PlanError,
+    Run,
+    Stage,
+    load_plan,
+    parse_plan,
+    run_dir_name,
+)
+from selfdistill.continual.report import RESULTS_FILE, load_results, trajectories, write_report
+from selfdistill.continual.trackers import log_report, log_run_end, log_stage, open_run, tracker_names
+from selfdistill.evaluation.evaluate import card_scores, evaluate_tasks
+from selfdistill.evaluation.tasks import get_task
+from selfdistill.evaluation.tasks.base import Task
+from selfdistill.fileio import write_text_atomic
+from selfdistill.models import load_model
+from selfdistill.training.loop import train
+from selfdistill.training.setup import OutputDirError, resolve_device
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "plan.json"
+TRAINED_MARK = "trained.json"
+"""Written into a stage directory once its training returned: a rerun then goes straight to its evaluation."""
+DEMO_PLAN = """\
+# The offline demo (`selfdistill demo`): SmolLM2-135M-Instruct learns three project-generated skills in a row,
+# A → B → C = record_json → ticket_line → arith_steps (sequence s1 of the forgetting benchmark, fixed before any
+# result), once with SFT and once with SDFT, from the same start. After every stage it evaluates the three skills,
+# their near-prior tasks (what the base model already does on the same prompts) and prior_probe.
+# `selfdistill demo` runs this plan (it is embedded in selfdistill/continual/runner.py). One seed: docs/science.md says how
+# far seeds move these numbers.
+model: smollm2-135m-instruct
+output: runs/demo
+seed: 0
+train:                          # for both methods and every stage (sized to fit 20 min on a 2-core AVX2 CPU)
+  batch_size: 4
+  max_new_tokens: 40            # the skills' answers are 7-31 tokens; this caps the student's rollouts
+  save_every: 0                 # no periodic checkpoints (each costs seconds here); Ctrl-C still saves one
+  precision: fp32               # as the benchmark: `auto` takes bf16 where the CPU has it, and bf16 kernels differ by machine
+methods:
+  sft:
+    lr: 1.0e-4
+  sdft:
+    lr: 1.0e-4
+    teacher_template: chat-turn # the demonstration as an earlier answer: a 135M teacher copies it
+    skip_first_tokens: 0        # the format is decided in the first tokens; chat-turn adds no preamble to skip
+stages:
+  - {task: record_json, steps: 6}
+  - {task: ticket_line, steps: 6}
+  - {task: arith_steps, steps: 6}
+eval:
+  limit: 16                     # test items per task (a fixed seeded subset, the same for both methods)
+  batch_size: 16
+  near: [near_record_json, near_ticket_line, near_arith_steps]
+  prior: [prior_probe]
+"""
+"""The demo's plan, kept in the code so an installed package has it; ``examples/demo.yaml`` is the same plan."""
+
+
+@dataclass
+class ContinualConfig:
+    """Run a plan of sequential training stages for each method; evaluate after every stage; write a report."""
+
+    plan: tyro.conf.Positional[Path]
+    """The plan file (YAML): model, methods, stages, evaluation suite (see docs/continual.md)."""
+    output: Path | None = None
+    """Run directory (default: the plan's `output`)."""
+    overwrite: bool = False
+    """Start over: delete this plan's results and stage directories in the output first."""
+    device: str = "auto"
+    """cpu, cuda, cuda:1, ... (auto: cuda when available)."""
+    prune_checkpoints: bool = True
+    """Delete a finished stage's training checkpoints (its final model stays; only unfinished stages resume)."""
+    progress: bool = True
+    """Progress bars for training and evaluation."""
+    keep_models: bool = True
+    """Keep every stage's trained model (False: delete a stage's weights once the next stage is recorded, and a
+    run's last weights once the run is done, keeping metrics, configs and evaluations; for long benchmarks)."""
+    only_seeds: list[int] | None = None
+    """Run only the runs of these seeds now (the others stay pending; results.json and the report hold what is done)."""
+    report_to: list[TrackerName] = field(default_factory=list)
+    """Also log each run's stage evaluations, accuracy matrix and plots to these trackers (added to the plan's
+    `report_to`): tensorboard (OUTPUT/<run>/tensorboard), trackio (local), wandb."""
+
+
+# ---------------------------------------------------------------- results.json
+
+
+def _write_json(path: Path, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=1) + "\n")  # a killed run leaves the previous results
+
+
+def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]:
+    """A fresh results dict, or the one a previous run of the same plan left (refusing a changed plan)."""
+    results_path, plan_path = run_dir / RESULTS_FILE, run_dir / PLAN_FILE
+    if overwrite:
+        for name in (RESULTS_FILE, PLAN_FILE, "base", *(run_dir_name(r.label) for r in plan.runs)):
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    if plan_path.is_file():
+        saved = json.loads(plan_path.read_text(encoding="utf-8"))
+        if saved != plan.fingerprint():
+            changed = sorted(k for k in {*saved, *plan.fingerprint()} if saved.get(k) != plan.fingerprint().get(k))
+            raise OutputDirError(
+                f"{run_dir}: holds a run of a different plan (changed: {', '.join(changed)}); "
+                "use another --output, or --overwrite to start over"
+            )
+        if results_path.is_file():
+            log.info("resuming the run in %s", run_dir)
+            return json.loads(results_path.read_text(encoding="utf-8"))
+    elif run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise OutputDirError(f"{run_dir}: exists and is not a run of this plan (no {PLAN_FILE}); use another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(plan_path, plan.fingerprint())
+    return {
+        "version": 1,
+        "model": plan.model,
+        "eval_split": plan.eval_split,
+        "stage_tasks": [stage.name for stage in plan.stages],
+        "near_tasks": [task.name for task in plan.near],
+        "prior_tasks": [task.name for task in plan.prior],
+        "settings": list(plan.methods),
+        "methods": {
+            run.label: {"setting": run.setting, "seed": run.seed, "config": plan.methods[run.setting], "stages": []}
+            for run in plan.runs
+        },
+    }
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _load_tasks(plan: Plan) -> list[tuple[str, Task, int | None]]:
+    """Every evaluated task as ``(column name, task, limit)``, loaded now so a missing data set fails first."""
+    entries: list[tuple[str, EvalTask]] = [(s.name, s.test) for s in plan.stages]
+    entries += [(t.name, t) for t in plan.near] + [(t.name, t) for t in plan.prior]
+    out = []
+    for k, (name, entry) in enumerate(entries):
+        task = get_task(entry.spec, plan.data_dir)
+        if k < len(plan.stages) and plan.eval_split == "validation":
+            task = _on_validation(task, name)
+        if task.kind == "generate":
+            task.test_examples()
+            if entry.max_new_tokens:  # an instance attribute shadows the class's budget for this run only
+                task.max_new_tokens = entry.max_new_tokens
+            elif plan.eval_max_new_tokens:
+                task.max_new_tokens = min(task.max_new_tokens, plan.eval_max_new_tokens)
+        else:
+            task.test_items()
+        out.append((name, task, entry.limit))
+    return out
+
+
+def _evaluate(model_spec: str, plan: Plan, tasks, out_dir: Path, device: torch.device, progress: bool) -> dict:
+    """Every task's scores for one model; ``eval.json`` and per-item ``predictions.jsonl`` go into ``out_dir``."""
+    model, tok = load_model(model_spec, device=device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores: dict[str, Any] = {}
+    with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as predictions:
+        for name, task, limit in tasks:
+            part = out_dir / f".{name}.predictions.tmp"  # evaluate_tasks writes one file per call
+            result = evaluate_tasks(model, tok, [task], limit=limit, seed=plan.eval_seed, batch_size=plan.eval_batch_size,
+                                    predictions_path=part, progress=progress)  # fmt: skip
+            scores[name] = next(iter(result.values()))
+            for line in part.read_text(encoding="utf-8").splitlines():
+                predictions.write(json.dumps({**json.loads(line), "task": name}) + "\n")
+            part.unlink()
+    _write_json(out_dir / "eval.json", scores)
+    del model
+    add_scores(out_dir, card_scores(scores), source=f"continual eval after {out_dir.name}")  # the stage model's card
+    return scores
+
+
+def _summary(scores: dict[str, Any]) -> str:
+    return " · ".join(f"{name} {entry['metrics'][entry['primary']]:.3f}" for name, entry in scores.items())
+
+
+# ---------------------------------------------------------------- one stage
+
+
+def _stage_dir(run: str, k: int, stage: Stage) -> str:
+    return f"{run_dir_name(run)}/stage{k}-{stage.name}"
+
+
+def _on_validation(task: Task, name: str) -> Task:
+    """``task`` scored on its validation split: a copy whose ``test_examples`` are the validation examples."""
+    if not getattr(task, "has_validation", False):
+        raise PlanError(f"eval.split: stage task {name!r} has no validation split")
+    examples = task.validation_examples()
+    clone = copy.copy(task)
+    clone.test_examples = lambda: examples  # an instance attribute shadows the method for this run only
+    return clone
+
+
+def _next_model(stage_dir: Path, overrides: dict[str, Any]) -> str:
+    """The model a stage hands on: its full output, or (LoRA) the merged copy, so the next stage adapts it afresh."""
+    return str(stage_dir / "merged") if overrides.get("lora") else str(stage_dir)
+
+
+def _train_stage(plan: Plan, stage: Stage, seed: int, overrides: dict[str, Any], start_model: str, out: Path,
+                 cfg: ContinualConfig) -> float:  # fmt: skip
+    """Train a stage into ``out`` (or finish it from its latest checkpoint); return the training seconds."""
+    mark = out / TRAINED_MARK
+    if mark.is_file():
+        return float(json.loads(mark.read_text(encoding="utf-8"))["train_seconds"])
+    resume = (out / "train_config.json").is_file() or (out / "config.json").is_file()
+    train_cfg = TrainConfig(
+        data=stage.data, model=start_model, output=out, resume=resume, overwrite=not resume, data_dir=plan.data_dir,
+        seed=seed, device=cfg.device, progress=cfg.progress, max_steps=stage.steps,
+        **({"epochs": stage.epochs} if stage.epochs else {}), **{**overrides, "merge": bool(overrides.get("lora"))},
+    )  # fmt: skip
+    start = time.perf_counter()
+    train(train_cfg)
+    seconds = time.perf_counter() - start
+    _write_json(mark, {"train_seconds": seconds})
+    return seconds
+
+
+def _finish_stage(run_dir: Path, results: dict, run: str, entry: dict, prune: bool) -> None:
+    results["methods"][run]["stages"].append(entry)
+    _write_json(run_dir / RESULTS_FILE, results)
+    if prune and entry["train_dir"]:
+        shutil.rmtree(run_dir / entry["train_dir"] / "checkpoints", ignore_errors=True)
+
+
+def _drop_weights(stage_dir: Path) -> None:
+    """Delete a finished stage's model weights (and its merged copy), keeping metrics, configs and evaluation.
+
+    The tokenizer's vocabulary file goes too (3.5 MB for SmolLM2, the same in every stage): without weights the
+    directory no longer loads as a model, and it is what makes a results tree too big to commit.
+    """
+    shutil.rmtree(stage_dir / "merged", ignore_errors=True)
+    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    (stage_dir / "tokenizer.json").unlink(missing_ok=True)
+    for pattern in ("*.safetensors", "*.bin"):
+        for path in stage_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def _stage_model_exists(plan: Plan, run_dir: Path, run, k: int) -> bool:
+    """Whether the model stage ``k`` of ``run`` hands on (its output, or its merged copy) still has its weights."""
+    stage = plan.stages[k - 1]
+    model_dir = Path(_next_model(run_dir / _stage_dir(run.label, k, stage), plan.train_overrides(run.setting, stage)))
+    return (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors"))
+
+
+def _restart_if_unresumable(plan: Plan, run_dir: Path, results: dict, run) -> None:
+    """A partial run whose last finished stage has no weights left (deleted with ``keep_models=False``, or a run
+    directory restored from results files only) cannot continue: drop its stages and start it over."""
+    record = results["methods"][run.label]
+    done = max((int(s["index"]) for s in record["stages"]), default=0)
+    if not 0 < done < len(plan.stages):
+        return
+    if _stage_model_exists(plan, run_dir, run, done):
+        return
+    next_dir = run_dir / _stage_dir(run.label, done + 1, plan.stages[done])
+    if (next_dir / TRAINED_MARK).is_file() and _stage_model_exists(plan, run_dir, run, done + 1):
+        return  # the next stage trained already and only needs its evaluation
+    log.warning("== [%s]: the model after stage %d is gone, so this run starts over", run.label, done)
+    record["stages"] = [s for s in record["stages"] if int(s["index"]) == 0]
+    shutil.rmtree(run_dir / run_dir_name(run.label), ignore_errors=True)
+    _write_json(run_dir / RESULTS_FILE, results)
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def _run_stages(plan: Plan, cfg: ContinualConfig, names: list[str], tasks: list[tuple[str, Task, int | None]],
+                device: torch.device, results: dict, run: Run, run_where: str) -> None:  # fmt: skip
+    """Train and evaluate ``run``'s unfinished stages in order; its tracker run gets every stage, recorded or new."""
+    run_dir, n = plan.output, len(plan.stages)
+    record = results["methods"][run.label]
+    _restart_if_unresumable(plan, run_dir, results, run)
+    with open_run(names, plan, run) as tracked:
+        log_stage(tracked, record["stages"][0])
+        model_spec, previous = plan.model, None
+        for k, stage in enumerate(plan.stages, start=1):
+            stage_dir = run_dir / _stage_dir(run.label, k, stage)
+            overrides = plan.train_overrides(run.setting, stage)
+            where = f"{run_where} stage {k}/{n} {stage.name}"
+            done = next((s for s in record["stages"] if s["index"] == k), None)
+            if done is not None:
+                log.info("== %s: done, skipped", where)
+                log_stage(tracked, done)  # the tracker run is rebuilt from results.json: recorded stages too
+                model_spec, previous = _next_model(stage_dir, overrides), stage_dir
+                continue
+            what = f"{stage.steps} steps" if stage.steps else f"{stage.epochs:g} epochs"
+            log.info("== %s: training %s (%s, seed %d) from %s", where, overrides["method"], what, run.seed,
+                     model_spec)  # fmt: skip
+            seconds = _train_stage(plan, stage, run.seed, overrides, model_spec, stage_dir, cfg)
+            before, model_spec, previous = previous, _next_model(stage_dir, overrides), stage_dir
+            log.info("== %s: trained in %.0f s; evaluating", where, seconds)
+            scores = _evaluate(model_spec, plan, tasks, stage_dir / "eval", device, cfg.progress)
+            log.info("== %s: %s", where, _summary(scores))
+            entry = {"index": k, "name": stage.name, "train_task": stage.data, "train_dir":
+                     _stage_dir(run.label, k, stage), "train_seconds": seconds, "eval": scores}  # fmt: skip
+            _finish_stage(run_dir, results, run.label, entry, cfg.prune_checkpoints)
+            log_stage(tracked, entry)
+            if before is not None and not cfg.keep_models:
+                _drop_weights(before)  # stage k is recorded: a resume never starts from stage k-1 again
+        if names:  # the run's own plots come from the report, drawn now from every run finished so far
+            write_report(run_dir)
+            log_run_end(tracked, run_dir, results, run.label)
+    if not cfg.keep_models and len(record["stages"]) == n + 1:  # the run is done: no stage needs weights
+        for k, stage in enumerate(plan.stages, start=1):
+            _drop_weights(run_dir / _stage_dir(run.label, k, stage))
+
+
+def _check_only_seeds(plan: Plan, cfg: ContinualConfig) -> None:
+    if cfg.only_seeds is None:
+        return
+    unknown = sorted(set(cfg.only_seeds) - set(plan.seeds))
+    if unknown:
+        raise PlanError(f"--only-seeds: {', '.join(map(str, unknown))} not in the plan's seeds "
+                        f"({', '.join(map(str, plan.seeds))})")  # fmt: skip
+    if cfg.overwrite:
+        raise PlanError("--only-seeds with --overwrite would delete every seed's results; use one or the other")
+
+
+def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
+    """Run (or resume) ``plan`` into ``plan.output``; return the path of ``report.md``."""
+    run_dir = plan.output
+    _check_only_seeds(plan, cfg)
+    names = tracker_names(plan, cfg.report_to)
+    tasks = _load_tasks(plan)
+    results = _start_results(plan, run_dir, cfg.overwrite)
+    device = resolve_device(cfg.device)
+    runs = [r for r in plan.runs if cfg.only_seeds is None or r.seed in cfg.only_seeds]
+    base = next((m["stages"][0] for m in results["methods"].values() if m["stages"]), None)
+    if base is None:
+        log.info("== base model %s: evaluating %d tasks", plan.model, len(tasks))
+        start = time.perf_counter()
+        scores = _evaluate(plan.model, plan, tasks, run_dir / "base", device, cfg.progress)
+        log.info("== base: %s (%.0f s)", _summary(scores), time.perf_counter() - start)
+        base = {"index": 0, "name": "base", "train_task": None, "train_dir": None, "train_seconds": 0.0,
+                "eval": scores}  # fmt: skip
+    for r, run in enumerate(runs, start=1):
+        record = results["methods"][run.label]
+        if not record["stages"]:  # the same base model for every run: evaluated once, recorded for each
+            _finish_stage(run_dir, results, run.label, dict(base), prune=False)
+        _run_stages(plan, cfg, names, tasks, device, results, run, f"[{run.label}] (run {r}/{len(runs)})")
+    report = write_report(run_dir)
+    if names:
+        log_report(names, plan, report)
+    print(f"report: {report}")
+    return report
+
+
+def run_continual(cfg: ContinualConfig) -> Path:
+    """``selfdistill continual PLAN.yaml``: validate the plan, then run or resume it."""
+    return run_plan(load_plan(cfg.plan, cfg.output), cfg)
+
+
+# ---------------------------------------------------------------- the offline demo
+
+
+@dataclass
+class DemoConfig:
+    """The offline demo: SFT vs SDFT on the embedded model over three project-generated skills, then a report."""
+
+    output: Path = Path("runs/demo")
+    """Run directory."""
+    overwrite: bool = False
+    """Start over instead of resuming a previous demo in the same directory."""
+    quick: bool = False
+    """A smoke version (few steps, few eval items): checks the pipeline in minutes; numbers mean little."""
+    data_dir: Path | None = None
+    """Where registered data sets live (the demo's tasks are all project-generated and need none)."""
+    device: str = "auto"
+    progress: bool = True
+    report_to: list[TrackerName] = field(default_factory=list)
+    """Also log each run's stage evaluations, accuracy matrix and plots to these trackers (as `continual`)."""
+
+
+def demo_plan(cfg: DemoConfig) -> Plan:
+    """The shipped demo plan (``quick``: 2 steps a stage, 8 items a task)."""
+    raw = yaml.safe_load(DEMO_PLAN)
+    if cfg.data_dir:
+        raw["data_dir"] = str(cfg.data_dir)
+    if cfg.quick:
+        for stage in raw["stages"]:
+            stage["steps"] = 2
+        raw["eval"]["limit"] = 8
+        for entry in raw["eval"]["prior"]:
+            if isinstance(entry, dict):
+                entry["limit"] = 8
+    return parse_plan(raw, "demo plan", Path.cwd(), cfg.output)
+
+
+def run_demo(cfg: DemoConfig) -> Path:
+    """``selfdistill demo``: run the demo plan; the last line says where the report is."""
+    start = time.perf_counter()
+    continual = ContinualConfig(plan=Path("demo plan"), output=cfg.output, overwrite=cfg.overwrite, device=cfg.device,
+                                progress=cfg.progress, report_to=cfg.report_to)  # fmt: skip
+    report = run_plan(demo_plan(cfg), continual)
+    print("\n".join(["", "Each task after each stage (primary metric):", *trajectories(load_results(report.parent)), ""]))
+    print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; open {report} (plots beside it)")
+    return report

@@ -1,0 +1,1 @@
+"""Evaluation: tasks and their scorers, evaluate, the ICL-gap probe."""

@@ -1,0 +1,1 @@
+"""Training: the loop, its objectives and terms, rollouts, engines, teacher, checkpoints, ranks."""

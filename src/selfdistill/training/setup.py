@@ -1,0 +1,157 @@
+"""Setup pieces of the training loop kept out of train.py: data source, output dir, device, precision, LoRA, saving.
+
+    examples = load_training_examples(cfg); prepare_output(cfg, config); model = wrap_lora(model, cfg)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from selfdistill.cards import DATA_INFO, ENVIRONMENT, SCORES, render_card, write_data_info
+from selfdistill.data import DataError, Example, is_hub_name, parse_columns, read_examples
+from selfdistill.errors import UserError
+from selfdistill.fileio import write_text_atomic
+
+if TYPE_CHECKING:
+    from selfdistill.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class OutputDirError(UserError):
+    """An output directory that would be overwritten, or a resume of something that is not a training run."""
+
+
+def load_training_examples(cfg: TrainConfig) -> list[Example]:
+    """Examples from a JSONL file / HF dataset dir, or the train split of a registered task."""
+    path = Path(cfg.data)
+    columns = parse_columns(cfg.columns)
+    if path.exists() or is_hub_name(cfg.data):
+        return read_examples(cfg.data, columns=columns)
+    from selfdistill.evaluation.tasks import TASKS, get_task
+
+    if cfg.data in TASKS:
+        task = get_task(cfg.data, cfg.data_dir)
+        examples = task.train_examples() if task.kind == "generate" else []
+        if not examples:
+            raise DataError(f"task {cfg.data!r} has no training split with demonstrations")
+        return examples
+    raise DataError(f"{cfg.data}: no such file, dataset directory or task")
+
+
+_OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged", SCORES, DATA_INFO, ENVIRONMENT)
+TRAIN_CONFIG = "train_config.json"
+"""The resolved training config. It is also config.json until the run ends, when the saved model's HF config
+takes that name and carries the training config under the key ``selfdistill``."""
+
+
+def prepare_output(cfg: TrainConfig, config: dict) -> None:
+    """Create the output dir and write config.json; refuse to clobber a non-empty dir without --overwrite.
+
+    With --resume, a missing or empty output dir starts a new run: a run killed before it wrote anything is
+    continued by the same command, and `--resume` can always be passed when rerunning after a crash.
+    """
+    out = cfg.output
+    # (a hidden .tmp file is what a kill during the very first write leaves; it does not make a run)
+    if cfg.resume and not (out.is_dir() and any(not p.name.endswith(".tmp") for p in out.iterdir())):
+        log.info("%s: nothing to resume yet; starting a new run", out)
+    elif cfg.resume:
+        if not (out / TRAIN_CONFIG).is_file():
+            raise OutputDirError(f"{out}: not a training run (no {TRAIN_CONFIG}); nothing to resume there")
+        try:
+            saved = json.loads((out / TRAIN_CONFIG).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise OutputDirError(f"{out / TRAIN_CONFIG}: unreadable ({err}); cannot resume") from None
+        ignore = ("resume", "overwrite", "progress")
+        changed = sorted(k for k in saved if k not in ignore and saved[k] != config.get(k))
+        if changed:
+            log.warning("resuming with changed settings: %s", ", ".join(changed))
+    elif out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            raise OutputDirError(f"{out}: output directory exists and is not empty (use --overwrite or --resume)")
+        for name in _OWN_OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(config, indent=2) + "\n"
+    # atomic: a kill mid-write must not leave a torn file that a later --resume cannot parse
+    write_text_atomic(out / TRAIN_CONFIG, text)
+    if not (cfg.resume and (out / "config.json").is_file()):
+        write_text_atomic(out / "config.json", text)
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX")
+    return False
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether compute runs in bf16 (autocast): asked for, or ``auto`` on hardware with native bf16."""
+    return precision == "bf16" or (precision == "auto" and bf16_supported(device))
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast over fp32 master weights (pure-bf16 weights barely move at small learning rates)."""
+    if not uses_bf16(precision, device):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def wrap_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules
+    lora_config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora_config)
+    # Record the spec we loaded from, so `load_model(OUTPUT)` can find the base again (e.g. the embedded model).
+    model.peft_config["default"].base_model_name_or_path = cfg.model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("LoRA r=%d on %s: %.2f M trainable parameters", cfg.lora_r, targets, trainable / 1e6)
+    return model
+
+
+def save_final(
+    model: torch.nn.Module, tok, cfg: TrainConfig, config: dict, rows: int, weights: dict | None = None
+) -> None:
+    """HF format: the full model, or the LoRA adapter (plus OUTPUT/merged with --merge), each with its card.
+    ``weights``: a sharded model's full weights, gathered to this rank (--fsdp)."""
+    if weights is not None:
+        from selfdistill.training.sharding import unsharded
+
+        model = unsharded(model, weights)
+    write_data_info(cfg.output, cfg.data, rows)
+    model.config.selfdistill = config  # unknown keys round-trip through HF configs
+    model.save_pretrained(cfg.output)
+    tok.save_pretrained(cfg.output)
+    if cfg.lora and cfg.merge:
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.save_pretrained(cfg.output / "merged")
+        tok.save_pretrained(cfg.output / "merged")
+        render_card(cfg.output / "merged", merged=True)
+    render_card(cfg.output)
