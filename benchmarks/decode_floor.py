@@ -43,9 +43,13 @@ from selfdistill.training.rollout import SeededSampler, left_pad, sample
 
 BUFFER_BYTES = 1 << 30  # 1 GiB: dozens of times any last-level cache of these machines
 PROFILE_GROUPS = {  # op-name fragment → group; the first fragment found in an op's name wins
-    "linear": "linears", "aten::mm": "linears", "aten::addmm": "linears", "mkl_linear": "linears",
-    "attention": "attention", "aten::cat": "KV-cache concatenation",
-}  # fmt: skip
+    "linear": "linears",
+    "aten::mm": "linears",
+    "aten::addmm": "linears",
+    "mkl_linear": "linears",
+    "attention": "attention",
+    "aten::cat": "KV-cache concatenation",
+}
 
 
 def median_seconds(fn: Callable[[], object], rounds: int) -> float:
@@ -103,24 +107,35 @@ def variants(model: nn.Module, tok, prompts: list[list[int]], new_tokens: int, r
 
     def default() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            sample(model, tok, prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, logprobs=False,
-                   seeds=seeds)  # fmt: skip
+            sample(
+                model, tok, prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, logprobs=False, seeds=seeds
+            )
 
     def bf16_copy() -> None:
         sample(copy16, tok, prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, logprobs=False, seeds=seeds)
 
     def compiled() -> None:
         with torch.no_grad():
-            copy16.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
-                            min_new_tokens=new_tokens, pad_token_id=tok.pad_token_id,
-                            logits_processor=[SeededSampler(seeds, 1.0, 1.0, torch.device("cpu"))],
-                            cache_implementation="static", compile_config=compile_config)  # fmt: skip
+            copy16.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=tok.pad_token_id,
+                logits_processor=[SeededSampler(seeds, 1.0, 1.0, torch.device("cpu"))],
+                cache_implementation="static",
+                compile_config=compile_config,
+            )
 
     start = time.perf_counter()
     compiled()
     result: dict[str, object] = {"compile_first_call_s": time.perf_counter() - start}
-    arms = {"autocast, prepacked (default)": default, "bf16 copy, prepacked": bf16_copy,
-            "bf16 copy, static cache + torch.compile": compiled}  # fmt: skip
+    arms = {
+        "autocast, prepacked (default)": default,
+        "bf16 copy, prepacked": bf16_copy,
+        "bf16 copy, static cache + torch.compile": compiled,
+    }
     times: dict[str, list[float]] = {name: [] for name in arms}
     for r in range(rounds):
         for name in list(arms) if r % 2 == 0 else list(arms)[::-1]:
@@ -143,13 +158,23 @@ def main() -> None:
 
     model, tok = load_model(args.model)
     model.eval()
-    prompts = [tok(f"Question {i}: what is the capital of country number {i}? Answer briefly.")["input_ids"]
-               for i in range(args.rows)]  # fmt: skip
+    prompts = [
+        tok(f"Question {i}: what is the capital of country number {i}? Answer briefly.")["input_ids"]
+        for i in range(args.rows)
+    ]
     bandwidth = read_bandwidth(args.rounds)
-    summary: dict = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "model": args.model, "rows": args.rows,
-                     "new_tokens": args.new_tokens, "read_bandwidth_gb_s": bandwidth / 1e9}  # fmt: skip
-    print(f"cpu {summary['cpu']}, {summary['threads']} threads; {args.model}, {args.rows} rows, "
-          f"{args.new_tokens} new tokens; read bandwidth {bandwidth / 1e9:.1f} GB/s")  # fmt: skip
+    summary: dict = {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "model": args.model,
+        "rows": args.rows,
+        "new_tokens": args.new_tokens,
+        "read_bandwidth_gb_s": bandwidth / 1e9,
+    }
+    print(
+        f"cpu {summary['cpu']}, {summary['threads']} threads; {args.model}, {args.rows} rows, "
+        f"{args.new_tokens} new tokens; read bandwidth {bandwidth / 1e9:.1f} GB/s"
+    )
     print("| precision | weights read per token | floor | linears alone (GB/s) | sample | sample / floor |")
     print("|---|---|---|---|---|---|")
     for name, bf16 in (("bf16 autocast", True), ("fp32", False)):
@@ -158,20 +183,36 @@ def main() -> None:
 
         def run(bf16: bool = bf16) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                sample(model, tok, prompts, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                       logprobs=False, seeds=list(range(args.rows)))  # fmt: skip
+                sample(
+                    model,
+                    tok,
+                    prompts,
+                    max_new_tokens=args.new_tokens,
+                    min_new_tokens=args.new_tokens,
+                    logprobs=False,
+                    seeds=list(range(args.rows)),
+                )
 
         sample_s = median_seconds(run, args.rounds)
-        summary[name] = {"weight_mb": nbytes / 1e6, "floor_s": floor_s, "linear_pass_s": pass_s,
-                         "linear_gb_s": nbytes / pass_s / 1e9, "sample_s": sample_s}  # fmt: skip
-        print(f"| {name} | {nbytes / 1e6:.0f} MB | {floor_s:.2f} s | {nbytes / pass_s / 1e9:.1f} | "
-              f"{sample_s:.2f} s | {sample_s / floor_s:.1f}x |")  # fmt: skip
+        summary[name] = {
+            "weight_mb": nbytes / 1e6,
+            "floor_s": floor_s,
+            "linear_pass_s": pass_s,
+            "linear_gb_s": nbytes / pass_s / 1e9,
+            "sample_s": sample_s,
+        }
+        print(
+            f"| {name} | {nbytes / 1e6:.0f} MB | {floor_s:.2f} s | {nbytes / pass_s / 1e9:.1f} | "
+            f"{sample_s:.2f} s | {sample_s / floor_s:.1f}x |"
+        )
         if bf16:
             profiled = run
     groups = summary["bf16_profile_s"] = profile_groups(profiled)
     total = sum(groups.values())
-    print("bf16 sample, self CPU time by op group: "
-          + ", ".join(f"{g} {s:.2f} s ({s / total:.0%})" for g, s in sorted(groups.items(), key=lambda kv: -kv[1])))
+    print(
+        "bf16 sample, self CPU time by op group: "
+        + ", ".join(f"{g} {s:.2f} s ({s / total:.0%})" for g, s in sorted(groups.items(), key=lambda kv: -kv[1]))
+    )
     if args.variants:
         summary["variants"] = found = variants(model, tok, prompts, args.new_tokens, args.rounds)
         print(f"torch.compile's first call (compiles): {found['compile_first_call_s']:.1f} s")

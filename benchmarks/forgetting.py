@@ -145,7 +145,11 @@ def chosen_lrs() -> dict[str, float]:
             raise RuntimeError(f"tuning is not finished ({label} has {s['stages_done']} stages); run `tune` first")
         method, lr = record["config"]["method"], float(record["config"]["lr"])
         score = objective(s)
-        if method not in best or score > best[method][1] + 1e-12 or (abs(score - best[method][1]) <= 1e-12 and lr < best[method][0]):
+        if (
+            method not in best
+            or score > best[method][1] + 1e-12
+            or (abs(score - best[method][1]) <= 1e-12 and lr < best[method][0])
+        ):
             best[method] = (lr, score)
     return {method: lr for method, (lr, _) in best.items()}
 
@@ -168,13 +172,17 @@ def _run(path: Path, seeds=None) -> bool:
     return (record.read_bytes() if record.is_file() else None) != before
 
 
-
 def _log_time(what: str, start: float, results: Path | None = None, **extra) -> None:
     """One line in ``results/wall_times.jsonl``: what finished, how long it took, and on which CPU (``extra``: how
     it ran, e.g. ``side_by_side=2, threads=1``)."""
     results = results or RESULTS
-    line = {"what": what, "seconds": round(time.perf_counter() - start, 1), "cpu": cpu_model(),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}  # fmt: skip
+    line = {
+        "what": what,
+        "seconds": round(time.perf_counter() - start, 1),
+        "cpu": cpu_model(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **extra,
+    }
     results.mkdir(parents=True, exist_ok=True)
     with (results / "wall_times.jsonl").open("a") as f:
         f.write(json.dumps(line) + "\n")
@@ -236,7 +244,7 @@ def core_slots(jobs: int, cores: list[int]) -> list[list[int]]:
     if jobs > len(cores):
         raise ValueError(f"--jobs {jobs} needs at least {jobs} cores; this process may use {len(cores)}")
     per = len(cores) // jobs
-    return [cores[i * per:(i + 1) * per] for i in range(jobs)]
+    return [cores[i * per : (i + 1) * per] for i in range(jobs)]
 
 
 def unit_command(unit: tuple[str, int | None], jobs: int, cores: list[int]) -> list[str]:
@@ -272,8 +280,9 @@ def run_side_by_side(units: list[tuple[str, int | None]], jobs: int) -> None:
             name = unit[0] if unit[1] is None else f"{unit[0]}_seed{unit[1]}"
             env = {**os.environ, "OMP_NUM_THREADS": str(len(slots[slot])), "MKL_NUM_THREADS": str(len(slots[slot]))}
             with (logs / f"{name}.log").open("w") as out:
-                proc = subprocess.Popen(unit_command(unit, jobs, slots[slot]), stdout=out, stderr=subprocess.STDOUT,
-                                        env=env)  # fmt: skip
+                proc = subprocess.Popen(
+                    unit_command(unit, jobs, slots[slot]), stdout=out, stderr=subprocess.STDOUT, env=env
+                )
             running[proc] = (unit, slot, time.perf_counter(), logs / f"{name}.log")
             log.info("started %s on cores %s (%d pending)", name, slots[slot], len(pending))
         if not running:
@@ -287,8 +296,14 @@ def run_side_by_side(units: list[tuple[str, int | None]], jobs: int) -> None:
             if proc.returncode:
                 failed.append(unit)
                 tail = path.read_text().splitlines()[-5:]
-                log.error("%s failed (exit %d) after %.1f min; the end of %s:\n%s", unit, proc.returncode, minutes, path,
-                          "\n".join(tail))  # fmt: skip
+                log.error(
+                    "%s failed (exit %d) after %.1f min; the end of %s:\n%s",
+                    unit,
+                    proc.returncode,
+                    minutes,
+                    path,
+                    "\n".join(tail),
+                )
             else:
                 log.info("finished %s in %.1f min", unit, minutes)
     what = " ".join(f"{n} seed {s}" if s is not None else n for n, s in units)
@@ -308,12 +323,21 @@ def cmd_probe(args) -> None:
     for skill in skills:
         if skill in out:
             continue
-        report = run_probe(ProbeConfig(task=skill, limit=args.probe_limit, templates=["chat-turn"], skip_first_tokens=0,
-                                       progress=False))  # fmt: skip
+        report = run_probe(
+            ProbeConfig(
+                task=skill, limit=args.probe_limit, templates=["chat-turn"], skip_first_tokens=0, progress=False
+            )
+        )
         row = report["templates"]["chat-turn"]
-        out[skill] = {"student": report["student"]["score"], "teacher": row["teacher"], "gap": row["gap"],
-                      "gap_se": row["gap_stderr"], "kl": row["kl"], "n": report["n"],
-                      "verdict": report["verdict"]}  # fmt: skip
+        out[skill] = {
+            "student": report["student"]["score"],
+            "teacher": row["teacher"],
+            "gap": row["gap"],
+            "gap_se": row["gap_stderr"],
+            "kl": row["kl"],
+            "n": report["n"],
+            "verdict": report["verdict"],
+        }
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1) + "\n")
 
@@ -353,11 +377,28 @@ def summary_rows() -> tuple[list[list[str]], list[list[str]], dict, dict]:
             sc = v["scalars"]
             raw[name][setting] = {k: list(sc[k]) for k in ("acc", "bwt", "prior_drop", "near_drop")}
             raw[name][setting]["per_seed"] = {k: v["per_seed"][k] for k in ("acc", "bwt", "prior_drop", "near_drop")}
-            rows.append([name, setting, f"{len(v['seeds'])}/{len(v['runs'])}", _pm(sc["acc"]), _pm(sc["bwt"]),
-                         _pm(sc["prior_drop"]), _pm(sc["near_drop"])])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    setting,
+                    f"{len(v['seeds'])}/{len(v['runs'])}",
+                    _pm(sc["acc"]),
+                    _pm(sc["bwt"]),
+                    _pm(sc["prior_drop"]),
+                    _pm(sc["near_drop"]),
+                ]
+            )
         for pair in comparisons(results, agg):
-            diffs.append([name, f"{pair['setting']} − {pair['reference']}", _diff(pair["acc"]), _diff(pair["bwt"]),
-                          _diff(pair["prior_drop"]), _diff(pair["near_drop"])])  # fmt: skip
+            diffs.append(
+                [
+                    name,
+                    f"{pair['setting']} − {pair['reference']}",
+                    _diff(pair["acc"]),
+                    _diff(pair["bwt"]),
+                    _diff(pair["prior_drop"]),
+                    _diff(pair["near_drop"]),
+                ]
+            )
     return rows, diffs, raw, per_sequence
 
 
@@ -382,8 +423,9 @@ def _pooled(raw: dict) -> list[list[str]]:
 
 
 def _md(header, rows) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(r) + " |" for r in rows])  # fmt: skip
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
 
 
 def tune_table() -> str:
@@ -404,8 +446,16 @@ def tune_table() -> str:
             continue
         method, lr = record["config"]["method"], float(record["config"]["lr"])
         mark = " **chosen**" if chosen.get(method) == lr else ""
-        rows.append([record["setting"] + mark, f"{s['acc']:.3f}", f"{s['near_end']:.3f}", f"{s['prior_end']:.3f}",
-                     f"{objective(s):.3f}", f"{s['stages_done']}"])  # fmt: skip
+        rows.append(
+            [
+                record["setting"] + mark,
+                f"{s['acc']:.3f}",
+                f"{s['near_end']:.3f}",
+                f"{s['prior_end']:.3f}",
+                f"{objective(s):.3f}",
+                f"{s['stages_done']}",
+            ]
+        )
     skill = TUNE["stages"][0]
     return _md(["setting", f"{skill} (validation)", "near-prior", "prior_probe", "objective", "stages"], rows)
 
@@ -436,8 +486,16 @@ def probe_table() -> str:
     for skill, p in sorted(probe.items()):
         by = gains.get(skill, {})
         d = paired_difference(by.get("sdft", {}), by.get("sft", {})) if by else None
-        rows.append([skill, f"{p['student']:.2f}", f"{p['teacher']:.2f}", f"{p['gap']:+.2f} ± {p['gap_se'] or 0:.2f}",
-                     f"{p['kl']:.3f}", _diff(d) if d else "—"])  # fmt: skip
+        rows.append(
+            [
+                skill,
+                f"{p['student']:.2f}",
+                f"{p['teacher']:.2f}",
+                f"{p['gap']:+.2f} ± {p['gap_se'] or 0:.2f}",
+                f"{p['kl']:.3f}",
+                _diff(d) if d else "—",
+            ]
+        )
     return _md(["skill", "probe student", "probe teacher", "gap ± se", "KL", "SDFT − SFT gain on the skill"], rows)
 
 
@@ -468,17 +526,27 @@ def plot_sequences(seqs: dict[str, dict[str, dict]], path: Path, title: str, hig
     FigureCanvasAgg(figure)
     axes = figure.subplots(2, len(names), squeeze=False)
     for col, name in enumerate(names):
-        for row, (end, drop, label) in enumerate((("prior_end", "prior_drop", "prior suite"),
-                                                  ("near_end", "near_drop", "near-prior tasks"))):  # fmt: skip
+        for row, (end, drop, label) in enumerate(
+            (("prior_end", "prior_drop", "prior suite"), ("near_end", "near_drop", "near-prior tasks"))
+        ):
             ax = axes[row][col]
             for k, values in seqs[name].items():
                 x, x_std, _ = mean_std(list(values[end].values()))
                 y, y_std, n = mean_std(list(values["acc"].values()))
                 if not (math.isfinite(x) and math.isfinite(y)):
                     continue
-                ax.errorbar([x], [y], xerr=x_std if n > 1 else None, yerr=y_std if n > 1 else None, capsize=3,
-                            marker="*" if k == highlight else "o", markersize=10 if k == highlight else 7,
-                            linestyle="none", color=f"C{settings.index(k) % 10}", label=f"{k} (n={n})")  # fmt: skip
+                ax.errorbar(
+                    [x],
+                    [y],
+                    xerr=x_std if n > 1 else None,
+                    yerr=y_std if n > 1 else None,
+                    capsize=3,
+                    marker="*" if k == highlight else "o",
+                    markersize=10 if k == highlight else 7,
+                    linestyle="none",
+                    color=f"C{settings.index(k) % 10}",
+                    label=f"{k} (n={n})",
+                )
             bases = [v[end][seed] + v[drop][seed] for v in seqs[name].values() for seed in v[end]]
             if bases:  # the base model's average (end + drop), the same for every run of the sequence
                 ax.axvline(sum(bases) / len(bases), color="0.5", linestyle="--", linewidth=1)
@@ -490,8 +558,9 @@ def plot_sequences(seqs: dict[str, dict[str, dict]], path: Path, title: str, hig
                 ax.set_title(f"{name}: {' → '.join(SEQUENCES.get(name, ()))}", fontsize=9)
                 if seqs[name]:
                     ax.legend(fontsize=7, loc="best")
-    figure.suptitle(f"{title}: ACC against what was kept, mean ± std over n seeds (dashed: the base model; up and "
-                    "right is better)")  # fmt: skip
+    figure.suptitle(
+        f"{title}: ACC against what was kept, mean ± std over n seeds (dashed: the base model; up and right is better)"
+    )
     figure.savefig(path, dpi=110)
 
 
@@ -526,11 +595,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--sequences", nargs="+", default=list(SEQUENCES), choices=list(SEQUENCES))
     parser.add_argument("--probe-limit", type=int, default=16)
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="run this many sequence × seed units side by side, each pinned to its own cores (2 on a "
-                             "2-core machine: the same numbers, measured 1.34x the throughput); the tuning run stays one process")  # fmt: skip
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="results directory (default: the committed one); another directory gets its own plans")  # fmt: skip
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run this many sequence × seed units side by side, each pinned to its own cores (2 on a "
+        "2-core machine: the same numbers, measured 1.34x the throughput); the tuning run stays one process",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="results directory (default: the committed one); another directory gets its own plans",
+    )
     parser.add_argument("--side-by-side", type=int, default=0, help=argparse.SUPPRESS)  # set by run_side_by_side
     parser.add_argument("--cores", type=int, nargs="+", help=argparse.SUPPRESS)  # set by run_side_by_side
     args = parser.parse_args()

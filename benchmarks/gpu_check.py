@@ -25,14 +25,32 @@ import torch
 
 SHAPES = {
     # SmolLM2-135M-Instruct's config
-    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, tie_word_embeddings=True),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    ),
     # a Llama of about 1.5 B parameters (with the 49,152-token vocabulary)
-    "llama-1.5b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
-                       num_key_value_heads=8, tie_word_embeddings=False),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                 num_key_value_heads=1, tie_word_embeddings=True),
-}  # fmt: skip
+    "llama-1.5b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    ),
+}
 
 
 def build(shape: str, out: Path, vocab: int) -> int:
@@ -42,8 +60,14 @@ def build(shape: str, out: Path, vocab: int) -> int:
     from selfdistill.models import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
-    config = LlamaConfig(vocab_size=vocab, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **SHAPES[shape])  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=vocab,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **SHAPES[shape],
+    )
     torch.manual_seed(0)
     with torch.device("meta"):
         LlamaForCausalLM(config)  # fail fast on a bad config before allocating
@@ -54,8 +78,13 @@ def build(shape: str, out: Path, vocab: int) -> int:
 
 
 def data_file(path: Path, n: int) -> Path:
-    rows = [{"prompt": f"Write a record for item {i} with fields id, name and price.",
-             "completion": f'{{"id": {i}, "name": "item {i}", "price": {i * 3 % 97}.50}}'} for i in range(n)]  # fmt: skip
+    rows = [
+        {
+            "prompt": f"Write a record for item {i} with fields id, name and price.",
+            "completion": f'{{"id": {i}, "name": "item {i}", "price": {i * 3 % 97}.50}}',
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -67,10 +96,22 @@ def run(model_dir: Path, data: Path, out: Path, args, rollout: str) -> dict:
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    cfg = TrainConfig(data=str(data), model=str(model_dir), method="sdft", output=out, overwrite=True,
-                      max_steps=args.steps, batch_size=args.batch_size, max_new_tokens=args.new_tokens,
-                      precision="bf16" if args.device.startswith("cuda") else "auto", device=args.device,
-                      save_every=0, progress=False, lr=1e-5, rollout=rollout)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(data),
+        model=str(model_dir),
+        method="sdft",
+        output=out,
+        overwrite=True,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        max_new_tokens=args.new_tokens,
+        precision="bf16" if args.device.startswith("cuda") else "auto",
+        device=args.device,
+        save_every=0,
+        progress=False,
+        lr=1e-5,
+        rollout=rollout,
+    )
     train(cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
     phases = sorted({k for r in rows for k in r if k.startswith("seconds_") and k != "seconds_per_step"})
@@ -105,8 +146,14 @@ def main() -> None:
     import importlib.util
 
     rollouts = ["hf"] + (["vllm"] if importlib.util.find_spec("vllm") else [])
-    summary: dict = {"torch": torch.__version__, "device": args.device, "steps": args.steps,
-                     "batch_size": args.batch_size, "new_tokens": args.new_tokens, "shapes": {}}  # fmt: skip
+    summary: dict = {
+        "torch": torch.__version__,
+        "device": args.device,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "new_tokens": args.new_tokens,
+        "shapes": {},
+    }
     if args.device.startswith("cuda"):
         summary["gpu"] = torch.cuda.get_device_name()
     with tempfile.TemporaryDirectory() as tmp:

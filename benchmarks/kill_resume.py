@@ -35,6 +35,8 @@ from safetensors.torch import load_file
 from selfdistill.training.checkpoint import CHECKPOINTS, list_checkpoints, read_checkpoint
 
 MODES = ("anytime", "training", "checkpoint")
+
+
 def _timing(key: str) -> bool:
     """Wall-clock keys (seconds_per_step and the per-phase seconds_*): they differ between any two runs."""
     return key.startswith("seconds_")
@@ -52,10 +54,28 @@ def write_data(path: Path, n: int = 16) -> Path:
 def train_args(data: Path, out: Path, steps: int, save_every: int) -> list[str]:
     """The CLI command of every launch; `--resume` on the first one too (a missing output dir starts a run)."""
     return [
-        "train", "--model", "tiny-random", "--data", str(data), "--output", str(out),
-        "--max-steps", str(steps), "--save-every", str(save_every), "--batch-size", "2",
-        "--max-new-tokens", "8", "--lr", "1e-4", "--seed", "1", "--no-progress", "--resume",
-    ]  # fmt: skip
+        "train",
+        "--model",
+        "tiny-random",
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--max-steps",
+        str(steps),
+        "--save-every",
+        str(save_every),
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--lr",
+        "1e-4",
+        "--seed",
+        "1",
+        "--no-progress",
+        "--resume",
+    ]
 
 
 def child_env(threads: int) -> dict[str, str]:
@@ -66,9 +86,7 @@ def launch(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     with log.open("a") as fh:
         fh.write(f"\n$ selfdistill {' '.join(args)}\n")
         fh.flush()
-        return subprocess.Popen(
-            [sys.executable, "-m", "selfdistill.cli", *args], stdout=fh, stderr=fh, env=env
-        )
+        return subprocess.Popen([sys.executable, "-m", "selfdistill.cli", *args], stdout=fh, stderr=fh, env=env)
 
 
 def run_to_end(args: list[str], log: Path, env: dict[str, str]) -> int:
@@ -156,9 +174,7 @@ def differences(ref: Path, out: Path, steps: int) -> list[str]:
         problems.append(f"metrics.jsonl steps are {[r['step'] for r in records]}")
     else:
         for a, b in zip(ref_records, records, strict=True):
-            if {k: v for k, v in a.items() if not _timing(k)} != {
-                k: v for k, v in b.items() if not _timing(k)
-            }:
+            if {k: v for k, v in a.items() if not _timing(k)} != {k: v for k, v in b.items() if not _timing(k)}:
                 problems.append(f"metrics.jsonl step {a['step']} differs")
                 break
     return problems
@@ -269,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             if trial.kills or not trial.identical:
                 break
         trials.append(trial)
-        verdict = (
-            "identical" if trial.identical else "DIFFERENT: " + "; ".join(trial.problems + trial.unloadable)
-        )
+        verdict = "identical" if trial.identical else "DIFFERENT: " + "; ".join(trial.problems + trial.unloadable)
         print(
             f"trial {i:2d}: {trial.launches} launches, kills [{', '.join(trial.kills)}] "
             f"{trial.seconds:.0f} s -> {verdict}",

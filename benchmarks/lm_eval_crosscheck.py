@@ -90,9 +90,7 @@ def _hellaswag_docs(path: Path) -> list[dict]:
         label, _, ctx = first.partition(": ")
         head, sep, tail = ctx.rpartition(". ")
         ctx_a, ctx_b = (head + ".", tail) if sep and tail[:1].islower() else (ctx, "")
-        docs.append(
-            {"activity_label": label, "ctx_a": ctx_a, "ctx_b": ctx_b, "endings": endings, "label": gold}
-        )
+        docs.append({"activity_label": label, "ctx_a": ctx_a, "ctx_b": ctx_b, "endings": endings, "label": gold})
     return docs
 
 
@@ -172,23 +170,17 @@ def main(cfg: CrossCheckConfig) -> int:
     for row in _jsonl(preds):
         our_rows.setdefault(row["task"], []).append(row)
     summary, ok = {}, True
-    print(
-        f"\n{'task':<10} {'metric':<9} {'ours':>7} {'lm-eval':>8} {'|diff| pts':>10} {'max |dlogp|':>12} {'n':>5}"
-    )
+    print(f"\n{'task':<10} {'metric':<9} {'ours':>7} {'lm-eval':>8} {'|diff| pts':>10} {'max |dlogp|':>12} {'n':>5}")
     for name, lm_task in zip(cfg.tasks, lm_tasks, strict=True):
         by_doc = {s["doc_id"]: [float(r[0][0]) for r in s["resps"]] for s in samples[lm_task]}
         gaps = [
-            abs(a - b)
-            for k, row in enumerate(our_rows[name])
-            for a, b in zip(row["logprobs"], by_doc[k], strict=True)
+            abs(a - b) for k, row in enumerate(our_rows[name]) for a, b in zip(row["logprobs"], by_doc[k], strict=True)
         ]
         for metric in ("acc", "acc_norm"):
             a, b = ours[name]["metrics"][metric], theirs[lm_task][f"{metric},none"]
             diff = 100 * abs(a - b)
             ok &= diff <= cfg.tolerance
-            print(
-                f"{name:<10} {metric:<9} {a:>7.4f} {b:>8.4f} {diff:>10.2f} {max(gaps):>12.2e} {len(by_doc):>5}"
-            )
+            print(f"{name:<10} {metric:<9} {a:>7.4f} {b:>8.4f} {diff:>10.2f} {max(gaps):>12.2e} {len(by_doc):>5}")
             summary.setdefault(name, {})[metric] = {"ours": a, "lm_eval": b, "abs_diff_points": diff}
         summary[name]["max_abs_logprob_gap"] = max(gaps)
         summary[name]["n"] = len(by_doc)

@@ -82,16 +82,27 @@ def loss_only(args: argparse.Namespace) -> None:
     for vocab in args.vocab:
         for length in args.lengths:
             for head in args.head:
-                spec = {"batch_size": args.batch_size, "length": length, "vocab": vocab, "fused": head == "fused",
-                        "bf16": args.precision != "fp32"}  # fmt: skip
-                mib = run_child(LOSS_CHILD, spec, f"the loss at V={vocab}, {length} tokens ({head})")["peak_over_start_mib"]
+                spec = {
+                    "batch_size": args.batch_size,
+                    "length": length,
+                    "vocab": vocab,
+                    "fused": head == "fused",
+                    "bf16": args.precision != "fp32",
+                }
+                mib = run_child(LOSS_CHILD, spec, f"the loss at V={vocab}, {length} tokens ({head})")[
+                    "peak_over_start_mib"
+                ]
                 rows.append({"vocab": vocab, "new_tokens": length, "head": head, "peak_over_start_mib": mib})
-                print(f"V {vocab:7d} | {length:4d} tokens x {args.batch_size} rows | {head:12s} | loss peak {mib:8.0f} MiB",
-                      flush=True)  # fmt: skip
+                print(
+                    f"V {vocab:7d} | {length:4d} tokens x {args.batch_size} rows | {head:12s} | loss peak {mib:8.0f} "
+                    f"MiB",
+                    flush=True,
+                )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)}, "loss_only": rows},
-                                        indent=1) + "\n")  # fmt: skip
+        args.json.write_text(
+            json.dumps({"settings": vars(args) | {"json": str(args.json)}, "loss_only": rows}, indent=1) + "\n"
+        )
 
 
 def main() -> None:
@@ -118,31 +129,50 @@ def main() -> None:
         for length in args.lengths:
             for head in args.head:
                 spec = {
-                    "data": args.data, "model": args.model, "method": "sdft", "output": str(Path(tmp) / f"{head}{length}"),
-                    "max_steps": args.steps, "batch_size": args.batch_size, "max_new_tokens": length,
-                    "min_new_tokens": length, "precision": args.precision, "save_every": 0, "progress": False,
-                    "fused_head": head == "fused", "gradient_checkpointing": args.gradient_checkpointing,
-                }  # fmt: skip
-                print(f"{length:5d} new tokens, {head} head: training {args.steps} steps in a fresh process ...",
-                      flush=True)  # fmt: skip
+                    "data": args.data,
+                    "model": args.model,
+                    "method": "sdft",
+                    "output": str(Path(tmp) / f"{head}{length}"),
+                    "max_steps": args.steps,
+                    "batch_size": args.batch_size,
+                    "max_new_tokens": length,
+                    "min_new_tokens": length,
+                    "precision": args.precision,
+                    "save_every": 0,
+                    "progress": False,
+                    "fused_head": head == "fused",
+                    "gradient_checkpointing": args.gradient_checkpointing,
+                }
+                print(
+                    f"{length:5d} new tokens, {head} head: training {args.steps} steps in a fresh process ...",
+                    flush=True,
+                )
                 row = run_child(CHILD, spec, f"the run at {length} tokens ({head} head)")
                 results.append({"new_tokens": length, "head": head, **row})
                 print(f"{length:5d} new tokens, {head} head: peak RSS {row['peak_rss_mib'] / 1024:.2f} GiB", flush=True)
     state_gib = 5 * 4 * results[0]["parameters"] / 2**30
-    print(f"{cpu_model()} | {args.model} | batch {args.batch_size} | {args.precision} | {args.steps} steps"
-          + (" | gradient checkpointing" if args.gradient_checkpointing else ""))
+    print(
+        f"{cpu_model()} | {args.model} | batch {args.batch_size} | {args.precision} | {args.steps} steps"
+        + (" | gradient checkpointing" if args.gradient_checkpointing else "")
+    )
     print(f"fp32 training state (weights, grads, AdamW m and v, EMA teacher): {state_gib:.2f} GiB")
     for head in args.head:
         rows = [r for r in results if r["head"] == head]
         first, last = rows[0], rows[-1]
         if last["new_tokens"] != first["new_tokens"]:
             per64 = (last["peak_rss_mib"] - first["peak_rss_mib"]) / (last["new_tokens"] - first["new_tokens"]) * 64
-            print(f"{head} head: peak RSS grows {per64:.0f} MiB per 64 completion tokens "
-                  f"({first['new_tokens']} -> {last['new_tokens']})")  # fmt: skip
+            print(
+                f"{head} head: peak RSS grows {per64:.0f} MiB per 64 completion tokens "
+                f"({first['new_tokens']} -> {last['new_tokens']})"
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"cpu": cpu_model(), "settings": vars(args) | {"json": str(args.json)},
-                                         "runs": results}, indent=1) + "\n")  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {"cpu": cpu_model(), "settings": vars(args) | {"json": str(args.json)}, "runs": results}, indent=1
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

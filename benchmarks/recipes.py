@@ -76,13 +76,16 @@ log = logging.getLogger("recipes")
 
 
 def settings(lrs: dict[str, float]) -> dict[str, dict]:
-    return {label: {"method": method, **forgetting.METHODS[method], "lr": lrs[method], **extra}
-            for label, (method, extra) in SETTINGS.items()}  # fmt: skip
+    return {
+        label: {"method": method, **forgetting.METHODS[method], "lr": lrs[method], **extra}
+        for label, (method, extra) in SETTINGS.items()
+    }
 
 
 def screen_plan(name: str, lrs: dict[str, float], smoke: bool) -> Path:
-    raw = forgetting._plan(f"screen_{name}", forgetting.SEQUENCES[name], settings(lrs), [0], "validation",
-                           SCREEN_PRIOR, forgetting.LIMIT)  # fmt: skip
+    raw = forgetting._plan(
+        f"screen_{name}", forgetting.SEQUENCES[name], settings(lrs), [0], "validation", SCREEN_PRIOR, forgetting.LIMIT
+    )
     raw["output"] = str(RESULTS / (f"smoke_{name}" if smoke else f"screen_{name}"))
     if smoke:
         _shrink(raw)
@@ -111,13 +114,16 @@ def final_plan(name: str, lrs: dict[str, float], recipe: str, smoke: bool) -> Pa
     every = settings(lrs)
     methods = {k: every[k] for k in final_settings(recipe, smoke)}
     seeds = [0] if smoke else forgetting.SEEDS
-    raw = forgetting._plan(f"final_{name}", forgetting.SEQUENCES[name], methods, seeds, "test", forgetting.PRIOR,
-                           forgetting.LIMIT)  # fmt: skip
+    raw = forgetting._plan(
+        f"final_{name}", forgetting.SEQUENCES[name], methods, seeds, "test", forgetting.PRIOR, forgetting.LIMIT
+    )
     raw["output"] = str(RESULTS / (f"final_smoke_{name}" if smoke else f"final_{name}"))
     if smoke:
         _shrink(raw)
-    comment = (f"Recipe final comparison on {name} ({' → '.join(forgetting.SEQUENCES[name])}), test splits; "
-               f"recipe {recipe}; sft and sdft are the forgetting benchmark's runs.")  # fmt: skip
+    comment = (
+        f"Recipe final comparison on {name} ({' → '.join(forgetting.SEQUENCES[name])}), test splits; "
+        f"recipe {recipe}; sft and sdft are the forgetting benchmark's runs."
+    )
     return forgetting._write_plan(f"recipes_final_{'smoke_' if smoke else ''}{name}", raw, comment)
 
 
@@ -165,8 +171,17 @@ def cmd_summary(_args) -> None:
         results = load_results(run_dir)
         for label, record in results["methods"].items():
             s = summarize_method(results, label)
-            rows.append([name, record["setting"], f"{s['stages_done']}/3", f"{s['acc']:.3f}", f"{s['near_end']:.3f}",
-                         f"{s['prior_end']:.3f}", f"{forgetting.objective(s):.3f}"])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    record["setting"],
+                    f"{s['stages_done']}/3",
+                    f"{s['acc']:.3f}",
+                    f"{s['near_end']:.3f}",
+                    f"{s['prior_end']:.3f}",
+                    f"{forgetting.objective(s):.3f}",
+                ]
+            )
     if not rows:
         print("no screen runs yet")
         return
@@ -221,8 +236,11 @@ def goal_met(recipe: dict[str, dict], sft: dict[str, dict]) -> bool | None:
     b = {k: mean_std([v for seed, v in sft[k].items() if seed in recipe[k]])[0] for k in keys}
     if not all(math.isfinite(x) for x in [*r.values(), *b.values()]):
         return None
-    return (r["prior_drop"] <= GOAL_RATIO * b["prior_drop"] and r["near_drop"] <= GOAL_RATIO * b["near_drop"]
-            and r["acc"] >= b["acc"])  # fmt: skip
+    return (
+        r["prior_drop"] <= GOAL_RATIO * b["prior_drop"]
+        and r["near_drop"] <= GOAL_RATIO * b["near_drop"]
+        and r["acc"] >= b["acc"]
+    )
 
 
 def final_per_seed(name: str, recipe: str, smoke: bool = False) -> dict[str, dict[str, dict]]:
@@ -246,8 +264,13 @@ def final_tables(recipe: str, smoke: bool = False) -> tuple[str, dict[str, bool 
             cells = [forgetting._pm(mean_std(list(seqs[k][key].values()))) for key in keys]
             rows.append([name, k + (" (recipe)" if k == recipe else ""), str(len(seqs[k]["acc"])), *cells])
             if k != "sft" and "sft" in seqs:
-                diffs.append([name, f"{k} − sft", *(forgetting._diff(paired_difference(seqs[k][key], seqs["sft"][key]))
-                                                    for key in keys)])  # fmt: skip
+                diffs.append(
+                    [
+                        name,
+                        f"{k} − sft",
+                        *(forgetting._diff(paired_difference(seqs[k][key], seqs["sft"][key])) for key in keys),
+                    ]
+                )
         if recipe in seqs and "sft" in seqs:
             goals[name] = goal_met(seqs[recipe], seqs["sft"])
     text = forgetting._md(["sequence", "setting", "seeds", "ACC", "BWT", "prior drop", "near-prior drop"], rows)
@@ -268,11 +291,13 @@ def cmd_final_summary(args, recipe: str | None = None) -> None:
     met = sum(1 for v in goals.values() if v)
     done = sum(1 for v in goals.values() if v is not None)
     text = f"## Final comparison (test splits), recipe: {recipe}\n\n{text}\n\n"
-    text += (f"Goal (prior and near-prior drop each ≤ {GOAL_RATIO:g}× SFT's at ACC ≥ SFT's, on ≥ {GOAL_SEQUENCES} of "
-             f"{len(forgetting.SEQUENCES)} sequences): {verdict or 'no sequence finished'}; "
-             f"{'MET' if met >= GOAL_SEQUENCES else 'not met' if done == len(forgetting.SEQUENCES) else 'pending'} "
-             f"(met on {met} of the {done} sequences with results, over the seeds finished so far)\n\n"
-             f"{forgetting.machines_line(RESULTS, 'final ')}\n")  # fmt: skip
+    text += (
+        f"Goal (prior and near-prior drop each ≤ {GOAL_RATIO:g}× SFT's at ACC ≥ SFT's, on ≥ {GOAL_SEQUENCES} of "
+        f"{len(forgetting.SEQUENCES)} sequences): {verdict or 'no sequence finished'}; "
+        f"{'MET' if met >= GOAL_SEQUENCES else 'not met' if done == len(forgetting.SEQUENCES) else 'pending'} "
+        f"(met on {met} of the {done} sequences with results, over the seeds finished so far)\n\n"
+        f"{forgetting.machines_line(RESULTS, 'final ')}\n"
+    )
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "final_smoke" if args.smoke else "final"
@@ -280,12 +305,18 @@ def cmd_final_summary(args, recipe: str | None = None) -> None:
     plot_final(by_sequence, recipe, RESULTS / f"{stem}_pareto.png")
 
 
-DIAGNOSTICS = {"kl": "KL", "anchor_kl": "anchor KL", "teacher_minus_student_logprob": "teacher − student log-prob",
-               "student_entropy": "student entropy", "completion_length": "completion length"}  # fmt: skip
+DIAGNOSTICS = {
+    "kl": "KL",
+    "anchor_kl": "anchor KL",
+    "teacher_minus_student_logprob": "teacher − student log-prob",
+    "student_entropy": "student entropy",
+    "completion_length": "completion length",
+}
 
 
-def stage_diagnostics(run_dir: Path, setting: str, steps: slice = slice(None),
-                      keys=DIAGNOSTICS) -> dict[int, dict[str, dict[int, float]]]:  # fmt: skip
+def stage_diagnostics(
+    run_dir: Path, setting: str, steps: slice = slice(None), keys=DIAGNOSTICS
+) -> dict[int, dict[str, dict[int, float]]]:
     """Stage index → diagnostic → seed → its mean over the stage's training steps (those ``steps`` selects), for
     ``setting``'s finished stages in ``run_dir`` (from each stage's metrics.jsonl; ``keys``: which logged values)."""
     out: dict[int, dict[str, dict[int, float]]] = {}
@@ -305,8 +336,11 @@ def stage_diagnostics(run_dir: Path, setting: str, steps: slice = slice(None),
     return out
 
 
-AGREEMENT = {"first": "first character right", "prefix": "share of the gold answer written before the first error",
-             "acc": "accuracy"}  # fmt: skip
+AGREEMENT = {
+    "first": "first character right",
+    "prefix": "share of the gold answer written before the first error",
+    "acc": "accuracy",
+}
 
 
 def answer_agreement(run_dir: Path, setting: str) -> dict[str, dict[str, list[float]]]:
@@ -320,9 +354,13 @@ def answer_agreement(run_dir: Path, setting: str) -> dict[str, dict[str, list[fl
     if setting == "base":
         sources = [(run_dir / "base" / "predictions.jsonl", task) for task in results["stage_tasks"]]
     else:
-        sources = [(run_dir / stage["train_dir"] / "eval" / "predictions.jsonl", stage["train_task"])
-                   for run in results["methods"].values() if run.get("setting") == setting
-                   for stage in run["stages"] if stage.get("train_dir")]  # fmt: skip
+        sources = [
+            (run_dir / stage["train_dir"] / "eval" / "predictions.jsonl", stage["train_task"])
+            for run in results["methods"].values()
+            if run.get("setting") == setting
+            for stage in run["stages"]
+            if stage.get("train_dir")
+        ]
     for path, task in sources:
         for key, value in _agreement(path, task).items():
             out.setdefault(task, {}).setdefault(key, []).append(value)
@@ -332,9 +370,14 @@ def answer_agreement(run_dir: Path, setting: str) -> dict[str, dict[str, list[fl
 def _agreement(predictions: Path, task: str) -> dict[str, float]:
     """``AGREEMENT``'s measures (each a mean over the items) of ``task``'s greedy answers in a predictions file."""
     rows = [r for r in map(json.loads, predictions.read_text(encoding="utf-8").splitlines()) if r["task"] == task]
-    items = [(float(r["prediction"].strip()[:1] == r["gold"][:1]),
-              len(os.path.commonprefix([r["prediction"].strip(), r["gold"]])) / max(1, len(r["gold"])),
-              float(r["scores"]["acc"])) for r in rows]  # fmt: skip
+    items = [
+        (
+            float(r["prediction"].strip()[:1] == r["gold"][:1]),
+            len(os.path.commonprefix([r["prediction"].strip(), r["gold"]])) / max(1, len(r["gold"])),
+            float(r["scores"]["acc"]),
+        )
+        for r in rows
+    ]
     return {key: sum(values) / len(values) for key, values in zip(AGREEMENT, zip(*items, strict=True), strict=True)}
 
 
@@ -359,8 +402,11 @@ def agreement_table(recipe: str) -> str:
                 seen.add(task)
                 for key, values in measures.items():
                     pooled.setdefault(task, {}).setdefault(setting, {}).setdefault(key, []).extend(values)
-    rows = [[task, setting, str(len(m["acc"])), *(forgetting._pm(mean_std(m[k])) for k in AGREEMENT)]
-            for task in sorted(pooled) for setting, m in pooled[task].items()]  # fmt: skip
+    rows = [
+        [task, setting, str(len(m["acc"])), *(forgetting._pm(mean_std(m[k])) for k in AGREEMENT)]
+        for task in sorted(pooled)
+        for setting, m in pooled[task].items()
+    ]
     return forgetting._md(["skill", "setting", "runs", *AGREEMENT.values()], rows)
 
 
@@ -392,8 +438,10 @@ def teacher_table() -> str:
     for name, tasks in forgetting.SEQUENCES.items():
         for index, values in stage_diagnostics(RESULTS / f"final_{name}", "seqkd+filter", keys=["seqkd_kept"]).items():
             kept.setdefault(tasks[index - 1], []).extend(values.get("seqkd_kept", {}).values())
-    rows = [[skill, f"{probe[skill]['teacher']:.2f}" if skill in probe else "—", str(len(v)),
-             forgetting._pm(mean_std(v))] for skill, v in sorted(kept.items())]  # fmt: skip
+    rows = [
+        [skill, f"{probe[skill]['teacher']:.2f}" if skill in probe else "—", str(len(v)), forgetting._pm(mean_std(v))]
+        for skill, v in sorted(kept.items())
+    ]
     return forgetting._md(["skill", "teacher greedy (probe)", "runs", "teacher samples accepted (T = 1)"], rows)
 
 
@@ -403,8 +451,10 @@ def cmd_diagnostics(args) -> None:
     recipe = chosen_or_exit(args.smoke)
     rows = []
     for name, tasks in forgetting.SEQUENCES.items():
-        sides = {"sdft": stage_diagnostics(forgetting.RESULTS / name, "sdft"),
-                 recipe: stage_diagnostics(RESULTS / f"final_{name}", recipe)}  # fmt: skip
+        sides = {
+            "sdft": stage_diagnostics(forgetting.RESULTS / name, "sdft"),
+            recipe: stage_diagnostics(RESULTS / f"final_{name}", recipe),
+        }
         for index in sorted(sides[recipe]):
             seeds = set.intersection(*(set(sides[k].get(index, {}).get("kl", {})) for k in sides))
             for setting, stages in sides.items():
@@ -415,10 +465,12 @@ def cmd_diagnostics(args) -> None:
                 rows.append([name, f"{index} {tasks[index - 1]}", setting, str(len(seeds)), *cells])
     text = f"## Training diagnostics per stage: sdft and {recipe} (means over each stage's steps, then over seeds)\n\n"
     text += forgetting._md(["sequence", "stage", "setting", "seeds", *DIAGNOSTICS.values()], rows) + "\n"
-    text += ("\n## The same diagnostics at the start and the end of a stage\n\n" + trend_table(recipe) + "\n")
+    text += "\n## The same diagnostics at the start and the end of a stage\n\n" + trend_table(recipe) + "\n"
     text += "\n## The teacher, greedy and sampled\n\n" + teacher_table() + "\n"
-    text += ("\n## Greedy answers right after the skill's own stage, against the gold answers (mean ± std over the "
-             "runs that trained the skill, every sequence and seed)\n\n" + agreement_table(recipe) + "\n")
+    text += (
+        "\n## Greedy answers right after the skill's own stage, against the gold answers (mean ± std over the "
+        "runs that trained the skill, every sequence and seed)\n\n" + agreement_table(recipe) + "\n"
+    )
     print(text)
     (RESULTS / "final_diagnostics.md").write_text(text)
 
@@ -457,8 +509,10 @@ def pilot_plan(skill: str, lrs: dict[str, float], smoke: bool, kind: str = "roll
     higher prefix share than the rollout pilot's ``sdft``) after the same 12 steps."""
     sdft = {"method": "sdft", **forgetting.METHODS["sdft"], "lr": lrs["sdft"]}
     if kind == "rollout":
-        methods = {"sdft": sdft,
-                   **{f"sdft[T={t:g}]": {**sdft, "temperature": t} for t in PILOT_TEMPERATURES if t != 1.0}}
+        methods = {
+            "sdft": sdft,
+            **{f"sdft[T={t:g}]": {**sdft, "temperature": t} for t in PILOT_TEMPERATURES if t != 1.0},
+        }
         what = "SDFT's rollout temperature"
     else:
         methods = {f"sdft[teacher T={t:g}]": {**sdft, "teacher_temperature": t} for t in PILOT_TEACHER_TEMPERATURES}
@@ -499,20 +553,32 @@ def pilot_table(smoke: bool = False) -> str:
             base = answer_agreement(run_dir, "base").get(skill, {})
             if base and not based:
                 based = True
-                rows.append([skill, "base model", "—", *(f"{base[k][0]:.3f}" for k in ("acc", "first", "prefix")),
-                             "—", "—"])  # fmt: skip
+                rows.append(
+                    [skill, "base model", "—", *(f"{base[k][0]:.3f}" for k in ("acc", "first", "prefix")), "—", "—"]
+                )
             for setting in dict.fromkeys(run["setting"] for run in results["methods"].values()):
                 agree = answer_agreement(run_dir, setting).get(skill)
                 if not agree:
                     continue
-                summaries = [summarize_method(results, label) for label, run in results["methods"].items()
-                             if run["setting"] == setting and run["stages"] and run["stages"][-1].get("train_dir")]
-                rows.append([skill, setting, str(len(agree["acc"])),
-                             *(forgetting._pm(mean_std(agree[k])) for k in ("acc", "first", "prefix")),
-                             forgetting._pm(mean_std([s["near_end"] for s in summaries])),
-                             forgetting._pm(mean_std([s["prior_end"] for s in summaries]))])  # fmt: skip
-    return forgetting._md(["skill", "setting", "seeds", "accuracy", "first character right",
-                           "prefix share", "near-prior", "prior_probe"], rows)  # fmt: skip
+                summaries = [
+                    summarize_method(results, label)
+                    for label, run in results["methods"].items()
+                    if run["setting"] == setting and run["stages"] and run["stages"][-1].get("train_dir")
+                ]
+                rows.append(
+                    [
+                        skill,
+                        setting,
+                        str(len(agree["acc"])),
+                        *(forgetting._pm(mean_std(agree[k])) for k in ("acc", "first", "prefix")),
+                        forgetting._pm(mean_std([s["near_end"] for s in summaries])),
+                        forgetting._pm(mean_std([s["prior_end"] for s in summaries])),
+                    ]
+                )
+    return forgetting._md(
+        ["skill", "setting", "seeds", "accuracy", "first character right", "prefix share", "near-prior", "prior_probe"],
+        rows,
+    )
 
 
 PILOT_MEASURES = {"prefix": "prefix share", "near_end": "near-prior", "prior_end": "prior_probe"}
@@ -546,34 +612,63 @@ def pilot_differences(smoke: bool = False) -> str:
         for setting, measures in per_seed.items():
             if setting == "sdft" or "sdft" not in per_seed:
                 continue
-            rows.append([skill, f"{setting} − sdft", *(forgetting._diff(paired_difference(measures[k], per_seed["sdft"][k]))
-                                                       for k in PILOT_MEASURES)])  # fmt: skip
+            rows.append(
+                [
+                    skill,
+                    f"{setting} − sdft",
+                    *(forgetting._diff(paired_difference(measures[k], per_seed["sdft"][k])) for k in PILOT_MEASURES),
+                ]
+            )
     return forgetting._md(["skill", "difference", *PILOT_MEASURES.values()], rows)
 
 
 def cmd_pilot_summary(args) -> None:
-    text = ("## Pilots: SDFT's rollout temperature and its teacher's temperature (validation splits; after the "
-            "skill's one 12-step stage)\n\n" + pilot_table(args.smoke)
-            + "\n\nPaired by seed against sdft (mean [95% interval], n pairs):\n\n" + pilot_differences(args.smoke)
-            + f"\n\n{forgetting.machines_line(RESULTS, 'pilot ')}\n")  # fmt: skip
+    text = (
+        "## Pilots: SDFT's rollout temperature and its teacher's temperature (validation splits; after the "
+        "skill's one 12-step stage)\n\n"
+        + pilot_table(args.smoke)
+        + "\n\nPaired by seed against sdft (mean [95% interval], n pairs):\n\n"
+        + pilot_differences(args.smoke)
+        + f"\n\n{forgetting.machines_line(RESULTS, 'pilot ')}\n"
+    )
     print(text)
     (RESULTS / f"{'pilot_smoke' if args.smoke else 'pilot'}_summary.md").write_text(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("screen", "summary", "final", "final-summary", "diagnostics", "pilot",
-                                            "pilot-summary"))
+    parser.add_argument(
+        "command", choices=("screen", "summary", "final", "final-summary", "diagnostics", "pilot", "pilot-summary")
+    )
     parser.add_argument("--smoke", action="store_true", help="one step of every setting on tiny-random")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(forgetting.SEEDS), help="final, pilot: which seeds")
-    parser.add_argument("--pilots", nargs="+", default=list(PILOTS), choices=list(PILOTS),
-                        help="pilot: which (rollout: the rollout temperature; teacher: the teacher temperature)")
-    parser.add_argument("--sequences", nargs="+", default=list(forgetting.SEQUENCES), choices=list(forgetting.SEQUENCES),
-                        help="final: which sequences")  # fmt: skip
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=list(forgetting.SEEDS), help="final, pilot: which seeds"
+    )
+    parser.add_argument(
+        "--pilots",
+        nargs="+",
+        default=list(PILOTS),
+        choices=list(PILOTS),
+        help="pilot: which (rollout: the rollout temperature; teacher: the teacher temperature)",
+    )
+    parser.add_argument(
+        "--sequences",
+        nargs="+",
+        default=list(forgetting.SEQUENCES),
+        choices=list(forgetting.SEQUENCES),
+        help="final: which sequences",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    commands = {"screen": cmd_screen, "summary": cmd_summary, "final": cmd_final, "final-summary": cmd_final_summary,
-                "diagnostics": cmd_diagnostics, "pilot": cmd_pilot, "pilot-summary": cmd_pilot_summary}  # fmt: skip
+    commands = {
+        "screen": cmd_screen,
+        "summary": cmd_summary,
+        "final": cmd_final,
+        "final-summary": cmd_final_summary,
+        "diagnostics": cmd_diagnostics,
+        "pilot": cmd_pilot,
+        "pilot-summary": cmd_pilot_summary,
+    }
     commands[args.command](args)
 
 

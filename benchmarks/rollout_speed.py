@@ -36,8 +36,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--vllm-bf16", action="store_true")
-    parser.add_argument("--hf-only", action="store_true",
-                        help="leave vllm out (to time hf in another environment, e.g. .venv beside .venv-vllm)")  # fmt: skip
+    parser.add_argument(
+        "--hf-only",
+        action="store_true",
+        help="leave vllm out (to time hf in another environment, e.g. .venv beside .venv-vllm)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -71,22 +74,40 @@ def main() -> None:
             seconds[name].append(time.perf_counter() - t)
             tokens[name].append(sum(len(c) for c in ro.completions))
     summary = {
-        "cpu": cpu_model(), "transformers": transformers.__version__, "threads": torch.get_num_threads(), "model": args.model, "batch_size": args.batch_size,
-        "new_tokens": args.new_tokens, "rounds": args.rounds, "engine_start_seconds": start_seconds, "engines": {},
-    }  # fmt: skip
-    print(f"{summary['cpu']} | transformers {transformers.__version__} | {summary['threads']} threads | {args.model} | batch {args.batch_size} x "
-          f"{args.new_tokens} new tokens | {args.rounds} rounds")  # fmt: skip
+        "cpu": cpu_model(),
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "new_tokens": args.new_tokens,
+        "rounds": args.rounds,
+        "engine_start_seconds": start_seconds,
+        "engines": {},
+    }
+    print(
+        f"{summary['cpu']} | transformers {transformers.__version__} | {summary['threads']} threads | {args.model} | "
+        f"batch {args.batch_size} x "
+        f"{args.new_tokens} new tokens | {args.rounds} rounds"
+    )
     for name in engines:
         med = statistics.median(seconds[name])
         rate = statistics.median(n / s for n, s in zip(tokens[name], seconds[name], strict=True))
-        summary["engines"][name] = {"median_seconds": med, "tokens_per_second": rate, "seconds": seconds[name],
-                                    "tokens": tokens[name]}  # fmt: skip
-        print(f"{name:18s} median {med:6.2f} s  {rate:6.1f} completion tokens/s  (all: "
-              + ", ".join(f"{s:.2f}" for s in seconds[name]) + ")")
+        summary["engines"][name] = {
+            "median_seconds": med,
+            "tokens_per_second": rate,
+            "seconds": seconds[name],
+            "tokens": tokens[name],
+        }
+        print(
+            f"{name:18s} median {med:6.2f} s  {rate:6.1f} completion tokens/s  (all: "
+            + ", ".join(f"{s:.2f}" for s in seconds[name])
+            + ")"
+        )
     base = summary["engines"]["hf fp32"]["median_seconds"]
     for name in engines:
         if name != "hf fp32":
-            print(f"speed-up of {name} over hf fp32 (ratio of medians): {base / summary['engines'][name]['median_seconds']:.2f}x")
+            ratio = base / summary["engines"][name]["median_seconds"]
+            print(f"speed-up of {name} over hf fp32 (ratio of medians): {ratio:.2f}x")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -5,7 +5,8 @@
 
 Loads ``smollm2-135m-instruct``, generates greedily for every candidate with the project's evaluation engine
 (``evaluate_tasks``, the task's own ``max_new_tokens`` and scorer), and writes the indices of the candidates scored
-1.0, with each pool's size and fingerprint, to ``src/selfdistill/evaluation/tasks/near_prior.json`` (``--tasks`` replaces
+1.0, with each pool's size and fingerprint, to ``src/selfdistill/evaluation/tasks/near_prior.json`` (``--tasks``
+replaces
 only those tasks' entries). Prints the CPU model, and kept/candidates per task.
 """
 
@@ -49,8 +50,11 @@ def main() -> None:
     for task in tasks:
         own = [row for row in rows if row["task"] == task.name]
         kept = sorted(int(row["id"]) for row in own if row["scores"]["acc"] == 1.0)
-        entries[task.name] = {"candidates": len(own), "fingerprint": pool_fingerprint(task.test_examples()),
-                              "kept": kept}  # fmt: skip
+        entries[task.name] = {
+            "candidates": len(own),
+            "fingerprint": pool_fingerprint(task.test_examples()),
+            "kept": kept,
+        }
         print(f"{task.name:<20} kept {len(kept):>3} of {len(own)}")
         for row in [r for r in own if r["scores"]["acc"] < 1.0][: args.show_misses]:
             print(f"    miss {row['id']:>3} gold={row['gold']['accept']} said={row['prediction']!r}")

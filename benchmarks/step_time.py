@@ -11,7 +11,8 @@ against without, or SDFT's hf rollout with prepacked CPU matmul weights against 
 Each round runs ``train()`` once per arm, in alternating order (so drift in machine load hits both), on the
 embedded model and a registered task, and reads ``seconds_per_step`` from ``metrics.jsonl``. The first step of
 every run is dropped (allocator and kernel warm-up). Prints the median, min and max per arm, seconds per training
-example, the median seconds of each phase of a step, and the ratio of medians; ``--json FILE`` also writes them. SDFT steps include sampling, so their length
+example, the median seconds of each phase of a step, and the ratio of medians; ``--json FILE`` also writes them. SDFT
+steps include sampling, so their length
 varies with what the model samples; the same seed gives both arms the same batches, not the same samples. SFT
 trains on the demonstrations, SDFT on its own samples: the mean completion length of each is printed beside it.
 """
@@ -34,22 +35,36 @@ from selfdistill.training.setup import bf16_supported
 
 def one_run(args: argparse.Namespace, method: str, precision: str, options: dict, out: Path) -> list[dict]:
     cfg = TrainConfig(
-        data=args.data, model=args.model, method=method, output=out, overwrite=True, max_steps=args.steps,
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=precision, save_every=0,
-        teacher_template="chat-turn", progress=False, lr=1e-5, **options,
-    )  # fmt: skip
+        data=args.data,
+        model=args.model,
+        method=method,
+        output=out,
+        overwrite=True,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        precision=precision,
+        save_every=0,
+        teacher_template="chat-turn",
+        progress=False,
+        lr=1e-5,
+        **options,
+    )
     train(cfg)
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--compare", default="precision",
-                        choices=["precision", "methods", "head", "checkpointing", "prepack"],
-                        help="precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision; "
-                             "head: sdft with the LM head inside the loss vs materialized logits, at --precision; "
-                             "checkpointing: sdft with --gradient-checkpointing vs without, at --precision; "
-                             "prepack: sdft with --prepack on vs off, at --precision")  # fmt: skip
+    parser.add_argument(
+        "--compare",
+        default="precision",
+        choices=["precision", "methods", "head", "checkpointing", "prepack"],
+        help="precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision; "
+        "head: sdft with the LM head inside the loss vs materialized logits, at --precision; "
+        "checkpointing: sdft with --gradient-checkpointing vs without, at --precision; "
+        "prepack: sdft with --prepack on vs off, at --precision",
+    )
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--data", default="record_json", help="a data file or registered task")
     parser.add_argument("--method", default="sdft", choices=["sdft", "sft", "seqkd"])
@@ -72,14 +87,21 @@ def main() -> None:
         arms = {"fused": ("sdft", args.precision, {}), "materialized": ("sdft", args.precision, {"fused_head": False})}
         subject = f"sdft, precision {args.precision}"
     elif args.compare == "prepack":
-        arms = {"prepack": ("sdft", args.precision, {"prepack": "on"}), "stock": ("sdft", args.precision, {"prepack": "off"})}
+        arms = {
+            "prepack": ("sdft", args.precision, {"prepack": "on"}),
+            "stock": ("sdft", args.precision, {"prepack": "off"}),
+        }
         subject = f"sdft, precision {args.precision}"
     else:
-        arms = {"checkpointing": ("sdft", args.precision, {"gradient_checkpointing": True}),
-                "plain": ("sdft", args.precision, {})}  # fmt: skip
+        arms = {
+            "checkpointing": ("sdft", args.precision, {"gradient_checkpointing": True}),
+            "plain": ("sdft", args.precision, {}),
+        }
         subject = f"sdft, precision {args.precision}"
-    print(f"cpu {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"bf16 used by 'auto': {bf16_supported(device)}")  # fmt: skip
+    print(
+        f"cpu {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"bf16 used by 'auto': {bf16_supported(device)}"
+    )
     print(f"threads {torch.get_num_threads()}, {subject}, {args.data}, batch {args.batch_size}")
     times: dict[str, list[float]] = {name: [] for name in arms}
     lengths: dict[str, list[float]] = {name: [] for name in arms}
@@ -99,11 +121,14 @@ def main() -> None:
     summary: dict = {"cpu": cpu_model(), "compare": args.compare, "batch_size": args.batch_size}
     for name, v in times.items():
         summary[name] = {
-            "median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "n": len(v),
+            "median_s": statistics.median(v),
+            "min_s": min(v),
+            "max_s": max(v),
+            "n": len(v),
             "median_s_per_example": statistics.median(v) / args.batch_size,
             "mean_completion_length": statistics.mean(lengths[name]),
             "median_phase_s": {phase: statistics.median(t) for phase, t in phases[name].items()},
-        }  # fmt: skip
+        }
     first, second = arms
     ratio_key = f"{first}_over_{second}"
     summary[ratio_key] = summary[first]["median_s"] / summary[second]["median_s"]

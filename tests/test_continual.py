@@ -97,12 +97,19 @@ def test_rerun_skips_finished_stages_and_finishes_an_unfinished_one(run, caplog)
     assert main(["continual", str(plan), "--output", str(out), "--no-progress"]) == 0
     assert {path: path.stat().st_mtime_ns for path in watched} == before
     assert eval_json.is_file()
-    assert [s["index"] for s in json.loads((out / "results.json").read_text())["methods"]["sdft"]["stages"]] == [0, 1, 2]
+    assert [s["index"] for s in json.loads((out / "results.json").read_text())["methods"]["sdft"]["stages"]] == [
+        0,
+        1,
+        2,
+    ]
 
 
 def test_rerun_with_a_changed_plan_is_refused(run, capsys):
     plan, out = run
-    changed = _write(plan.with_name("changed.yaml"), TINY_PLAN.replace("steps: 1}\n  - {task: ticket", "steps: 3}\n  - {task: ticket"))
+    changed = _write(
+        plan.with_name("changed.yaml"),
+        TINY_PLAN.replace("steps: 1}\n  - {task: ticket", "steps: 3}\n  - {task: ticket"),
+    )
     assert main(["continual", str(changed), "--output", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "different plan" in err and "stages" in err
@@ -110,8 +117,10 @@ def test_rerun_with_a_changed_plan_is_refused(run, capsys):
 
 BASE = "methods: {sft: {}}\nstages: [{task: record_json, steps: 1}]\n"
 BAD_PLANS = [
-    ("methods: {sft: {}}\nstages: [{task: record_json, steps: 1}, {task: ticket_line, steps: -3}]",
-     "stages[1].steps: must be > 0"),
+    (
+        "methods: {sft: {}}\nstages: [{task: record_json, steps: 1}, {task: ticket_line, steps: -3}]",
+        "stages[1].steps: must be > 0",
+    ),
     ("methods: {sft: {}}\nstages: [{task: no_such_task, steps: 1}]", "stages[0].task: unknown task 'no_such_task'"),
     ("methods: {sft: {}}\n", "stages: missing (required)"),
     ("stages: [{task: record_json, steps: 1}]\n", "methods: missing (required)"),
@@ -119,14 +128,21 @@ BAD_PLANS = [
     (BASE + "evals: {limit: 3}\n", "evals: unknown key"),
     ("methods: {sft: {lr: -1.0}}\nstages: [{task: record_json, steps: 1}]", "methods.sft.lr: must be > 0"),
     ("methods: {sft: {lr: fast}}\nstages: [{task: record_json, steps: 1}]", "methods.sft.lr: expected a number"),
-    ("methods: {sft: {learning_rate: 0.1}}\nstages: [{task: record_json, steps: 1}]",
-     "methods.sft.learning_rate: unknown training option"),
-    ("methods: {sdft: {teacher: sometimes}}\nstages: [{task: record_json, steps: 1}]", "methods.sdft.teacher: expected one of"),
+    (
+        "methods: {sft: {learning_rate: 0.1}}\nstages: [{task: record_json, steps: 1}]",
+        "methods.sft.learning_rate: unknown training option",
+    ),
+    (
+        "methods: {sdft: {teacher: sometimes}}\nstages: [{task: record_json, steps: 1}]",
+        "methods.sdft.teacher: expected one of",
+    ),
     ("methods: {mine: {}}\nstages: [{task: record_json, steps: 1}]", "methods.mine: set 'method'"),
     ("train: {max_steps: 5}\n" + BASE, "train.max_steps: set by the plan"),
     ("methods: {sft: {}}\nstages: [{task: record_json}]", "stages[0]: give exactly one of 'steps' or 'epochs'"),
-    ("methods: {sft: {}}\nstages: [{task: record_json, steps: 1, train: {batch_size: 0}}]",
-     "stages[0].train.batch_size: must be > 0"),
+    (
+        "methods: {sft: {}}\nstages: [{task: record_json, steps: 1, train: {batch_size: 0}}]",
+        "stages[0].train.batch_size: must be > 0",
+    ),
     ("methods: {sft: {}}\nstages: [{task: record_json, steps: 1, colour: red}]", "stages[0].colour: unknown key"),
     ("methods: {sft: {}}\nstages: [{data: missing.jsonl, test: record_json, steps: 1}]", "stages[0].data: "),
     (BASE + "eval: {prior: [prior]}\n", "eval.prior[0].task: 'prior' is a suite"),
@@ -147,19 +163,28 @@ def test_bad_plans_exit_2_with_one_line_naming_the_field(text, expected, tmp_pat
 
 
 def test_plan_merges_overrides_in_order(tmp_path):
-    plan = load_plan(_write(tmp_path / "p.yaml", """
+    plan = load_plan(
+        _write(
+            tmp_path / "p.yaml",
+            """
 train: {batch_size: 4, lr: 1e-5}
 methods: {sft: {lr: 3e-5}, frozen: {method: sdft, teacher: frozen}}
 stages:
   - {task: record_json, steps: 2}
   - {task: ticket_line, epochs: 0.5, train: {batch_size: 2}, limit: 7}
 eval: {limit: 5, prior: [prior_probe, {task: arc_easy, limit: 9}]}
-"""))
-    assert plan.methods == {"sft": {"method": "sft", "batch_size": 4, "lr": 3e-5},
-                            "frozen": {"method": "sdft", "batch_size": 4, "lr": 1e-5, "teacher": "frozen"}}
+""",
+        )
+    )
+    assert plan.methods == {
+        "sft": {"method": "sft", "batch_size": 4, "lr": 3e-5},
+        "frozen": {"method": "sdft", "batch_size": 4, "lr": 1e-5, "teacher": "frozen"},
+    }
     assert plan.train_overrides("sft", plan.stages[1]) == {"method": "sft", "batch_size": 2, "lr": 3e-5}
     assert [(s.name, s.steps, s.epochs, s.test.limit) for s in plan.stages] == [
-        ("record_json", 2, None, 5), ("ticket_line", None, 0.5, 7)]
+        ("record_json", 2, None, 5),
+        ("ticket_line", None, 0.5, 7),
+    ]
     assert [(t.spec, t.limit) for t in plan.prior] == [("prior_probe", 5), ("arc_easy", 9)]
     assert plan.output == Path("runs/p")
 
@@ -167,11 +192,18 @@ eval: {limit: 5, prior: [prior_probe, {task: arc_easy, limit: 9}]}
 def test_data_stage_is_relative_to_the_plan(tmp_path):
     rows = [{"prompt": "2+2?", "completion": "4", "answer": "4"}]
     _write(tmp_path / "facts.jsonl", "\n".join(json.dumps(r) for r in rows))
-    plan = load_plan(_write(tmp_path / "p.yaml", "methods: {sft: {}}\n"
-                            "stages: [{data: facts.jsonl, test: 'facts.jsonl:number', steps: 1}]\n"))
+    plan = load_plan(
+        _write(
+            tmp_path / "p.yaml",
+            "methods: {sft: {}}\nstages: [{data: facts.jsonl, test: 'facts.jsonl:number', steps: 1}]\n",
+        )
+    )
     stage = plan.stages[0]
-    assert (stage.name, stage.data, stage.test.spec) == ("facts", str(tmp_path / "facts.jsonl"),
-                                                         f"{tmp_path / 'facts.jsonl'}:number")
+    assert (stage.name, stage.data, stage.test.spec) == (
+        "facts",
+        str(tmp_path / "facts.jsonl"),
+        f"{tmp_path / 'facts.jsonl'}:number",
+    )
     with pytest.raises(PlanError, match=r"stages\[0\]\.test: missing"):
         load_plan(_write(tmp_path / "q.yaml", "methods: {sft: {}}\nstages: [{data: facts.jsonl, steps: 1}]\n"))
 

@@ -65,8 +65,11 @@ def _check_run(out: Path) -> None:
     assert "train_seconds" in scalars
     matrix = _text(events, "matrix")
     assert matrix.splitlines()[0] == "| after | record_json | ticket_line |"
-    assert [line.split(" | ")[0] for line in matrix.splitlines()[2:]] == ["| base", "| after record_json",
-                                                                          "| after ticket_line"]  # fmt: skip
+    assert [line.split(" | ")[0] for line in matrix.splitlines()[2:]] == [
+        "| base",
+        "| after record_json",
+        "| after ticket_line",
+    ]
     assert f"{stages[2]['eval']['ticket_line']['metrics']['acc']:.3f}" in matrix.splitlines()[-1]
     assert {"plots/matrix", "plots/training"} <= set(events.Tags()["images"])
     image = events.Images("plots/matrix")[-1]
@@ -95,10 +98,13 @@ def test_rerun_with_report_to_on_the_command_line_rebuilds_the_tracker_runs(run,
     _check_run(out)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("tb", "report_to: expected one of tensorboard, trackio, wandb, got 'tb'"),
-    ("{a: 1}", "report_to: expected a list"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("tb", "report_to: expected one of tensorboard, trackio, wandb, got 'tb'"),
+        ("{a: 1}", "report_to: expected a list"),
+    ],
+)
 def test_bad_report_to_is_one_line_naming_the_field(value, expected, tmp_path, capsys):
     plan = tmp_path / "p.yaml"
     plan.write_text(f"report_to: {value}\nmethods: {{sft: {{}}}}\nstages: [{{task: record_json, steps: 1}}]\n")

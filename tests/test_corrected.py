@@ -138,8 +138,9 @@ def test_teacher_logits_and_logprobs_match_full_forward(tiny, other_teacher):
     sp, tp = [[1, 5, 6, 7, 8], [1, 9], [1, 4, 4]], [[1, 11, 5, 6, 7, 8], [1, 12, 13, 14, 15, 9], [1, 16, 4, 4]]
     k, temperature = len(tok) // 2, 0.7
     rng_before = torch.get_rng_state()
-    out = corrected_sample(model, other_teacher, tok, sp, tp, k=k, temperature=temperature, max_new_tokens=8,
-                           seeds=[3, 4, 5])  # fmt: skip
+    out = corrected_sample(
+        model, other_teacher, tok, sp, tp, k=k, temperature=temperature, max_new_tokens=8, seeds=[3, 4, 5]
+    )
     assert torch.equal(torch.get_rng_state(), rng_before)  # seeds, when given, are the only randomness
     comps = out.rollout.completions
     teacher_packed, student_packed = pack(tp, comps, tok.pad_token_id), pack(sp, comps, tok.pad_token_id)
@@ -161,8 +162,9 @@ def test_teacher_logits_and_logprobs_match_full_forward(tiny, other_teacher):
             drawn_from = student_BCV[i, t] if kept else q_V
             assert logp == pytest.approx(torch.log_softmax(drawn_from / temperature, -1)[token].item(), abs=1e-4)
 
-    again = corrected_sample(model, other_teacher, tok, sp, tp, k=k, temperature=temperature, max_new_tokens=8,
-                             seeds=[3, 4, 5])  # fmt: skip
+    again = corrected_sample(
+        model, other_teacher, tok, sp, tp, k=k, temperature=temperature, max_new_tokens=8, seeds=[3, 4, 5]
+    )
     assert again.rollout.completions == comps and again.accepted == out.accepted
 
 
@@ -201,8 +203,7 @@ def test_live_teacher_uses_its_own_cache_and_restores_modes(tiny):
     modes = {name: m.training for name, m in model.named_modules()}
     sp, tp = [[1, 5, 6], [1, 9, 8, 7]], [[1, 20, 21, 22, 5, 6], [1, 23, 9, 8, 7]]
     try:
-        out = corrected_sample(model, model, tok, sp, tp, k=100, max_new_tokens=6,
-                               seeds=[0] * len(sp))  # fmt: skip
+        out = corrected_sample(model, model, tok, sp, tp, k=100, max_new_tokens=6, seeds=[0] * len(sp))
         assert {name: m.training for name, m in model.named_modules()} == modes
     finally:
         model.eval()

@@ -11,14 +11,20 @@ import pytest
 from selfdistill.cli import main
 from selfdistill.data import DataError, is_hub_name, parse_columns, read_examples
 
-ROWS = [{"question": "What is 2+3?", "answer": "5", "id": 1}, {"question": "Capital of Peru?", "answer": "Lima", "id": 2}]
+ROWS = [
+    {"question": "What is 2+3?", "answer": "5", "id": 1},
+    {"question": "Capital of Peru?", "answer": "Lima", "id": 2},
+]
 
 
 def test_columns_map_our_fields_onto_theirs_in_jsonl(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     examples = read_examples(path, columns=parse_columns("prompt=question,completion=answer"))
-    assert [(e.question, e.completion, e.answer) for e in examples] == [("What is 2+3?", "5", "5"), ("Capital of Peru?", "Lima", "Lima")]
+    assert [(e.question, e.completion, e.answer) for e in examples] == [
+        ("What is 2+3?", "5", "5"),
+        ("Capital of Peru?", "Lima", "Lima"),
+    ]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="datasets not installed")
@@ -28,16 +34,37 @@ def test_columns_on_a_saved_dataset_and_training_from_it(tmp_path):
     datasets.Dataset.from_list(ROWS * 2).save_to_disk(str(tmp_path / "qa"))
     examples = read_examples(tmp_path / "qa", columns={"prompt": "question", "completion": "answer"})
     assert len(examples) == 4 and examples[1].completion == "Lima"
-    code = main(["train", "--model", "tiny-random", "--data", str(tmp_path / "qa"), "--columns",
-                 "prompt=question,completion=answer", "--method", "sft", "--max-steps", "1", "--batch-size", "2",
-                 "--no-progress", "--output", str(tmp_path / "out")])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--model",
+            "tiny-random",
+            "--data",
+            str(tmp_path / "qa"),
+            "--columns",
+            "prompt=question,completion=answer",
+            "--method",
+            "sft",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--no-progress",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0 and (tmp_path / "out" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("prompt", "is not FIELD=COLUMN"), ("query=question", "'query' is not one of"),
-    ("prompt=a,prompt=b", "mapped twice"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("prompt", "is not FIELD=COLUMN"),
+        ("query=question", "'query' is not one of"),
+        ("prompt=a,prompt=b", "mapped twice"),
+    ],
+)
 def test_bad_column_specs_are_one_line_and_exit_2(tmp_path, capsys, spec, message):
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps(ROWS[0]) + "\n")
@@ -49,7 +76,9 @@ def test_bad_column_specs_are_one_line_and_exit_2(tmp_path, capsys, spec, messag
 def test_a_column_the_data_lacks_names_file_line_and_columns(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps(ROWS[0]) + "\n")
-    with pytest.raises(DataError, match=r"qa.jsonl:1: no column 'query' \(mapped to 'prompt'\); columns: question, answer, id"):
+    with pytest.raises(
+        DataError, match=r"qa.jsonl:1: no column 'query' \(mapped to 'prompt'\); columns: question, answer, id"
+    ):
         read_examples(path, columns={"prompt": "query", "completion": "answer"})
 
 

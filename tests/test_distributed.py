@@ -17,8 +17,18 @@ from safetensors.torch import load_file
 
 HERE = Path(__file__).parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-COMMON = ["train", "--model", "tiny-random", "--max-new-tokens", "8", "--no-progress", "--lr", "1e-3",
-          "--batch-size", "8"]  # fmt: skip
+COMMON = [
+    "train",
+    "--model",
+    "tiny-random",
+    "--max-new-tokens",
+    "8",
+    "--no-progress",
+    "--lr",
+    "1e-3",
+    "--batch-size",
+    "8",
+]
 
 
 def _run(args: list[str], tmp_path: Path, ranks: int, digest: Path | None = None) -> subprocess.CompletedProcess:
@@ -50,7 +60,9 @@ def test_two_processes_of_four_rows_equal_one_process_of_eight_for_sft(tmp_path,
     for a, b in zip(one, two, strict=True):
         # the gradient norm is what catches summed instead of averaged gradients (2x here); AdamW's update is
         # nearly scale-free, so the weights alone would not
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["grad_norm"] == pytest.approx(
+            a["grad_norm"], rel=1e-4
+        )
     w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert w1.keys() == w2.keys()
     for name in w1:  # reduction order moves the last bits; AdamW turns that into ~1e-6 (lr is 1e-3 per step)
@@ -82,8 +94,18 @@ def test_vllm_rollouts_at_two_ranks_equal_one_rank(tmp_path, small_jsonl):
     """Each torchrun rank runs its own in-process vLLM engine (external_launcher) on its share of the batch, synced
     after every step; per-row seeds make the on-policy run the same as one process with one engine. A rank whose
     engine missed a sync would sample from older weights than rank 0 and its TIS log-prob gap would show it."""
-    data = ["--data", str(small_jsonl), "--method", "sdft", "--max-steps", "3", "--precision", "fp32",
-            "--rollout", "vllm"]  # fmt: skip
+    data = [
+        "--data",
+        str(small_jsonl),
+        "--method",
+        "sdft",
+        "--max-steps",
+        "3",
+        "--precision",
+        "fp32",
+        "--rollout",
+        "vllm",
+    ]
     _run([*data, "--output", str(tmp_path / "one")], tmp_path, ranks=1)
     _run([*data, "--output", str(tmp_path / "two")], tmp_path, ranks=2)
     one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
@@ -109,8 +131,18 @@ def test_sdft_ranks_hold_identical_student_and_teacher_after_every_step(tmp_path
 
 def test_resume_at_two_ranks_continues_the_same_run(tmp_path, small_jsonl):
     # sdft: each rank samples its own rows, so the resumed run matches only if every rank gets back its own RNG
-    data = ["--data", str(small_jsonl), "--method", "sdft", "--save-every", "1", "--keep-checkpoints", "4",
-            "--precision", "fp32"]  # fmt: skip
+    data = [
+        "--data",
+        str(small_jsonl),
+        "--method",
+        "sdft",
+        "--save-every",
+        "1",
+        "--keep-checkpoints",
+        "4",
+        "--precision",
+        "fp32",
+    ]
     _run([*data, "--max-steps", "4", "--output", str(tmp_path / "straight")], tmp_path, ranks=2)
     _run([*data, "--max-steps", "4", "--output", str(tmp_path / "split")], tmp_path, ranks=2)
     # cut the second run back to its step-2 checkpoint, as a kill after step 2 would leave it, then resume
@@ -130,8 +162,18 @@ def test_resume_at_two_ranks_continues_the_same_run(tmp_path, small_jsonl):
 
 def test_a_batch_the_ranks_cannot_share_is_one_line_and_exit_2(tmp_path, small_jsonl):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [*TORCHRUN, "-m", "selfdistill", *COMMON[:-2], "--batch-size", "1", "--data", str(small_jsonl),
-           "--output", str(tmp_path / "out")]  # fmt: skip
+    cmd = [
+        *TORCHRUN,
+        "-m",
+        "selfdistill",
+        *COMMON[:-2],
+        "--batch-size",
+        "1",
+        "--data",
+        str(small_jsonl),
+        "--output",
+        str(tmp_path / "out"),
+    ]
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "batch-size: a micro-batch of 1 examples cannot give each of 2 processes a row" in done.stderr

@@ -144,8 +144,13 @@ def test_hf_weights_names_a_checkpoint_would_use_without_the_tied_head():
 def test_hf_weights_of_lora_are_the_merged_weights_and_leave_the_adapters_alone():
     model, _ = load_model("tiny-random")
     torch.manual_seed(0)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "o_proj"], init_lora_weights=False,
-                        modules_to_save=["embed_tokens"])  # fmt: skip
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "o_proj"],
+        init_lora_weights=False,
+        modules_to_save=["embed_tokens"],
+    )
     peft_model = get_peft_model(model, config)
     got = dict(hf_weights(peft_model))
     reference = copy.deepcopy(peft_model).merge_and_unload().state_dict()

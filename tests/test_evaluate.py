@@ -35,9 +35,7 @@ def _naive(model, tok, context: str, continuation: str) -> tuple[float, bool]:
         context, continuation = context[:-n], context[-n:] + continuation
     ctx = tok.encode(context) if context else [tok.bos_token_id]
     whole = (
-        ctx + tok.encode(continuation, add_special_tokens=False)
-        if not context
-        else tok.encode(context + continuation)
+        ctx + tok.encode(continuation, add_special_tokens=False) if not context else tok.encode(context + continuation)
     )
     cont = whole[len(ctx) :]
     with torch.no_grad():
@@ -159,9 +157,7 @@ def test_generate_stops_at_eos(tiny) -> None:
     model, tok = tiny
     prompt = chat_ids(tok, [{"role": "user", "content": "Count to ten."}])
     with torch.no_grad():
-        out = model.generate(
-            torch.tensor([prompt]), max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id
-        )
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
     new = out[0, len(prompt) :].tolist()
     stop = new[3]  # pretend the 4th greedy token is an end-of-sequence token
     saved = model.generation_config.eos_token_id
@@ -190,16 +186,12 @@ def test_limit_subset_is_deterministic_and_batch_independent(tiny, data_dir: Pat
     runs = []
     for batch_size in (2, 7):
         path = tmp_path / f"p{batch_size}.jsonl"
-        res = evaluate_tasks(
-            model, tok, [task], limit=6, seed=3, batch_size=batch_size, predictions_path=path
-        )
+        res = evaluate_tasks(model, tok, [task], limit=6, seed=3, batch_size=batch_size, predictions_path=path)
         runs.append((res["arc_easy"], _read_jsonl(path)))
     (res_a, rows_a), (res_b, rows_b) = runs
     assert [r["id"] for r in rows_a] == [r["id"] for r in rows_b]
     assert [r["id"] for r in rows_a] == [task.test_items()[i].id for i in subset_indices(2376, 6, seed=3)]
-    assert (
-        res_a["n"] == 6 and res_a["primary"] == "acc_norm" and list(res_a["metrics"]) == ["acc_norm", "acc"]
-    )
+    assert res_a["n"] == 6 and res_a["primary"] == "acc_norm" and list(res_a["metrics"]) == ["acc_norm", "acc"]
     for m in res_a["metrics"]:
         assert res_a["metrics"][m] == pytest.approx(res_b["metrics"][m])
     for ra, rb in zip(rows_a, rows_b, strict=True):
@@ -215,10 +207,7 @@ class _EchoTask(GenerationTask):
     max_new_tokens = 4
 
     def test_examples(self) -> list[Example]:
-        return [
-            Example(messages=({"role": "user", "content": f"Say {w}."},), answer=w)
-            for w in ("a", "bb", "ccc")
-        ]
+        return [Example(messages=({"role": "user", "content": f"Say {w}."},), answer=w) for w in ("a", "bb", "ccc")]
 
     def score(self, example: Example, output: str) -> dict[str, float]:
         return {"nonempty": float(bool(output)), "chars": float(len(output))}
@@ -254,9 +243,7 @@ def test_eval_config_validation_names_the_field() -> None:
 
 def test_run_eval_writes_results_and_predictions(data_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "res.json"
-    cfg = EvalConfig(
-        model="tiny-random", tasks=["arc_easy,winogrande"], limit=4, output=out, data_dir=data_dir
-    )
+    cfg = EvalConfig(model="tiny-random", tasks=["arc_easy,winogrande"], limit=4, output=out, data_dir=data_dir)
     report = run_eval(cfg)
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(report))

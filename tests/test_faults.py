@@ -34,9 +34,22 @@ def data_file(tmp_path: Path) -> Path:
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "train", "--data", str(data), "--output", str(out), "--model", "tiny-random", "--batch-size", "2",
-        "--max-new-tokens", "8", "--no-progress", "--lr", "1e-3", *extra,
-    ]  # fmt: skip
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--model",
+        "tiny-random",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--no-progress",
+        "--lr",
+        "1e-3",
+        *extra,
+    ]
 
 
 def _steps(out: Path) -> list[int]:
@@ -80,9 +93,7 @@ def test_non_finite_step_stops_and_keeps_last_good_checkpoint(bad, data_file, tm
 
     if bad == "gradient":  # the kept checkpoint is a working one: --resume finishes the run
         monkeypatch.setattr(losses, "masked_mean", real_masked_mean)
-        code = main(
-            _args(data_file, out, "--method", "sft", "--max-steps", "3", "--save-every", "1", "--resume")
-        )
+        code = main(_args(data_file, out, "--method", "sft", "--max-steps", "3", "--save-every", "1", "--resume"))
         assert code == 0 and _steps(out) == [1, 2, 3]
 
 

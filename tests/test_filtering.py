@@ -70,10 +70,13 @@ def test_data_tasks_accept_their_demonstrations(name, data_dir):
 
 
 def test_numeric_answers_score_the_final_number(tmp_path):
-    path = _write(tmp_path / "math.jsonl", [
-        {"prompt": "What is 2+3?", "completion": "2+3 = 5. The answer is 5.", "answer": 5},
-        {"prompt": "What is 1,000 + 250?", "completion": "1000 + 250 = 1250\n#### 1,250", "answer": "1,250"},
-    ])  # fmt: skip
+    path = _write(
+        tmp_path / "math.jsonl",
+        [
+            {"prompt": "What is 2+3?", "completion": "2+3 = 5. The answer is 5.", "answer": 5},
+            {"prompt": "What is 1,000 + 250?", "completion": "1000 + 250 = 1250\n#### 1,250", "answer": "1,250"},
+        ],
+    )
     examples = read_examples(path)
     accept = make_acceptor(str(path), examples)
     assert answer_scorer(examples) == "number" and "'number'" in accept.how
@@ -82,66 +85,92 @@ def test_numeric_answers_score_the_final_number(tmp_path):
 
 
 def test_text_answers_exact_when_demos_are_the_answer_else_contained(tmp_path):
-    short = read_examples(_write(tmp_path / "short.jsonl", [
-        {"prompt": "Capital of Italy?", "completion": "Rome", "answer": "Rome"},
-        {"prompt": "Capital of Peru?", "completion": "Lima.", "answer": ["Lima", "Lima, Peru"]},
-    ]))  # fmt: skip
+    short = read_examples(
+        _write(
+            tmp_path / "short.jsonl",
+            [
+                {"prompt": "Capital of Italy?", "completion": "Rome", "answer": "Rome"},
+                {"prompt": "Capital of Peru?", "completion": "Lima.", "answer": ["Lima", "Lima, Peru"]},
+            ],
+        )
+    )
     accept = make_acceptor("short.jsonl", short)
     assert answer_scorer(short) == "exact"
     assert accept(0, " rome ") and accept(1, "Lima, Peru")
     assert not accept(0, "Rome, or maybe Milan") and not accept(1, "Quito")
 
-    sentences = read_examples(_write(tmp_path / "sentences.jsonl", [
-        {"prompt": "Capital of Italy?", "completion": "The capital of Italy is Rome.", "answer": "Rome"},
-        {"prompt": "Capital of Peru?", "completion": "Lima", "answer": "Lima"},
-    ]))  # fmt: skip
+    sentences = read_examples(
+        _write(
+            tmp_path / "sentences.jsonl",
+            [
+                {"prompt": "Capital of Italy?", "completion": "The capital of Italy is Rome.", "answer": "Rome"},
+                {"prompt": "Capital of Peru?", "completion": "Lima", "answer": "Lima"},
+            ],
+        )
+    )
     accept = make_acceptor("sentences.jsonl", sentences)
     assert answer_scorer(sentences) == "contains"
     assert accept(0, "It is Rome, of course.") and not accept(0, "It is Milan.")
 
 
 def test_letter_and_json_answers(tmp_path):
-    letters = read_examples(_write(tmp_path / "mc.jsonl", [
-        {"prompt": "Pick one: A. cat B. dog", "completion": "B", "answer": "B"},
-        {"prompt": "Pick one: A. red B. blue", "completion": "The answer is (A).", "answer": "a"},
-    ]))  # fmt: skip
+    letters = read_examples(
+        _write(
+            tmp_path / "mc.jsonl",
+            [
+                {"prompt": "Pick one: A. cat B. dog", "completion": "B", "answer": "B"},
+                {"prompt": "Pick one: A. red B. blue", "completion": "The answer is (A).", "answer": "a"},
+            ],
+        )
+    )
     accept = make_acceptor("mc.jsonl", letters)
     assert answer_scorer(letters) == "choice"
     assert accept(0, "The answer is B.") and accept(1, "A") and not accept(0, "A. cat")
 
-    records = read_examples(_write(tmp_path / "rec.jsonl", [
-        {"prompt": "Ava is 34.", "completion": '{"name": "Ava", "age": 34}', "answer": {"name": "Ava", "age": 34}},
-    ]))  # fmt: skip
+    records = read_examples(
+        _write(
+            tmp_path / "rec.jsonl",
+            [
+                {
+                    "prompt": "Ava is 34.",
+                    "completion": '{"name": "Ava", "age": 34}',
+                    "answer": {"name": "Ava", "age": 34},
+                },
+            ],
+        )
+    )
     accept = make_acceptor("rec.jsonl", records)
     assert answer_scorer(records) == "json"
     assert accept(0, 'Here it is: {"age": 34, "name": "Ava"}') and not accept(0, '{"name": "Ava", "age": 35}')
 
 
 def test_no_way_to_score_names_the_data(small_jsonl):
-    with pytest.raises(
-        ConfigError, match=r"seqkd_filter: .*small\.jsonl: no way to score completions"
-    ) as err:
+    with pytest.raises(ConfigError, match=r"seqkd_filter: .*small\.jsonl: no way to score completions") as err:
         make_acceptor(str(small_jsonl), read_examples(small_jsonl))
     assert len(str(err.value).splitlines()) == 1
 
 
 def test_rows_with_and_without_answer_name_the_row(tmp_path):
-    path = _write(tmp_path / "mixed.jsonl", [
-        {"prompt": "What is 2+3?", "completion": "5", "answer": 5},
-        {"prompt": "What is 2+4?", "completion": "6", "answer": 6},
-        {"prompt": "What is 2+5?", "completion": "7"},
-    ])  # fmt: skip
-    with pytest.raises(
-        ConfigError, match=r"mixed\.jsonl:3: row has no 'answer' field, but .*mixed\.jsonl:1 has"
-    ):
+    path = _write(
+        tmp_path / "mixed.jsonl",
+        [
+            {"prompt": "What is 2+3?", "completion": "5", "answer": 5},
+            {"prompt": "What is 2+4?", "completion": "6", "answer": 6},
+            {"prompt": "What is 2+5?", "completion": "7"},
+        ],
+    )
+    with pytest.raises(ConfigError, match=r"mixed\.jsonl:3: row has no 'answer' field, but .*mixed\.jsonl:1 has"):
         make_acceptor(str(path), read_examples(path))
 
 
 def test_answer_a_scorer_cannot_use_names_the_row(tmp_path):
-    path = _write(tmp_path / "odd.jsonl", [
-        {"prompt": "Ava is 34.", "completion": "Ava", "answer": "Ava"},
-        {"prompt": "Liam is 40.", "completion": "{}", "answer": {"name": "Liam"}},
-    ])  # fmt: skip
+    path = _write(
+        tmp_path / "odd.jsonl",
+        [
+            {"prompt": "Ava is 34.", "completion": "Ava", "answer": "Ava"},
+            {"prompt": "Liam is 40.", "completion": "{}", "answer": {"name": "Liam"}},
+        ],
+    )
     with pytest.raises(ConfigError, match=r"odd\.jsonl:2: 'answer' must be a string"):
         make_acceptor(str(path), read_examples(path))
 
@@ -155,9 +184,12 @@ def test_an_existing_path_wins_over_a_task_name(tmp_path, monkeypatch):
 
 
 def test_warns_when_the_scorer_rejects_demonstrations(tmp_path, caplog):
-    path = _write(tmp_path / "off.jsonl", [
-        {"prompt": "What is 2+3?", "completion": "It is 5.", "answer": 5},
-        {"prompt": "What is 2+4?", "completion": "It is 7.", "answer": 6},
-    ])  # fmt: skip
+    path = _write(
+        tmp_path / "off.jsonl",
+        [
+            {"prompt": "What is 2+3?", "completion": "It is 5.", "answer": 5},
+            {"prompt": "What is 2+4?", "completion": "It is 7.", "answer": 6},
+        ],
+    )
     make_acceptor(str(path), read_examples(path))
     assert "rejects 1 of 2 demonstrations (first: " in caplog.text and "off.jsonl:2" in caplog.text

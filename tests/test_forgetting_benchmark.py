@@ -67,8 +67,12 @@ def test_side_by_side_runs_every_unit_two_at_a_time_and_one_seed_of_a_sequence_a
     by_unit = {r["unit"]: r for r in rows}
     for seq in ("s1", "s2"):  # seed 1 of a sequence starts only after its seed 0 ended
         assert by_unit[f"{seq}/1"]["start"] >= by_unit[f"{seq}/0"]["end"]
-    overlapping = [(a["unit"], b["unit"]) for a in rows for b in rows
-                   if a["unit"] < b["unit"] and a["start"] < b["end"] and b["start"] < a["end"]]  # fmt: skip
+    overlapping = [
+        (a["unit"], b["unit"])
+        for a in rows
+        for b in rows
+        if a["unit"] < b["unit"] and a["start"] < b["end"] and b["start"] < a["end"]
+    ]
     assert overlapping and all(by_unit[a]["cores"] != by_unit[b]["cores"] for a, b in overlapping)
     span = json.loads((forgetting.RESULTS / "wall_times.jsonl").read_text().splitlines()[-1])
     assert span["span"] is True and span["side_by_side"] == 2 and span["what"].startswith("5 units")
@@ -97,7 +101,17 @@ def test_more_jobs_than_cores_is_refused_before_anything_runs(tmp_path):
     import subprocess
 
     jobs = len(os.sched_getaffinity(0)) + 1
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "forgetting.py"), "--jobs", str(jobs), "--results",
-                          str(tmp_path / "r")], capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "forgetting.py"),
+            "--jobs",
+            str(jobs),
+            "--results",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and f"--jobs {jobs} needs at least {jobs} cores" in out.stderr
     assert not (tmp_path / "r").exists()

@@ -29,8 +29,22 @@ pytestmark = pytest.mark.fsdp
 
 RUNS = str(Path(__file__).parent / "dist" / "runs.py")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-COMMON = ["train", "--model", "tiny-random", "--max-new-tokens", "8", "--no-progress", "--lr", "1e-3",
-          "--batch-size", "8", "--precision", "fp32", "--max-steps", "2"]  # fmt: skip
+COMMON = [
+    "train",
+    "--model",
+    "tiny-random",
+    "--max-new-tokens",
+    "8",
+    "--no-progress",
+    "--lr",
+    "1e-3",
+    "--batch-size",
+    "8",
+    "--precision",
+    "fp32",
+    "--max-steps",
+    "2",
+]
 SFT = ["--method", "sft"]
 SDFT = ["--method", "sdft", "--temperature", "1e-4"]
 
@@ -53,9 +67,13 @@ def runs(tmp_path_factory) -> Path:
     _launch([sys.executable, RUNS, *run("one-sft", *SFT), "---", *run("one-sdft", *SDFT)], root)
     resumed = [*SDFT, "--fsdp", "--save-every", "1", "--keep-checkpoints", "4"]
     sharded = [
-        run("fsdp-sft", *SFT, "--fsdp"), run("fsdp-sdft", *SDFT, "--fsdp"), run("ddp-sdft", *SDFT),
-        run("resumed", *resumed), ["cut", str(root / "resumed"), "1"], run("resumed", *resumed, "--resume"),
-    ]  # fmt: skip
+        run("fsdp-sft", *SFT, "--fsdp"),
+        run("fsdp-sdft", *SDFT, "--fsdp"),
+        run("ddp-sdft", *SDFT),
+        run("resumed", *resumed),
+        ["cut", str(root / "resumed"), "1"],
+        run("resumed", *resumed, "--resume"),
+    ]
     _launch([*TORCHRUN, RUNS, *[a for cmd in sharded for a in ["---", *cmd]][1:]], root)
     return root
 
@@ -128,8 +146,18 @@ def test_sharded_resume_continues_the_same_run(runs):
     ],
 )
 def test_fsdp_that_cannot_run_is_one_line_and_exit_2(tmp_path, small_jsonl, extra, message):
-    cmd = [sys.executable, "-m", "selfdistill", *COMMON, "--data", str(small_jsonl), "--output",
-           str(tmp_path / "out"), "--fsdp", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "selfdistill",
+        *COMMON,
+        "--data",
+        str(small_jsonl),
+        "--output",
+        str(tmp_path / "out"),
+        "--fsdp",
+        *extra,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr

@@ -54,8 +54,7 @@ def _naive_kl(a_BTV, b_BTV):
     for i in range(a_BTV.shape[0]):
         for t in range(a_BTV.shape[1]):
             out[i, t] = sum(
-                float(a) * math.log(float(a) / float(b))
-                for a, b in zip(a_BTV[i, t], b_BTV[i, t], strict=True)
+                float(a) * math.log(float(a) / float(b)) for a, b in zip(a_BTV[i, t], b_BTV[i, t], strict=True)
             )
     return out
 
@@ -204,10 +203,7 @@ def test_sampled_kl_is_logprob_difference_at_the_token():
     tokens = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(0))
     p, q = _probs(s), _probs(t)
     expected = torch.tensor(
-        [
-            [math.log(p[i, j, tokens[i, j]]) - math.log(q[i, j, tokens[i, j]]) for j in range(T)]
-            for i in range(B)
-        ]
+        [[math.log(p[i, j, tokens[i, j]]) - math.log(q[i, j, tokens[i, j]]) for j in range(T)] for i in range(B)]
     )
     _close(sampled_kl(s, t, tokens), expected)
 
@@ -278,9 +274,7 @@ def test_chunked_loss_equals_unchunked_value_and_gradient(support, divergence):
     results = []
     for chunk_size in (3, 64):  # 3 does not divide T = 7
         s_leaf = s.clone().requires_grad_()
-        loss_BT = distill_loss(
-            s_leaf, t, tokens, support=support, divergence=divergence, k=4, chunk_size=chunk_size
-        )
+        loss_BT = distill_loss(s_leaf, t, tokens, support=support, divergence=divergence, k=4, chunk_size=chunk_size)
         masked_mean(loss_BT, mask).backward()
         results.append((loss_BT.detach(), s_leaf.grad))
     (chunked, chunked_grad), (whole, whole_grad) = results
@@ -298,9 +292,7 @@ def test_distill_loss_matches_the_primitives(support, divergence):
     elif support == "topk":
         expected = topk_kl(s, t, 3, divergence, beta=0.3)
     else:
-        expected = {"forward": forward_kl(s, t), "reverse": reverse_kl(s, t), "jsd": jsd(s, t, 0.3)}[
-            divergence
-        ]
+        expected = {"forward": forward_kl(s, t), "reverse": reverse_kl(s, t), "jsd": jsd(s, t, 0.3)}[divergence]
     _close(loss, expected)
 
 
@@ -443,8 +435,9 @@ def test_the_head_loss_equals_the_logits_loss_in_value_gradients_and_stats(bias)
     student.zero_grad(set_to_none=True)
 
     leaf = hs.clone().requires_grad_()
-    loss, kl_BT, head_stats = head_forward_kl(leaf, student, ht, teacher, tokens, masked_mean_weights(mask),
-                                              chunk_size=3)  # fmt: skip
+    loss, kl_BT, head_stats = head_forward_kl(
+        leaf, student, ht, teacher, tokens, masked_mean_weights(mask), chunk_size=3
+    )
     (2.0 * loss).backward()  # the upstream gradient scales every input's gradient
     _close(loss, masked_mean(loss_BT, mask).detach())
     for got, want in zip([leaf.grad, *(p.grad for p in student.parameters())], expected, strict=True):
@@ -473,8 +466,9 @@ def test_the_head_loss_at_a_teacher_temperature_is_the_loss_of_the_scaled_teache
     masked_mean(loss_BT, mask).backward()
     expected = leaf.grad
     leaf = hs.clone().requires_grad_()
-    loss, kl_BT, head_stats = head_forward_kl(leaf, student, ht, teacher, tokens, masked_mean_weights(mask),
-                                              chunk_size=3, teacher_temperature=tau)  # fmt: skip
+    loss, kl_BT, head_stats = head_forward_kl(
+        leaf, student, ht, teacher, tokens, masked_mean_weights(mask), chunk_size=3, teacher_temperature=tau
+    )
     loss.backward()
     _close(loss, masked_mean(loss_BT, mask).detach())
     _close(leaf.grad, expected)
@@ -521,8 +515,9 @@ def test_the_head_loss_with_every_position_masked_is_zero_and_backpropagates():
     student, teacher = _heads(4, V, False, seed=49)
     leaf = torch.randn(B, 3, 4).requires_grad_()
     tokens = torch.zeros(B, 3, dtype=torch.long)
-    loss, kl_BT, _ = head_forward_kl(leaf, student, torch.randn(B, 3, 4), teacher, tokens,
-                                     masked_mean_weights(torch.zeros(B, 3)))  # fmt: skip
+    loss, kl_BT, _ = head_forward_kl(
+        leaf, student, torch.randn(B, 3, 4), teacher, tokens, masked_mean_weights(torch.zeros(B, 3))
+    )
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(leaf.grad, torch.zeros_like(leaf))
     assert torch.equal(kl_BT, torch.zeros(B, 3))
@@ -531,8 +526,14 @@ def test_the_head_loss_with_every_position_masked_is_zero_and_backpropagates():
 def test_the_head_loss_refuses_a_second_backward():
     student, teacher = _heads(4, V, False, seed=50)
     leaf = torch.randn(B, 3, 4).requires_grad_()
-    loss = head_forward_kl(leaf, student, torch.randn(B, 3, 4), teacher, torch.zeros(B, 3, dtype=torch.long),
-                           masked_mean_weights(torch.ones(B, 3)))[0]  # fmt: skip
+    loss = head_forward_kl(
+        leaf,
+        student,
+        torch.randn(B, 3, 4),
+        teacher,
+        torch.zeros(B, 3, dtype=torch.long),
+        masked_mean_weights(torch.ones(B, 3)),
+    )[0]
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="runs once"):
         loss.backward()

@@ -55,9 +55,7 @@ def _check_report(report: dict, templates: list[str], n: int) -> None:
         assert 0 <= r["teacher"] <= 1 and -1 <= r["gap"] <= 1
         assert r["gap"] == pytest.approx(r["teacher"] - s["score"])
         assert r["kl"] >= 0 and r["demo_logp_teacher"] <= 0 and r["demo_logp_student"] == s["demo_logp"]
-    assert report["verdict"]["template"] in templates and isinstance(
-        report["verdict"]["clearly_better"], bool
-    )
+    assert report["verdict"]["template"] in templates and isinstance(report["verdict"]["clearly_better"], bool)
     assert len(report["items"]) == n and all(set(templates) < set(item) for item in report["items"])
 
 
@@ -150,9 +148,7 @@ def test_verdict_rule():
     small = verdict("acc", student, {"paper": _row(0.15, 0.05, 0.0)})  # certain but below MIN_GAP
     assert not small["clearly_better"]
     assert verdict("acc", student, {"paper": _row(0.3, 0.2, 0.0)})["clearly_better"]  # every item improved
-    tie = verdict(
-        "acc", student, {"paper": _row(0.1, 0.0, 0.0, -3.0), "chat-turn": _row(0.1, 0.0, 0.0, -0.5)}
-    )
+    tie = verdict("acc", student, {"paper": _row(0.1, 0.0, 0.0, -3.0), "chat-turn": _row(0.1, 0.0, 0.0, -0.5)})
     assert tie["template"] == "chat-turn"  # tie broken by the demonstration's likelihood under the teacher
 
 

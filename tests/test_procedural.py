@@ -1,4 +1,5 @@
-"""Project-generated skills and prior probes: deterministic disjoint splits, and exact scorers on handwritten outputs."""
+"""Project-generated skills and prior probes: deterministic disjoint splits, and exact scorers on handwritten
+outputs."""
 
 from __future__ import annotations
 
@@ -101,8 +102,12 @@ def test_ticket_line_scorer():
     item = example.question.split()[3]
     assert example.answer == f"#{number} REPAIR {item}"
     assert task.score(example, f"  {example.answer}\n")["acc"] == 1.0
-    for output in (f"#{number} repair {item}", f"{number} REPAIR {item}", f"#{number} EXCHANGE {item}",
-                   f"Ticket {number}: REPAIR {item}"):  # fmt: skip
+    for output in (
+        f"#{number} repair {item}",
+        f"{number} REPAIR {item}",
+        f"#{number} EXCHANGE {item}",
+        f"Ticket {number}: REPAIR {item}",
+    ):
         assert task.score(example, output)["acc"] == 0.0
 
 
@@ -147,8 +152,14 @@ def test_arith_steps_scorer_reads_the_last_answer_line():
     gold = int(example.answer.splitlines()[-1].split()[-1])
     # only the answer line counts
     assert task.score(example, f"Let me see.\nAnswer: {gold}\n\n")["acc"] == 1.0
-    for output in (f"Answer: {gold + 1}", f"The answer is {gold}", f"answer: {gold}", f"Answer: {gold}\nDone.",
-                   f"Answer: {gold}.", ""):  # fmt: skip
+    for output in (
+        f"Answer: {gold + 1}",
+        f"The answer is {gold}",
+        f"answer: {gold}",
+        f"Answer: {gold}\nDone.",
+        f"Answer: {gold}.",
+        "",
+    ):
         assert task.score(example, output)["acc"] == 0.0
 
 

@@ -53,9 +53,7 @@ def test_custom_template_and_bad_template():
 
 
 def test_earlier_turns_are_kept():
-    ex = Example(
-        ({"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}), "D.", source="x"
-    )
+    ex = Example(({"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}), "D.", source="x")
     msgs = teacher_messages(ex, resolve_template("paper"), "D.")
     assert msgs[0] == {"role": "system", "content": "S"} and "Q?" in msgs[1]["content"]
 

@@ -84,8 +84,10 @@ def test_stage_diagnostics_average_each_stage_over_its_training_steps_per_seed(r
         rows.append({"final": True})  # a row without a loss (not a training step) is left out
         (stage_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         stages.append({"index": index, "name": f"t{index}", "train_dir": f"r/stage{index}"})
-    methods = {"sdft+anchor@seed3": {"setting": "sdft+anchor", "seed": 3, "stages": stages},
-               "sft@seed3": {"setting": "sft", "seed": 3, "stages": stages}}  # fmt: skip
+    methods = {
+        "sdft+anchor@seed3": {"setting": "sdft+anchor", "seed": 3, "stages": stages},
+        "sft@seed3": {"setting": "sft", "seed": 3, "stages": stages},
+    }
     (run_dir / "results.json").write_text(json.dumps({"stage_tasks": [], "prior_tasks": [], "methods": methods}))
     got = recipes.stage_diagnostics(run_dir, "sdft+anchor")
     assert got[1]["kl"] == {3: pytest.approx(0.3)} and got[1]["anchor_kl"] == {3: pytest.approx(0.03)}
@@ -123,8 +125,9 @@ def test_the_final_comparison_pairs_the_benchmarks_sft_and_sdft_with_its_own_run
     assert sorted(seqs["sft"]["acc"]) == [0, 1, 2]  # the forgetting benchmark's three seeds
     assert 0 in seqs["sdft+anchor"]["acc"]
     path = tmp_path / "final_pareto.png"
-    recipes.plot_final({name: recipes.final_per_seed(name, "sdft+anchor") for name in ("s1", "s2")}, "sdft+anchor",
-                       path)
+    recipes.plot_final(
+        {name: recipes.final_per_seed(name, "sdft+anchor") for name in ("s1", "s2")}, "sdft+anchor", path
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -160,21 +163,30 @@ def test_answer_agreement_reads_each_skill_right_after_its_own_stage_and_the_bas
 
     def predictions(where: str, rows: list[tuple[str, str, str, float]]) -> None:
         (run_dir / where).mkdir(parents=True)
-        lines = [json.dumps({"task": t, "id": str(i), "prediction": p, "gold": g, "scores": {"acc": a}})
-                 for i, (t, p, g, a) in enumerate(rows)]  # fmt: skip
+        lines = [
+            json.dumps({"task": t, "id": str(i), "prediction": p, "gold": g, "scores": {"acc": a}})
+            for i, (t, p, g, a) in enumerate(rows)
+        ]
         (run_dir / where / "predictions.jsonl").write_text("\n".join(lines) + "\n")
 
     predictions("base", [("a", "nothing", '{"k": 1}', 0.0), ("b", "#7 X", "#7 X", 1.0)])
     # after stage 1 (task a): one answer right, one that leaves the gold answer after 6 of its 8 characters;
     # its answers to task b are another stage's and are not read
-    predictions("r/stage1/eval", [("a", '{"k": 1}', '{"k": 1}', 1.0), ("a", ' {"k": 2}', '{"k": 1}', 0.0),
-                                  ("b", "junk", "#7 X", 0.0)])  # fmt: skip
-    stages = [{"index": 0, "name": "base", "train_task": None, "train_dir": None},
-              {"index": 1, "name": "a", "train_task": "a", "train_dir": "r/stage1"}]  # fmt: skip
-    methods = {"sdft@seed0": {"setting": "sdft", "seed": 0, "stages": stages},
-               "sft@seed0": {"setting": "sft", "seed": 0, "stages": stages[:1]}}  # fmt: skip
-    (run_dir / "results.json").write_text(json.dumps({"stage_tasks": ["a", "b"], "prior_tasks": [],
-                                                      "methods": methods}))  # fmt: skip
+    predictions(
+        "r/stage1/eval",
+        [("a", '{"k": 1}', '{"k": 1}', 1.0), ("a", ' {"k": 2}', '{"k": 1}', 0.0), ("b", "junk", "#7 X", 0.0)],
+    )
+    stages = [
+        {"index": 0, "name": "base", "train_task": None, "train_dir": None},
+        {"index": 1, "name": "a", "train_task": "a", "train_dir": "r/stage1"},
+    ]
+    methods = {
+        "sdft@seed0": {"setting": "sdft", "seed": 0, "stages": stages},
+        "sft@seed0": {"setting": "sft", "seed": 0, "stages": stages[:1]},
+    }
+    (run_dir / "results.json").write_text(
+        json.dumps({"stage_tasks": ["a", "b"], "prior_tasks": [], "methods": methods})
+    )
     got = recipes.answer_agreement(run_dir, "sdft")
     assert list(got) == ["a"]
     assert got["a"]["first"] == [1.0] and got["a"]["acc"] == [0.5]
@@ -185,7 +197,8 @@ def test_answer_agreement_reads_each_skill_right_after_its_own_stage_and_the_bas
 
 
 def test_the_teacher_table_puts_the_probes_greedy_accuracy_beside_the_share_of_samples_seqkd_kept(
-        recipes, tmp_path, monkeypatch):  # fmt: skip
+    recipes, tmp_path, monkeypatch
+):
     monkeypatch.setattr(recipes.forgetting, "RESULTS", tmp_path)
     monkeypatch.setattr(recipes, "RESULTS", tmp_path)
     (tmp_path / "probe.json").write_text(json.dumps({"record_json": {"teacher": 1.0}}))
@@ -194,7 +207,10 @@ def test_the_teacher_table_puts_the_probes_greedy_accuracy_beside_the_share_of_s
     stage_dir.mkdir(parents=True)
     rows = [{"step": 1, "loss": 1.0, "seqkd_kept": 0.25}, {"step": 2, "loss": 1.0, "seqkd_kept": 0.0}]
     (stage_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    stages = [{"index": 0, "name": "base", "train_dir": None}, {"index": 1, "name": "record_json", "train_dir": "r/stage1"}]
+    stages = [
+        {"index": 0, "name": "base", "train_dir": None},
+        {"index": 1, "name": "record_json", "train_dir": "r/stage1"},
+    ]
     methods = {"seqkd+filter@seed0": {"setting": "seqkd+filter", "seed": 0, "stages": stages}}
     (run_dir / "results.json").write_text(json.dumps({"stage_tasks": [], "prior_tasks": [], "methods": methods}))
     assert "| record_json | 1.00 | 1 | 0.125 (n=1) |" in recipes.teacher_table()
@@ -219,7 +235,8 @@ def test_the_teacher_pilot_changes_only_the_teacher_temperature_and_pairs_with_t
     assert teacher["methods"] == {"sdft[teacher T=0.5]": {**rollout["methods"]["sdft"], "teacher_temperature": 0.5}}
     assert teacher["output"].endswith("pilot_teacher_extract_trip") and teacher["output"] != rollout["output"]
     assert {k: v for k, v in teacher.items() if k not in ("methods", "output")} == {
-        k: v for k, v in rollout.items() if k not in ("methods", "output")}
+        k: v for k, v in rollout.items() if k not in ("methods", "output")
+    }
 
 
 def test_the_pilots_per_seed_values_agree_with_their_table_and_pair_every_setting_with_sdft(recipes):

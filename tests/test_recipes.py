@@ -69,8 +69,9 @@ def test_joint_forward_equals_separate_forwards(tiny):
     model.eval()
     with torch.no_grad():
         for per_position in (completion_logits, completion_hidden):
-            task_BC_, anchor_AC_ = _joint(per_position, model, [task_rows, anchor_rows], tok.pad_token_id,
-                                          torch.device("cpu"))  # fmt: skip
+            task_BC_, anchor_AC_ = _joint(
+                per_position, model, [task_rows, anchor_rows], tok.pad_token_id, torch.device("cpu")
+            )
             torch.testing.assert_close(task_BC_, per_position(model, task), atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(anchor_AC_, per_position(model, anchor), atol=1e-5, rtol=1e-4)
 

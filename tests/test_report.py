@@ -115,12 +115,8 @@ def test_missing_directory_or_results_raise_one_line_errors(tmp_path: Path):
     (tmp_path / "results.json").write_text("{oops")
     with pytest.raises(ResultsError, match="not valid JSON"):  # a ValueError
         run_report(tmp_path)
-    (tmp_path / "results.json").write_text(
-        json.dumps({"stage_tasks": [], "methods": {"sft": {"stages": [{}]}}})
-    )
-    with pytest.raises(
-        ValueError, match="methods.sft.stages must be a list of objects with an integer 'index'"
-    ):
+    (tmp_path / "results.json").write_text(json.dumps({"stage_tasks": [], "methods": {"sft": {"stages": [{}]}}}))
+    with pytest.raises(ValueError, match="methods.sft.stages must be a list of objects with an integer 'index'"):
         run_report(tmp_path)
     (tmp_path / "results.json").write_text(json.dumps({"stage_tasks": "skill_a", "methods": {}}))
     with pytest.raises(ValueError, match="'stage_tasks' must be a list") as error:

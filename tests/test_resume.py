@@ -43,9 +43,7 @@ def reference(tmp_path_factory):
     t0 = time.monotonic()
     assert main(kr.train_args(data, ref, STEPS, SAVE_EVERY)) == 0
     est = kr.estimates(ref, STEPS, SAVE_EVERY, time.monotonic() - t0)
-    est.run_s = max(
-        est.run_s, 300.0
-    )  # only a timeout here: a fresh interpreter starts slowly on a busy machine
+    est.run_s = max(est.run_s, 300.0)  # only a timeout here: a fresh interpreter starts slowly on a busy machine
     return work, data, est
 
 

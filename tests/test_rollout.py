@@ -89,8 +89,15 @@ def test_the_head_is_separable_only_where_the_logits_are_a_plain_linear_head_of_
     packed = pack([[3, 4, 5], [6, 7]], [[8, 9], [10]], pad_id=0)
     assert head_is_separable(llama, packed)
     assert completion_hidden(llama, packed).shape == (2, 2, llama.config.hidden_size)
-    small = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-             "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8}  # fmt: skip
+    small = {
+        "vocab_size": 64,
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+    }
     capped = Gemma2ForCausalLM(Gemma2Config(**small, final_logit_softcapping=2.0))
     assert not head_is_separable(capped, packed)  # tanh soft-capping after the head
     capped.config.final_logit_softcapping = None

@@ -162,9 +162,7 @@ GOLD = {
 
 def bfcl_ok(output: str) -> bool:
     task = BFCLTask.__new__(BFCLTask)  # scoring needs no data
-    example = Example(
-        ({"role": "user", "content": "q"},), answer={"ground_truth": GOLD, "functions": FUNCTIONS}
-    )
+    example = Example(({"role": "user", "content": "q"},), answer={"ground_truth": GOLD, "functions": FUNCTIONS})
     return task.score(example, output)["acc"] == 1.0
 
 
@@ -225,8 +223,8 @@ def test_bfcl_prefers_an_offered_function_in_prose():
 def test_bfcl_demonstration_renders_first_acceptable_values():
     demo = render_call(GOLD)
     assert (
-        demo
-        == "geo.distance(city='New York', days=5, speed=2.0, tags=['a', 'b'], fast=True, filters={'kind': 'hotel', 'stars': 4})"
+        demo == "geo.distance(city='New York', days=5, speed=2.0, tags=['a', 'b'], fast=True, "
+        "filters={'kind': 'hotel', 'stars': 4})"
     )
     assert bfcl_ok(demo)
     # A parameter the spec requires is rendered even when its list (wrongly) starts with "".
@@ -245,9 +243,7 @@ def test_ifeval_checkers_strict():
     assert follows("punctuation:no_comma", "No commas here.") == (True, True)
     assert follows("punctuation:no_comma", "One, two.") == (False, False)
     assert follows("length_constraints:number_words", "one two three", relation="less than", num_words=4)[0]
-    assert not follows("length_constraints:number_words", "one two three", relation="at least", num_words=4)[
-        0
-    ]
+    assert not follows("length_constraints:number_words", "one two three", relation="at least", num_words=4)[0]
     assert follows("detectable_format:title", "<<My Title>>\nText")[0]
     assert not follows("detectable_format:title", "<<>>\nText")[0]
     assert follows("detectable_content:postscript", "Hi.\nP.S. bye", postscript_marker="P.S.")[0]
@@ -256,9 +252,7 @@ def test_ifeval_checkers_strict():
     assert not follows("detectable_format:number_bullet_lists", "* a\n* b", num_bullets=3)[0]
     assert follows("combination:two_responses", "first\n******\nsecond")[0]
     assert not follows("combination:two_responses", "same\n******\nsame")[0]
-    assert follows(
-        "keywords:letter_frequency", "banana", letter="a", let_relation="at least", let_frequency=3
-    )[0]
+    assert follows("keywords:letter_frequency", "banana", letter="a", let_relation="at least", let_frequency=3)[0]
     assert follows("length_constraints:number_paragraphs", "p1\n***\np2\n***\np3", num_paragraphs=3)[0]
     assert follows(
         "length_constraints:nth_paragraph_first_word",

@@ -49,18 +49,24 @@ def test_sweep_and_seeds_expand_to_labelled_runs_seed_by_seed():
     assert list(plan.methods) == ["sft", "sdft[lr=1e-4]", "sdft[lr=3e-4]"]
     assert plan.methods["sdft[lr=3e-4]"]["lr"] == 3e-4 and plan.methods["sdft[lr=3e-4]"]["method"] == "sdft"
     assert [r.label for r in plan.runs] == [
-        "sft@seed0", "sdft[lr=1e-4]@seed0", "sdft[lr=3e-4]@seed0",
-        "sft@seed1", "sdft[lr=1e-4]@seed1", "sdft[lr=3e-4]@seed1",
-    ]  # fmt: skip
+        "sft@seed0",
+        "sdft[lr=1e-4]@seed0",
+        "sdft[lr=3e-4]@seed0",
+        "sft@seed1",
+        "sdft[lr=1e-4]@seed1",
+        "sdft[lr=3e-4]@seed1",
+    ]
     assert plan.eval_seed == 0 and plan.seeds == (0, 1)
 
 
 def test_a_sweep_over_two_fields_is_their_product():
     plan = _parse(_with(methods__sdft__sweep={"lr": [1e-4, 2e-4], "temperature": [0.7, 1.0]}))
     assert [s for s in plan.methods if s.startswith("sdft")] == [
-        "sdft[lr=1e-4,temperature=0.7]", "sdft[lr=1e-4,temperature=1]",
-        "sdft[lr=2e-4,temperature=0.7]", "sdft[lr=2e-4,temperature=1]",
-    ]  # fmt: skip
+        "sdft[lr=1e-4,temperature=0.7]",
+        "sdft[lr=1e-4,temperature=1]",
+        "sdft[lr=2e-4,temperature=0.7]",
+        "sdft[lr=2e-4,temperature=1]",
+    ]
 
 
 def test_a_single_seed_plan_keeps_plain_labels():
@@ -71,8 +77,19 @@ def test_a_single_seed_plan_keeps_plain_labels():
     assert [r.label for r in plan.runs] == ["sft", "sdft[lr=1e-4]", "sdft[lr=3e-4]"] and plan.eval_seed == 3
 
 
-@pytest.mark.parametrize("value, text", [(1e-4, "1e-4"), (3.0e-5, "3e-5"), (2.5e-4, "2.5e-4"), (0.5, "0.5"),
-                                         (1.0, "1"), (64, "64"), (True, "true"), ("chat-turn", "chat-turn")])  # fmt: skip
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (1e-4, "1e-4"),
+        (3.0e-5, "3e-5"),
+        (2.5e-4, "2.5e-4"),
+        (0.5, "0.5"),
+        (1.0, "1"),
+        (64, "64"),
+        (True, "true"),
+        ("chat-turn", "chat-turn"),
+    ],
+)
 def test_format_value(value, text):
     assert format_value(value) == text
 
@@ -88,7 +105,10 @@ def test_format_value(value, text):
         ({"methods__sdft__sweep": {"lr": [1e-4, 1e-4]}}, "methods.sdft.sweep.lr[1]: value 1e-4 appears twice"),
         ({"methods__sdft__sweep": {"max_steps": [1, 2]}}, "methods.sdft.sweep.max_steps: set by the plan"),
         ({"methods__sdft__sweep": {}}, "methods.sdft.sweep: must name at least one training option"),
-        ({"methods__sdft__sweep": {"divergence": ["forward", "sideways"]}}, "methods.sdft.sweep.divergence[1]: expected one of"),
+        (
+            {"methods__sdft__sweep": {"divergence": ["forward", "sideways"]}},
+            "methods.sdft.sweep.divergence[1]: expected one of",
+        ),
         ({"seeds": []}, "plan.yaml: seeds: must be a non-empty list of integers"),
         ({"seeds": [0, 1, 0]}, "plan.yaml: seeds[2]: seed 0 appears twice"),
         ({"seeds": [0, "one"]}, "plan.yaml: seeds[1]: expected an integer"),
@@ -98,10 +118,14 @@ def test_format_value(value, text):
         ({"train__seed": 1}, "plan.yaml: train.seed: set by the plan's 'seeds'"),
         ({"methods__sdft__sweep": {"seed": [0, 1]}}, "methods.sdft.sweep.seed: set by the plan's 'seeds'"),
         ({"methods__sdft__lr": 1e-3}, "methods.sdft.lr: also swept in this method's 'sweep'"),
-        ({"stages": [{"task": "record_json", "steps": 1, "train": {"lr": 1e-3}}]},
-         "stages[0].train.lr: overrides the sweep of methods.sdft"),
-        ({"methods": {"sft v2": {"method": "sft"}, "sft_v2": {"method": "sft"}}},
-         "plan.yaml: methods: the runs 'sft v2@seed0' and 'sft_v2@seed0' would share the directory 'sft_v2@seed0'"),
+        (
+            {"stages": [{"task": "record_json", "steps": 1, "train": {"lr": 1e-3}}]},
+            "stages[0].train.lr: overrides the sweep of methods.sdft",
+        ),
+        (
+            {"methods": {"sft v2": {"method": "sft"}, "sft_v2": {"method": "sft"}}},
+            "plan.yaml: methods: the runs 'sft v2@seed0' and 'sft_v2@seed0' would share the directory 'sft_v2@seed0'",
+        ),
     ],
 )
 def test_bad_seeds_and_sweeps_are_one_line_errors(changes, message):
@@ -176,7 +200,9 @@ def test_seeded_sweep_runs_end_to_end(run):
     assert [(p["setting"], p["reference"]) for p in pairs] == [("sdft[lr=1e-4]", "sft"), ("sdft[lr=3e-4]", "sft")]
     assert all(p["acc"]["n"] == 2 for p in pairs)
     lines = trajectories(results)
-    assert lines[0].startswith("sft (mean of 2 seeds):") and any("record_json" in line and "→" in line for line in lines)
+    assert lines[0].startswith("sft (mean of 2 seeds):") and any(
+        "record_json" in line and "→" in line for line in lines
+    )
 
 
 def test_only_seeds_runs_a_subset_and_a_rerun_finishes_the_rest(tmp_path):

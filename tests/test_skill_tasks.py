@@ -74,9 +74,7 @@ def test_fictional_knowledge_document_is_teacher_context():
     task = get_task("fictional_knowledge", DATA)
     train, test = task.train_examples(), task.test_examples()
     assert train[0].context and train[0].context not in train[0].question
-    assert (
-        train[0].context == test[0].context
-    )  # the same document backs its memorization and paraphrase probes
+    assert train[0].context == test[0].context  # the same document backs its memorization and paraphrase probes
     assert task.score(test[0], test[0].answer[1]) == {"acc_lenient": 1.0, "acc_strict": 1.0}
 
 

@@ -31,9 +31,7 @@ def tiny_llama(seed: int = 0, tie: bool = True, **overrides) -> LlamaForCausalLM
 
 
 def lora_student(seed: int = 0, **lora_kwargs):
-    config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, **lora_kwargs
-    )
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, **lora_kwargs)
     torch.manual_seed(seed + 1)
     return get_peft_model(tiny_llama(seed, tie=lora_kwargs.get("modules_to_save") is None), config)
 
@@ -189,9 +187,7 @@ def test_lora_modules_to_save_follow_their_trained_copy():
 
 
 def test_lora_tied_embedding_saved_with_ensure_weight_tying_stays_tied():
-    config = LoraConfig(
-        r=4, target_modules=["q_proj"], modules_to_save=["embed_tokens"], ensure_weight_tying=True
-    )
+    config = LoraConfig(r=4, target_modules=["q_proj"], modules_to_save=["embed_tokens"], ensure_weight_tying=True)
     student, a = get_peft_model(tiny_llama(tie=True), config), 0.25
     teacher = Teacher(student, "ema", ema_rate=a)
     old = clone_state(teacher)
@@ -202,9 +198,7 @@ def test_lora_tied_embedding_saved_with_ensure_weight_tying_stays_tied():
     shadow = teacher.model
     assert shadow.lm_head.weight is shadow.model.embed_tokens.weight
     name = "model.embed_tokens.weight"
-    torch.testing.assert_close(
-        teacher.state_dict()[name], (1 - a) * old[name] + a * trained, rtol=0, atol=ATOL
-    )
+    torch.testing.assert_close(teacher.state_dict()[name], (1 - a) * old[name] + a * trained, rtol=0, atol=ATOL)
 
 
 @pytest.mark.filterwarnings("ignore:Model has `tie_word_embeddings=True`")

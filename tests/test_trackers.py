@@ -47,8 +47,9 @@ def test_trackio_local_store_holds_every_metrics_key(tmp_path, small_jsonl, monk
     monkeypatch.setattr(trackio.utils, "TRACKIO_DIR", tmp_path / "trackio", raising=False)
     from trackio.sqlite_storage import SQLiteStorage
 
-    monkeypatch.setattr(SQLiteStorage, "get_project_db_path",
-                        staticmethod(lambda project: tmp_path / "trackio" / f"{project}.db"))  # fmt: skip
+    monkeypatch.setattr(
+        SQLiteStorage, "get_project_db_path", staticmethod(lambda project: tmp_path / "trackio" / f"{project}.db")
+    )
     out = train(TrainConfig(data=str(small_jsonl), output=tmp_path / "tk-run", report_to=["trackio"], **FAST))
     logs = SQLiteStorage.get_logs("selfdistill-test", "tk-run")
     assert [entry["step"] for entry in logs] == [1, 2]
@@ -80,8 +81,19 @@ def test_a_failing_tracker_warns_once_and_training_goes_on(tmp_path, small_jsonl
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_a_missing_tracker_is_one_line_exit_2_and_nothing_written(tmp_path, small_jsonl, capsys):
-    code = main(["train", "--data", str(small_jsonl), "--model", "tiny-random", "--report-to", "wandb",
-                 "--output", str(tmp_path / "out")])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--data",
+            str(small_jsonl),
+            "--model",
+            "tiny-random",
+            "--report-to",
+            "wandb",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and err == ["selfdistill: error: report-to: wandb is not installed; pip install wandb"]
     assert not (tmp_path / "out").exists()
@@ -92,8 +104,24 @@ def test_eval_reports_every_task_metric_to_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "eval" / "results.json"
-    assert main(["eval", "--model", "tiny-random", "--tasks", "record_json", "--limit", "2", "--output", str(out),
-                 "--report-to", "tensorboard"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny-random",
+                "--tasks",
+                "record_json",
+                "--limit",
+                "2",
+                "--output",
+                str(out),
+                "--report-to",
+                "tensorboard",
+            ]
+        )
+        == 0
+    )
     events = EventAccumulator(str(out.parent / "tensorboard"))
     events.Reload()
     results = json.loads(out.read_text())["results"]
@@ -115,8 +143,9 @@ def test_trackio_takes_tables_images_and_markdown(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TRACKIO_PROJECT", "selfdistill-media")
     monkeypatch.setattr(trackio.utils, "TRACKIO_DIR", tmp_path / "trackio", raising=False)
-    monkeypatch.setattr(SQLiteStorage, "get_project_db_path",
-                        staticmethod(lambda project: tmp_path / "trackio" / f"{project}.db"))  # fmt: skip
+    monkeypatch.setattr(
+        SQLiteStorage, "get_project_db_path", staticmethod(lambda project: tmp_path / "trackio" / f"{project}.db")
+    )
     png = tmp_path / "plot.png"
     from PIL import Image
 

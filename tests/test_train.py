@@ -37,7 +37,9 @@ def test_two_steps_each_method(tmp_path, small_jsonl, method):
         assert math.isfinite(r["loss"]) and r["loss"] >= 0
         assert math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0
         assert r["seconds_per_step"] > 0
-        phases = {"rollout", "student", "optimizer", "ema", "diagnostics"} | ({"teacher"} if method == "sdft" else set())
+        phases = {"rollout", "student", "optimizer", "ema", "diagnostics"} | (
+            {"teacher"} if method == "sdft" else set()
+        )
         phases |= {"sync"} if method != "sft" else set()  # the engine is handed the weights after every step
         assert {k.removeprefix("seconds_") for k in r if k.startswith("seconds_")} == phases | {"per_step"}
         assert sum(r[f"seconds_{p}"] for p in phases) <= r["seconds_per_step"] + 1e-6
@@ -91,9 +93,7 @@ def test_batch_order_covers_every_example_each_epoch():
         seen = [i for b in range(epoch * 3, epoch * 3 + 3) for i in batch_order(n, bs, seed=1, batch_index=b)]
         assert sorted(seen) == list(range(n))
     assert batch_order(n, bs, 1, 0) == batch_order(n, bs, 1, 0)
-    assert batch_order(n, bs, 1, 0) != batch_order(n, bs, 2, 0) or batch_order(n, bs, 1, 1) != batch_order(
-        n, bs, 2, 1
-    )
+    assert batch_order(n, bs, 1, 0) != batch_order(n, bs, 2, 0) or batch_order(n, bs, 1, 1) != batch_order(n, bs, 2, 1)
 
 
 def test_cli_train_end_to_end(tmp_path, small_jsonl, capsys):
@@ -112,10 +112,12 @@ def test_cli_train_end_to_end(tmp_path, small_jsonl, capsys):
     assert (out / "metrics.jsonl").read_text() == before
 
 
-@pytest.mark.parametrize(("lora", "anchor"), [(False, None), (True, None), (False, "general_chat"),
-                                             (True, "general_chat")])  # fmt: skip
-def test_the_lm_head_inside_the_loss_trains_as_the_materialized_logits_do(tmp_path, small_jsonl, lora, anchor,
-                                                                          monkeypatch):  # fmt: skip
+@pytest.mark.parametrize(
+    ("lora", "anchor"), [(False, None), (True, None), (False, "general_chat"), (True, "general_chat")]
+)
+def test_the_lm_head_inside_the_loss_trains_as_the_materialized_logits_do(
+    tmp_path, small_jsonl, lora, anchor, monkeypatch
+):
     """--fused-head (the default) against --no-fused-head: same losses, diagnostics and final weights in fp32, with
     the replay anchor's term (its reference: a frozen copy, or the LoRA base) computed the same way."""
     from selfdistill.training import losses
@@ -126,8 +128,17 @@ def test_the_lm_head_inside_the_loss_trains_as_the_materialized_logits_do(tmp_pa
     runs = {}
     for fused in (True, False):
         calls.clear()
-        out = _run(tmp_path, small_jsonl, f"fused{fused}", max_steps=3, precision="fp32", fused_head=fused,
-                   lora=lora, anchor=anchor, anchor_batch_size=2)  # fmt: skip
+        out = _run(
+            tmp_path,
+            small_jsonl,
+            f"fused{fused}",
+            max_steps=3,
+            precision="fp32",
+            fused_head=fused,
+            lora=lora,
+            anchor=anchor,
+            anchor_batch_size=2,
+        )
         # the head ran inside the loss on every step (twice with the anchor), or never
         assert len(calls) == ((6 if anchor else 3) if fused else 0)
         runs[fused] = (_metrics(out), load_file(out / ("adapter_model.safetensors" if lora else "model.safetensors")))
@@ -148,8 +159,9 @@ def test_a_teacher_temperature_trains_the_same_with_the_head_inside_the_loss_or_
     runs = {}
     for name, options in {"fused": {}, "plain": {"fused_head": False}, "tau1": {"teacher_temperature": 1.0}}.items():
         tau = options.pop("teacher_temperature", 0.5)
-        out = _run(tmp_path, small_jsonl, f"tau-{name}", max_steps=3, precision="fp32", teacher_temperature=tau,
-                   **options)  # fmt: skip
+        out = _run(
+            tmp_path, small_jsonl, f"tau-{name}", max_steps=3, precision="fp32", teacher_temperature=tau, **options
+        )
         runs[name] = _metrics(out)
     for a, b in zip(runs["fused"], runs["plain"], strict=True):
         for key in ("loss", "kl", "teacher_minus_student_logprob", "grad_norm"):
@@ -170,8 +182,9 @@ def test_gradient_checkpointing_recomputes_the_same_step(tmp_path, small_jsonl, 
     records, layer_calls = {}, {}
     for on in (True, False):
         calls.clear()
-        out = _run(tmp_path, small_jsonl, f"ckpt{on}", max_steps=2, precision="fp32", gradient_checkpointing=on,
-                   lora=lora)  # fmt: skip
+        out = _run(
+            tmp_path, small_jsonl, f"ckpt{on}", max_steps=2, precision="fp32", gradient_checkpointing=on, lora=lora
+        )
         records[on], layer_calls[on] = _metrics(out), len(calls)
     assert layer_calls[True] > 0 and layer_calls[False] == 0  # the layers ran under checkpointing, or none did
     for a, b in zip(records[True], records[False], strict=True):

@@ -15,13 +15,29 @@ pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed"),
 ]
-TRAIN = ["--model", "tiny-random", "--rollout", "vllm", "--max-steps", "2", "--batch-size", "2",
-         "--max-new-tokens", "8", "--no-progress", "--lr", "1e-3"]  # fmt: skip
+TRAIN = [
+    "--model",
+    "tiny-random",
+    "--rollout",
+    "vllm",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--max-new-tokens",
+    "8",
+    "--no-progress",
+    "--lr",
+    "1e-3",
+]
 TIS_KEYS = {"tis_ratio_mean", "tis_ratio_min", "tis_ratio_max", "tis_logprob_gap", "tis_weight_mean"}
 
 
-@pytest.mark.parametrize("extra", [["--method", "sdft"], ["--method", "sdft", "--lora"], ["--method", "seqkd"]],
-                         ids=["sdft", "sdft-lora", "seqkd"])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra",
+    [["--method", "sdft"], ["--method", "sdft", "--lora"], ["--method", "seqkd"]],
+    ids=["sdft", "sdft-lora", "seqkd"],
+)
 def test_train_with_vllm_rollouts_logs_tis_and_syncs_every_step(tmp_path, small_jsonl, extra):
     out = tmp_path / "out"
     assert main(["train", "--data", str(small_jsonl), "--output", str(out), *TRAIN, *extra]) == 0
@@ -53,8 +69,15 @@ def test_a_model_vllm_cannot_run_is_one_line_and_exit_2(tmp_path, small_jsonl, c
     from selfdistill.models import load_tokenizer
 
     tok = load_tokenizer("tiny-random")
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(config).save_pretrained(tmp_path / "odd")
     tok.save_pretrained(tmp_path / "odd")
     args = [a if a != "tiny-random" else str(tmp_path / "odd") for a in TRAIN]

@@ -26,11 +26,38 @@ SCORES = "scores.json"
 CARD = "README.md"
 HUB_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 """Model specs with a hub name (the embedded model is a GGUF copy of this one)."""
-SETTINGS = ("method", "lr", "max_steps", "epochs", "batch_size", "grad_accum", "teacher", "ema_rate",
-            "teacher_template", "teacher_temperature", "divergence", "support", "skip_first_tokens", "temperature",
-            "max_new_tokens", "num_generations", "rollout", "tis", "precision", "seed", "lora", "lora_r", "lora_alpha", "anchor",
-            "anchor_weight", "teacher_mix", "teacher_mix_until", "rollout_correction", "correction_k",
-            "seqkd_filter")  # fmt: skip
+SETTINGS = (
+    "method",
+    "lr",
+    "max_steps",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "teacher",
+    "ema_rate",
+    "teacher_template",
+    "teacher_temperature",
+    "divergence",
+    "support",
+    "skip_first_tokens",
+    "temperature",
+    "max_new_tokens",
+    "num_generations",
+    "rollout",
+    "tis",
+    "precision",
+    "seed",
+    "lora",
+    "lora_r",
+    "lora_alpha",
+    "anchor",
+    "anchor_weight",
+    "teacher_mix",
+    "teacher_mix_until",
+    "rollout_correction",
+    "correction_k",
+    "seqkd_filter",
+)
 
 
 def _sha256(path: Path) -> str | None:
@@ -89,31 +116,57 @@ def render_card(model_dir: Path, merged: bool = False) -> Path:
     meta: dict[str, Any] = {"base_model": base_model(cfg["model"]), "library_name": "selfdistill", "tags": tags}
     if data.get("kind") == "registered task":
         meta["datasets"] = [data["source"]]
-    what = "the LoRA adapter merged into the base weights" if merged else (
-        "a LoRA adapter (peft)" if cfg.get("lora") else "the full weights")  # fmt: skip
+    what = (
+        "the LoRA adapter merged into the base weights"
+        if merged
+        else ("a LoRA adapter (peft)" if cfg.get("lora") else "the full weights")
+    )
     lines = [
-        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-        f"# {run_dir.name}{' (merged)' if merged else ''}", "",
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {run_dir.name}{' (merged)' if merged else ''}",
+        "",
         f"Fine-tuned from `{meta['base_model']}` with [selfdistill](https://pypi.org/project/selfdistill/), method "
-        f"**{cfg['method']}**. This directory holds {what}.", "",
-        "## Settings", "", "| setting | value |", "|---|---|",
-        *(f"| {k} | {cfg[k]} |" for k in SETTINGS if k in cfg), "",
-        "## Data", "",
-    ]  # fmt: skip
+        f"**{cfg['method']}**. This directory holds {what}.",
+        "",
+        "## Settings",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *(f"| {k} | {cfg[k]} |" for k in SETTINGS if k in cfg),
+        "",
+        "## Data",
+        "",
+    ]
     if data:
-        lines.append(f"`{data['source']}` ({data['kind']}), {data['rows']} rows"
-                     + (f", sha256 `{data['sha256']}`" if data.get("sha256") else "") + ".")  # fmt: skip
+        lines.append(
+            f"`{data['source']}` ({data['kind']}), {data['rows']} rows"
+            + (f", sha256 `{data['sha256']}`" if data.get("sha256") else "")
+            + "."
+        )
     else:
         lines.append(f"`{cfg['data']}`.")
     if rows:
         seconds = sum(r.get("seconds_per_step", 0.0) for r in rows)
-        lines += ["", "## Training", "", f"{len(rows)} optimizer steps, {seconds:.0f} s of step time in all; "
-                  f"final loss {rows[-1].get('loss', float('nan')):.4f}. Per-step logs: `metrics.jsonl`."]  # fmt: skip
+        lines += [
+            "",
+            "## Training",
+            "",
+            f"{len(rows)} optimizer steps, {seconds:.0f} s of step time in all; "
+            f"final loss {rows[-1].get('loss', float('nan')):.4f}. Per-step logs: `metrics.jsonl`.",
+        ]
     if env:
         where = env.get("gpu") or env.get("cpu")
         libs = ", ".join(f"{k} {env[k]}" for k in ("torch", "transformers", "peft", "vllm") if k in env)
-        lines += ["", "## Compute", "", f"{env['precision']} on {env['device']} ({where}), {env['processes']} "
-                  f"process{'es' if env['processes'] != 1 else ''}; {libs}."]  # fmt: skip
+        lines += [
+            "",
+            "## Compute",
+            "",
+            f"{env['precision']} on {env['device']} ({where}), {env['processes']} "
+            f"process{'es' if env['processes'] != 1 else ''}; {libs}.",
+        ]
     lines += ["", "## Scores", ""]
     if scores:
         lines += ["| task | metric | score | items | from |", "|---|---|---|---|---|"]

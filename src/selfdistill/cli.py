@@ -1,6 +1,6 @@
 """Command line: subcommands mapped to config dataclasses and the functions that run them.
 
-    selfdistill train --method sdft --data demos.jsonl --max-steps 20 --output runs/x
+selfdistill train --method sdft --data demos.jsonl --max-steps 20 --output runs/x
 """
 
 from __future__ import annotations
@@ -35,20 +35,40 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("selfdistill.config:TrainConfig", "selfdistill.training.loop:train",
-                     "train with sdft | sft | seqkd on a data file or task"),
-    "generate": Command("selfdistill.cli:GenerateConfig", "selfdistill.cli:generate", "generate an answer to one prompt"),
-    "eval": Command("selfdistill.evaluation.evaluate:EvalConfig", "selfdistill.evaluation.evaluate:run_eval",
-                    "evaluate a model on tasks or suites"),
-    "probe": Command("selfdistill.evaluation.probe:ProbeConfig", "selfdistill.evaluation.probe:run_probe",
-                     "ICL gap: teacher with demo vs student without"),
-    "continual": Command("selfdistill.continual.runner:ContinualConfig", "selfdistill.continual.runner:run_continual",
-                         "run a plan of stages, report"),
-    "demo": Command("selfdistill.continual.runner:DemoConfig", "selfdistill.continual.runner:run_demo",
-                    "the offline demo on the embedded model"),
-    "report": Command("selfdistill.continual.report:ReportConfig", "selfdistill.continual.report:run_report_cli",
-                      "write report.md and plots for a run dir"),
-}  # fmt: skip
+    "train": Command(
+        "selfdistill.config:TrainConfig",
+        "selfdistill.training.loop:train",
+        "train with sdft | sft | seqkd on a data file or task",
+    ),
+    "generate": Command(
+        "selfdistill.cli:GenerateConfig", "selfdistill.cli:generate", "generate an answer to one prompt"
+    ),
+    "eval": Command(
+        "selfdistill.evaluation.evaluate:EvalConfig",
+        "selfdistill.evaluation.evaluate:run_eval",
+        "evaluate a model on tasks or suites",
+    ),
+    "probe": Command(
+        "selfdistill.evaluation.probe:ProbeConfig",
+        "selfdistill.evaluation.probe:run_probe",
+        "ICL gap: teacher with demo vs student without",
+    ),
+    "continual": Command(
+        "selfdistill.continual.runner:ContinualConfig",
+        "selfdistill.continual.runner:run_continual",
+        "run a plan of stages, report",
+    ),
+    "demo": Command(
+        "selfdistill.continual.runner:DemoConfig",
+        "selfdistill.continual.runner:run_demo",
+        "the offline demo on the embedded model",
+    ),
+    "report": Command(
+        "selfdistill.continual.report:ReportConfig",
+        "selfdistill.continual.report:run_report_cli",
+        "write report.md and plots for a run dir",
+    ),
+}
 
 
 def resolve(target: str) -> Any:
@@ -98,9 +118,13 @@ def generate(cfg: GenerateConfig) -> str:
     ]
     ids = student_prompt_ids(tok, Example(tuple(messages)))
     ro = sample(
-        model, tok, [ids], temperature=cfg.temperature or 1.0, max_new_tokens=cfg.max_new_tokens,
+        model,
+        tok,
+        [ids],
+        temperature=cfg.temperature or 1.0,
+        max_new_tokens=cfg.max_new_tokens,
         do_sample=cfg.temperature > 0,
-    )  # fmt: skip
+    )
     text = tok.decode(ro.completions[0], skip_special_tokens=True).strip()
     print(text)
     return text
@@ -262,8 +286,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from selfdistill.training.prompts import PromptBudgetError
     from selfdistill.training.setup import OutputDirError
 
-    return (DataError, ModelSpecError, PromptBudgetError, TaskError, OutputDirError, CheckpointError,
-            ConfigError, ResultsError, PlanError, FileNotFoundError)  # fmt: skip
+    return (
+        DataError,
+        ModelSpecError,
+        PromptBudgetError,
+        TaskError,
+        OutputDirError,
+        CheckpointError,
+        ConfigError,
+        ResultsError,
+        PlanError,
+        FileNotFoundError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,4 +383,3 @@ def run() -> int:
 
 if __name__ == "__main__":
     sys.exit(run())
-

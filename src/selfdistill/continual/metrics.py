@@ -185,8 +185,38 @@ def summarize(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (t_{0.975, df}), standard table values.
 # Above 30 the normal 1.96 is used: about 4% narrow at df 31, 2% at df 60.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 SCALARS = ("acc", "bwt", "fwt", "prior_end", "prior_drop", "near_end", "near_drop")
 """The per-run numbers that are aggregated across seeds and compared between settings."""

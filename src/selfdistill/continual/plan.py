@@ -26,7 +26,8 @@ order (a registered task, or a data file plus the task that tests it), and what 
 A *setting* is a method label with its overrides; a ``sweep`` (any TrainConfig field → list of values; several
 fields make their product) turns one method entry into one setting per value, labelled ``sdft[lr=3e-5]``. A *run*
 is one setting trained with one seed, labelled ``sdft[lr=3e-5]@seed1`` when the plan lists ``seeds`` (plain
-``sdft`` with ``seed``). Data paths (``data``, ``test``) are relative to the plan file. Every error is one line naming the field path.
+``sdft`` with ``seed``). Data paths (``data``, ``test``) are relative to the plan file. Every error is one line
+naming the field path.
 """
 
 from __future__ import annotations
@@ -45,8 +46,20 @@ from selfdistill.errors import UserError
 from selfdistill.evaluation.tasks import SUITES, TASKS
 
 METHODS = typing.get_args(Method)
-MANAGED = ("data", "model", "output", "resume", "overwrite", "data_dir", "max_steps", "epochs", "seed", "device",
-           "progress", "merge")  # fmt: skip
+MANAGED = (
+    "data",
+    "model",
+    "output",
+    "resume",
+    "overwrite",
+    "data_dir",
+    "max_steps",
+    "epochs",
+    "seed",
+    "device",
+    "progress",
+    "merge",
+)
 """TrainConfig fields the runner sets itself (from the plan's model, stages, seeds and output, and the command line)."""
 RESERVED = (".", "..", "base", "plan.json", "results.json", "tensorboard", "wandb")
 """Names a run's directory may not have (the run directory's own entries, the trackers' files, and path tricks)."""
@@ -202,13 +215,24 @@ def _float_or_none(text: str) -> float | str:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(type(value), type(value).__name__)
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({str: "a string", int: "an integer", float: "a number", dict: "a mapping",
-                        list: "a list", bool: "true/false"}.get(k, k.__name__) for k in kinds)  # fmt: skip
+    return " or ".join(
+        {
+            str: "a string",
+            int: "an integer",
+            float: "a number",
+            dict: "a mapping",
+            list: "a list",
+            bool: "true/false",
+        }.get(k, k.__name__)
+        for k in kinds
+    )
 
 
 _TRAIN_HINTS = typing.get_type_hints(TrainConfig)
@@ -382,7 +406,9 @@ def _sweep(f: _Fields, path: str, value: Any, base: dict[str, Any]) -> list[tupl
             _check_train(f, f"{where}[{i}]", {**base, name: typed[-1]}, blame=name)
             if typed[-1] in typed[:-1]:
                 section.fail(f"{where}[{i}]", f"value {format_value(typed[-1])} appears twice")
-        points = [(f"{label},{name}={format_value(v)}".lstrip(","), {**o, name: v}) for label, o in points for v in typed]
+        points = [
+            (f"{label},{name}={format_value(v)}".lstrip(","), {**o, name: v}) for label, o in points for v in typed
+        ]
     for label, overrides in points:  # the product must be valid too (options that constrain each other)
         _check_train(f, f"{path} (point {label})", {**base, **overrides}, blame="")
     return points
@@ -430,14 +456,18 @@ def _check_run_names(f: _Fields, seeds: tuple[int, ...], seeded: bool, methods: 
             if name in RESERVED:
                 f.fail("methods", f"the run {label!r} would be written to {name!r}, a reserved name; rename it")
             if name in seen:
-                f.fail("methods", f"the runs {seen[name]!r} and {label!r} would share the directory {name!r}; rename one")
+                f.fail(
+                    "methods", f"the runs {seen[name]!r} and {label!r} would share the directory {name!r}; rename one"
+                )
             seen[name] = label
 
 
 def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> Plan:
     """Validate a decoded plan; ``base`` resolves relative data paths; ``output`` overrides the plan's."""
     f = _Fields(where, "", raw, required=("methods", "stages"))
-    f.reject_unknown(("model", "output", "data_dir", "seed", "seeds", "report_to", "train", "methods", "stages", "eval"))
+    f.reject_unknown(
+        ("model", "output", "data_dir", "seed", "seeds", "report_to", "train", "methods", "stages", "eval")
+    )
     model = f.get("model", str, DEFAULT_MODEL)
     out = output or Path(f.get("output", str, "runs/" + Path(where).stem))
     data_dir = f.get("data_dir", str)
@@ -497,8 +527,22 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         f.fail("stages", f"task {dup!r} appears twice (stage, near-prior and prior task names must be distinct)")
-    return Plan(model, Path(out), Path(data_dir) if data_dir else None, seeds, seeded, eval_seed, methods, stages,
-                prior, near, split, batch_size, max_new, report_to)  # fmt: skip
+    return Plan(
+        model,
+        Path(out),
+        Path(data_dir) if data_dir else None,
+        seeds,
+        seeded,
+        eval_seed,
+        methods,
+        stages,
+        prior,
+        near,
+        split,
+        batch_size,
+        max_new,
+        report_to,
+    )
 
 
 def load_plan(path: Path, output: Path | None = None) -> Plan:

@@ -50,7 +50,11 @@ def _new_figure(width: float, height: float) -> Figure:
 def plot_accuracy_by_stage(results: Mapping[str, Any], path: Path) -> None:
     """One panel per stage task, per near-prior and prior task, and the averages; x = stage, one line per setting
     (the mean over its finished seeds, with a ±std band, when it has several)."""
-    tasks, near, priors = list(results["stage_tasks"]), list(results.get("near_tasks", [])), list(results["prior_tasks"])
+    tasks, near, priors = (
+        list(results["stage_tasks"]),
+        list(results.get("near_tasks", [])),
+        list(results["prior_tasks"]),
+    )
     panels = tasks + near + (["near-prior average"] if near else []) + priors + (["prior average"] if priors else [])
     ncols = min(3, len(panels)) or 1
     nrows = max(1, math.ceil(len(panels) / ncols))
@@ -60,13 +64,21 @@ def plot_accuracy_by_stage(results: Mapping[str, Any], path: Path) -> None:
 
     def with_averages(M: np.ndarray) -> np.ndarray:
         R, N, P = M[:, : len(tasks)], M[:, len(tasks) : len(tasks) + len(near)], M[:, len(tasks) + len(near) :]
-        parts = [R, N] + ([prior_average(N)[:, None]] if near else []) + [P] + ([prior_average(P)[:, None]] if priors else [])
+        parts = (
+            [R, N]
+            + ([prior_average(N)[:, None]] if near else [])
+            + [P]
+            + ([prior_average(P)[:, None]] if priors else [])
+        )
         return np.column_stack(parts)
 
     columns, bands = {}, {}
     for setting, labels in settings_of(results).items():
         if len(labels) > 1 and agg[setting]["seeds"]:
-            runs = [matrix_from_results(results, label, [*tasks, *near, *priors]) for label in agg[setting]["seeds"].values()]
+            runs = [
+                matrix_from_results(results, label, [*tasks, *near, *priors])
+                for label in agg[setting]["seeds"].values()
+            ]
             curves = np.stack([with_averages(M) for M in runs])
             stats = [[mean_std(curves[:, i, j]) for j in range(curves.shape[2])] for i in range(curves.shape[1])]
             columns[setting] = np.array([[c[0] for c in row] for row in stats]).reshape(curves.shape[1:])
@@ -182,11 +194,14 @@ def plot_pareto(results: Mapping[str, Any], run_dir: Path, path: Path) -> None:
     colors: dict[str, str] = {}  # one color per setting name, across runs; the marker tells the runs apart
     for p in points:
         color = colors.setdefault(p.label.rsplit("/", 1)[-1], f"C{len(colors) % 10}")
-        style = {"markersize": 9, "zorder": 3, "marker": "o"} if p.ours else {"markersize": 6, "alpha": 0.6, "marker": "s"}
+        style = (
+            {"markersize": 9, "zorder": 3, "marker": "o"} if p.ours else {"markersize": 6, "alpha": 0.6, "marker": "s"}
+        )
         xerr = p.prior_std if math.isfinite(p.prior_std) else None
         yerr = p.acc_std if math.isfinite(p.acc_std) else None
-        ax.errorbar([p.prior], [p.acc], xerr=xerr, yerr=yerr, label=p.label, color=color, capsize=3, linestyle="none",
-                    **style)  # fmt: skip
+        ax.errorbar(
+            [p.prior], [p.acc], xerr=xerr, yerr=yerr, label=p.label, color=color, capsize=3, linestyle="none", **style
+        )
         ax.annotate(p.label, (p.prior, p.acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
     for method in results["methods"]:  # the common starting point, for reference
         s = summarize_method(results, method)
@@ -237,13 +252,21 @@ def plot_training(results: Mapping[str, Any], run_dir: Path, method: str, path: 
     if not keys:
         return False
     figure = _new_figure(7.0, 2.6 * len(keys))
-    for ax, key in zip(np.atleast_1d(figure.subplots(len(keys), 1, sharex=True, squeeze=False)).ravel(), keys,
-                       strict=True):
+    for ax, key in zip(
+        np.atleast_1d(figure.subplots(len(keys), 1, sharex=True, squeeze=False)).ravel(), keys, strict=True
+    ):
         ax.plot(*series[key], marker=".", label=labels[key])
         for start, name in boundaries:
             ax.axvline(start + 0.5, color="0.5", linestyle="--", linewidth=1)
-            ax.annotate(name, (start + 0.5, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                        textcoords="offset points", fontsize=8, color="0.3")
+            ax.annotate(
+                name,
+                (start + 0.5, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+                fontsize=8,
+                color="0.3",
+            )
         ax.set_ylabel(labels[key])
         ax.grid(alpha=0.3)
     ax.set_xlabel("optimizer step (all stages)")

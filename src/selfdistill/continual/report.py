@@ -67,8 +67,16 @@ from selfdistill.fileio import write_text_atomic
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.md"
-__all__ = ["RESULTS_FILE", "ParetoPoint", "ResultsError", "load_results", "pareto_points", "read_metrics_jsonl",
-           "trajectories", "write_report"]  # fmt: skip
+__all__ = [
+    "RESULTS_FILE",
+    "ParetoPoint",
+    "ResultsError",
+    "load_results",
+    "pareto_points",
+    "read_metrics_jsonl",
+    "trajectories",
+    "write_report",
+]
 
 
 # ---------------------------------------------------------------- markdown
@@ -93,9 +101,14 @@ def _seed_table(results: Mapping[str, Any], method: str) -> list[str]:
     tasks (± stderr)."""
     tasks = list(results["stage_tasks"])
     R, R_err = (matrix_from_results(results, method, tasks, field) for field in ("metrics", "stderr"))
-    groups = [(label, list(results.get(key, []))) for label, key in (("near avg", "near_tasks"), ("prior avg", "prior_tasks"))]
-    parts = [(label, names, *(matrix_from_results(results, method, names, f) for f in ("metrics", "stderr")))
-             for label, names in groups if names]  # fmt: skip
+    groups = [
+        (label, list(results.get(key, []))) for label, key in (("near avg", "near_tasks"), ("prior avg", "prior_tasks"))
+    ]
+    parts = [
+        (label, names, *(matrix_from_results(results, method, names, f) for f in ("metrics", "stderr")))
+        for label, names in groups
+        if names
+    ]
     rows = []
     for i in range(R.shape[0]):
         cells = [_cell(R[i, j], R_err[i, j]) for j in range(len(tasks))]
@@ -116,7 +129,13 @@ def _metrics_table(results: Mapping[str, Any], summaries: Mapping[str, dict[str,
     for method, s in summaries.items():
         seconds = sum(float(stage.get("train_seconds") or 0.0) for stage in stages_of(results, method))
         rows.append(
-            [method, f"{s['stages_done']}/{len(tasks)}", fmt_num(s["acc"]), fmt_num(s["bwt"], True), fmt_num(s["fwt"], True)]
+            [
+                method,
+                f"{s['stages_done']}/{len(tasks)}",
+                fmt_num(s["acc"]),
+                fmt_num(s["bwt"], True),
+                fmt_num(s["fwt"], True),
+            ]
             + [fmt_num(s["forgetting"][t]) for t in tasks]
             + [fmt_num(s["prior_base"]), fmt_num(s["prior_end"]), fmt_num(s["prior_drop"], True)]
             + ([fmt_num(s["near_base"]), fmt_num(s["near_end"]), fmt_num(s["near_drop"], True)] if near else [])
@@ -151,37 +170,59 @@ def _across_seeds(results: Mapping[str, Any]) -> list[str]:
     agg = aggregate(results)
     near = bool(results.get("near_tasks"))
     n_seeds = sorted({len(v["runs"]) for v in agg.values()})
-    lines = ["## Across seeds", "",
-             f"Each setting runs once per seed ({'/'.join(map(str, n_seeds))} seeds); a run counts here once all its "
-             "stages are done. Mean ± sample std over those runs.", ""]  # fmt: skip
-    header = ["setting", "seeds done", "ACC", "BWT", "prior end", "prior drop"] + (["near end", "near drop"] if near else [])
+    lines = [
+        "## Across seeds",
+        "",
+        f"Each setting runs once per seed ({'/'.join(map(str, n_seeds))} seeds); a run counts here once all its "
+        "stages are done. Mean ± sample std over those runs.",
+        "",
+    ]
+    header = ["setting", "seeds done", "ACC", "BWT", "prior end", "prior drop"] + (
+        ["near end", "near drop"] if near else []
+    )
     rows = []
     for setting, v in agg.items():
         sc = v["scalars"]
-        rows.append([setting, f"{len(v['seeds'])}/{len(v['runs'])}", _pm(sc["acc"]), _pm(sc["bwt"], True),
-                     _pm(sc["prior_end"]), _pm(sc["prior_drop"], True)]
-                    + ([_pm(sc["near_end"]), _pm(sc["near_drop"], True)] if near else []))  # fmt: skip
+        rows.append(
+            [
+                setting,
+                f"{len(v['seeds'])}/{len(v['runs'])}",
+                _pm(sc["acc"]),
+                _pm(sc["bwt"], True),
+                _pm(sc["prior_end"]),
+                _pm(sc["prior_drop"], True),
+            ]
+            + ([_pm(sc["near_end"]), _pm(sc["near_drop"], True)] if near else [])
+        )
     lines += [*_table(header, rows), ""]
     pairs = comparisons(results, agg)
     if pairs:
-        lines += ["### Paired differences", "",
-                  "Setting minus reference, paired by seed, mean [95% t-interval over seeds]; * marks an interval that "
-                  "excludes 0 (from 3 or more seeds). The interval is about training and sampling noise on these "
-                  "evaluation items; it does not cover which items were drawn, and comparisons are not corrected for "
-                  "their number. Higher ACC/BWT is better; a lower (more negative) prior or near drop is better.",
-                  ""]  # fmt: skip
+        lines += [
+            "### Paired differences",
+            "",
+            "Setting minus reference, paired by seed, mean [95% t-interval over seeds]; * marks an interval that "
+            "excludes 0 (from 3 or more seeds). The interval is about training and sampling noise on these "
+            "evaluation items; it does not cover which items were drawn, and comparisons are not corrected for "
+            "their number. Higher ACC/BWT is better; a lower (more negative) prior or near drop is better.",
+            "",
+        ]
         header = ["setting − reference", "ACC", "BWT", "prior drop"] + (["near drop"] if near else [])
-        rows = [[f"{p['setting']} − {p['reference']}", _interval(p["acc"]), _interval(p["bwt"]),
-                 _interval(p["prior_drop"])] + ([_interval(p["near_drop"])] if near else []) for p in pairs]  # fmt: skip
+        rows = [
+            [f"{p['setting']} − {p['reference']}", _interval(p["acc"]), _interval(p["bwt"]), _interval(p["prior_drop"])]
+            + ([_interval(p["near_drop"])] if near else [])
+            for p in pairs
+        ]
         lines += [*_table(header, rows), ""]
     tasks = list(results["stage_tasks"])
     for setting, v in agg.items():
         if not v["seeds"]:
             continue
         lines += [f"### {setting}: each task after each stage (mean ± std over {len(v['seeds'])} seeds)", ""]
-        rows = [[stage_label(i, tasks)] + [_pm((v["matrix_mean"][i, j], v["matrix_std"][i, j]))
-                                            for j in range(len(v["columns"]))]
-                for i in range(v["matrix_mean"].shape[0])]  # fmt: skip
+        rows = [
+            [stage_label(i, tasks)]
+            + [_pm((v["matrix_mean"][i, j], v["matrix_std"][i, j])) for j in range(len(v["columns"]))]
+            for i in range(v["matrix_mean"].shape[0])
+        ]
         lines += [*_table(["stage", *v["columns"]], rows), ""]
     return lines
 
@@ -204,7 +245,13 @@ def trajectories(results: Mapping[str, Any]) -> list[str]:
             continue
         lines.append(f"{title}:  base → " + " → ".join(f"after {t}" for t in results["stage_tasks"][: M.shape[0] - 1]))
         for j, name in enumerate(columns):
-            kind = "" if j < len(results["stage_tasks"]) else " (near)" if name in results.get("near_tasks", []) else " (prior)"
+            kind = (
+                ""
+                if j < len(results["stage_tasks"])
+                else " (near)"
+                if name in results.get("near_tasks", [])
+                else " (prior)"
+            )
             values = " → ".join("  —" if not math.isfinite(x) else f"{x:.2f}" for x in M[:, j])
             lines.append(f"  {(name + kind).ljust(width + 8)} {values}")
     return lines
@@ -241,7 +288,6 @@ def _config_line(config: Mapping[str, Any]) -> str:
     return f"config: `{' · '.join(scalars)}`" if scalars else ""
 
 
-
 # ---------------------------------------------------------------- entry points
 
 
@@ -256,18 +302,23 @@ def write_report(run_dir: Path) -> Path:
 
     lines = [f"# Continual run `{run_dir.resolve().name}`", ""]
     near = ", ".join(results.get("near_tasks", [])) or "—"
-    lines += [f"model: `{results.get('model', '?')}` · stages: {' → '.join(tasks) or '—'} · near-prior tasks: {near} · "
-              f"prior tasks: {', '.join(results['prior_tasks']) or '—'} · runs: {', '.join(methods) or '—'}"
-              + (" · **stage tasks scored on their validation split**" if results.get("eval_split") == "validation"
-                 else ""), ""]  # fmt: skip
+    lines += [
+        f"model: `{results.get('model', '?')}` · stages: {' → '.join(tasks) or '—'} · near-prior tasks: {near} · "
+        f"prior tasks: {', '.join(results['prior_tasks']) or '—'} · runs: {', '.join(methods) or '—'}"
+        + (" · **stage tasks scored on their validation split**" if results.get("eval_split") == "validation" else ""),
+        "",
+    ]
     lines += ["## What was learned, what was lost", ""]
     lines += [_summary_line(method, summaries[method], tasks) for method in methods] + [""]
     lines += ["## Metrics", "", *_metrics_table(results, summaries), ""]
-    lines += ["ACC: mean final score over the stage tasks. BWT: mean change of each earlier task from just after its "
-              "stage to the end (negative = forgetting). FWT: mean score of a task just before its stage minus at "
-              "base. Forgetting: best score after the task's stage minus final. Prior drop: prior average at base "
-              "minus at the end (positive = lost); near drop: the same for the near-prior tasks (what the base model "
-              "did on the skills' own surface). Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018.", ""]
+    lines += [
+        "ACC: mean final score over the stage tasks. BWT: mean change of each earlier task from just after its "
+        "stage to the end (negative = forgetting). FWT: mean score of a task just before its stage minus at "
+        "base. Forgetting: best score after the task's stage minus final. Prior drop: prior average at base "
+        "minus at the end (positive = lost); near drop: the same for the near-prior tasks (what the base model "
+        "did on the skills' own surface). Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018.",
+        "",
+    ]
     if is_multi(results):
         lines += _across_seeds(results)
     lines += ["![accuracy by stage](accuracy_by_stage.png)", "", "![pareto](pareto.png)", ""]
@@ -306,4 +357,3 @@ def run_report(run_dir: Path | str) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
     return write_report(run_dir)
-

@@ -1,6 +1,6 @@
 """Reading a continual run directory: ``results.json`` (schema in ``report.py``) and each stage's ``metrics.jsonl``.
 
-    results = load_results(Path("runs/demo"))     # shape-checked; errors are one line naming the file
+results = load_results(Path("runs/demo"))     # shape-checked; errors are one line naming the file
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ RESULTS_FILE = "results.json"
 class ResultsError(UserError):
     """A ``results.json`` that cannot be read or has the wrong shape; the message names the file."""
 
+
 def load_results(run_dir: Path) -> dict[str, Any]:
     """Read and shape-check ``run_dir/results.json``; errors are one line naming the file."""
     path = Path(run_dir) / RESULTS_FILE
@@ -37,7 +38,9 @@ def load_results(run_dir: Path) -> dict[str, Any]:
             raise ResultsError(f"{path}: field '{key}' must be a {'list' if kind is list else 'object'}")
     for name, method in results["methods"].items():
         stages = method.get("stages") if isinstance(method, dict) else None
-        if not isinstance(stages, list) or not all(isinstance(s, dict) and isinstance(s.get("index"), int) for s in stages):
+        if not isinstance(stages, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("index"), int) for s in stages
+        ):
             raise ResultsError(f"{path}: methods.{name}.stages must be a list of objects with an integer 'index'")
     return results
 
@@ -62,8 +65,6 @@ def stage_label(index: int, tasks: Sequence[str]) -> str:
 
 def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
 
 
 def fmt_num(value: float, signed: bool = False) -> str:

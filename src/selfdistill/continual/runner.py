@@ -4,7 +4,8 @@ after every stage, and write ``results.json`` (after each stage) and the report.
     selfdistill continual examples/tiny.yaml --output runs/tiny      # or: selfdistill demo
 
 Layout of a run directory: ``plan.json`` (the resolved plan), ``results.json`` (schema in ``report.py``),
-``<run>/stage<k>-<name>/`` (one per run: a setting with one seed, e.g. ``sdft[lr=3e-5]@seed1``; the training output of that stage: config, metrics.jsonl, the model; ``eval/`` with
+``<run>/stage<k>-<name>/`` (one per run: a setting with one seed, e.g. ``sdft[lr=3e-5]@seed1``; the training output
+of that stage: config, metrics.jsonl, the model; ``eval/`` with
 ``eval.json`` and per-item ``predictions.jsonl``), ``base/`` (the shared stage-0 evaluation), ``report.md`` and PNGs.
 A rerun with the same plan and output skips every finished stage, and inside an unfinished stage continues from
 its latest checkpoint. The teacher of stage k starts as a copy of the model at the start of stage k, because each
@@ -58,7 +59,8 @@ DEMO_PLAN = """\
 # A → B → C = record_json → ticket_line → arith_steps (sequence s1 of the forgetting benchmark, fixed before any
 # result), once with SFT and once with SDFT, from the same start. After every stage it evaluates the three skills,
 # their near-prior tasks (what the base model already does on the same prompts) and prior_probe.
-# `selfdistill demo` runs this plan (it is embedded in selfdistill/continual/runner.py). One seed: docs/science.md says how
+# `selfdistill demo` runs this plan (it is embedded in selfdistill/continual/runner.py). One seed: docs/science.md
+# says how
 # far seeds move these numbers.
 model: smollm2-135m-instruct
 output: runs/demo
@@ -67,7 +69,8 @@ train:                          # for both methods and every stage (sized to fit
   batch_size: 4
   max_new_tokens: 40            # the skills' answers are 7-31 tokens; this caps the student's rollouts
   save_every: 0                 # no periodic checkpoints (each costs seconds here); Ctrl-C still saves one
-  precision: fp32               # as the benchmark: `auto` takes bf16 where the CPU has it, and bf16 kernels differ by machine
+  precision: fp32               # as the benchmark: `auto` takes bf16 where the CPU has it, and bf16 kernels differ
+  by machine
 methods:
   sft:
     lr: 1.0e-4
@@ -190,8 +193,16 @@ def _evaluate(model_spec: str, plan: Plan, tasks, out_dir: Path, device: torch.d
     with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as predictions:
         for name, task, limit in tasks:
             part = out_dir / f".{name}.predictions.tmp"  # evaluate_tasks writes one file per call
-            result = evaluate_tasks(model, tok, [task], limit=limit, seed=plan.eval_seed, batch_size=plan.eval_batch_size,
-                                    predictions_path=part, progress=progress)  # fmt: skip
+            result = evaluate_tasks(
+                model,
+                tok,
+                [task],
+                limit=limit,
+                seed=plan.eval_seed,
+                batch_size=plan.eval_batch_size,
+                predictions_path=part,
+                progress=progress,
+            )
             scores[name] = next(iter(result.values()))
             for line in part.read_text(encoding="utf-8").splitlines():
                 predictions.write(json.dumps({**json.loads(line), "task": name}) + "\n")
@@ -228,18 +239,28 @@ def _next_model(stage_dir: Path, overrides: dict[str, Any]) -> str:
     return str(stage_dir / "merged") if overrides.get("lora") else str(stage_dir)
 
 
-def _train_stage(plan: Plan, stage: Stage, seed: int, overrides: dict[str, Any], start_model: str, out: Path,
-                 cfg: ContinualConfig) -> float:  # fmt: skip
+def _train_stage(
+    plan: Plan, stage: Stage, seed: int, overrides: dict[str, Any], start_model: str, out: Path, cfg: ContinualConfig
+) -> float:
     """Train a stage into ``out`` (or finish it from its latest checkpoint); return the training seconds."""
     mark = out / TRAINED_MARK
     if mark.is_file():
         return float(json.loads(mark.read_text(encoding="utf-8"))["train_seconds"])
     resume = (out / "train_config.json").is_file() or (out / "config.json").is_file()
     train_cfg = TrainConfig(
-        data=stage.data, model=start_model, output=out, resume=resume, overwrite=not resume, data_dir=plan.data_dir,
-        seed=seed, device=cfg.device, progress=cfg.progress, max_steps=stage.steps,
-        **({"epochs": stage.epochs} if stage.epochs else {}), **{**overrides, "merge": bool(overrides.get("lora"))},
-    )  # fmt: skip
+        data=stage.data,
+        model=start_model,
+        output=out,
+        resume=resume,
+        overwrite=not resume,
+        data_dir=plan.data_dir,
+        seed=seed,
+        device=cfg.device,
+        progress=cfg.progress,
+        max_steps=stage.steps,
+        **({"epochs": stage.epochs} if stage.epochs else {}),
+        **{**overrides, "merge": bool(overrides.get("lora"))},
+    )
     start = time.perf_counter()
     train(train_cfg)
     seconds = time.perf_counter() - start
@@ -296,8 +317,16 @@ def _restart_if_unresumable(plan: Plan, run_dir: Path, results: dict, run) -> No
 # ---------------------------------------------------------------- the runner
 
 
-def _run_stages(plan: Plan, cfg: ContinualConfig, names: list[str], tasks: list[tuple[str, Task, int | None]],
-                device: torch.device, results: dict, run: Run, run_where: str) -> None:  # fmt: skip
+def _run_stages(
+    plan: Plan,
+    cfg: ContinualConfig,
+    names: list[str],
+    tasks: list[tuple[str, Task, int | None]],
+    device: torch.device,
+    results: dict,
+    run: Run,
+    run_where: str,
+) -> None:
     """Train and evaluate ``run``'s unfinished stages in order; its tracker run gets every stage, recorded or new."""
     run_dir, n = plan.output, len(plan.stages)
     record = results["methods"][run.label]
@@ -316,15 +345,20 @@ def _run_stages(plan: Plan, cfg: ContinualConfig, names: list[str], tasks: list[
                 model_spec, previous = _next_model(stage_dir, overrides), stage_dir
                 continue
             what = f"{stage.steps} steps" if stage.steps else f"{stage.epochs:g} epochs"
-            log.info("== %s: training %s (%s, seed %d) from %s", where, overrides["method"], what, run.seed,
-                     model_spec)  # fmt: skip
+            log.info("== %s: training %s (%s, seed %d) from %s", where, overrides["method"], what, run.seed, model_spec)
             seconds = _train_stage(plan, stage, run.seed, overrides, model_spec, stage_dir, cfg)
             before, model_spec, previous = previous, _next_model(stage_dir, overrides), stage_dir
             log.info("== %s: trained in %.0f s; evaluating", where, seconds)
             scores = _evaluate(model_spec, plan, tasks, stage_dir / "eval", device, cfg.progress)
             log.info("== %s: %s", where, _summary(scores))
-            entry = {"index": k, "name": stage.name, "train_task": stage.data, "train_dir":
-                     _stage_dir(run.label, k, stage), "train_seconds": seconds, "eval": scores}  # fmt: skip
+            entry = {
+                "index": k,
+                "name": stage.name,
+                "train_task": stage.data,
+                "train_dir": _stage_dir(run.label, k, stage),
+                "train_seconds": seconds,
+                "eval": scores,
+            }
             _finish_stage(run_dir, results, run.label, entry, cfg.prune_checkpoints)
             log_stage(tracked, entry)
             if before is not None and not cfg.keep_models:
@@ -342,8 +376,9 @@ def _check_only_seeds(plan: Plan, cfg: ContinualConfig) -> None:
         return
     unknown = sorted(set(cfg.only_seeds) - set(plan.seeds))
     if unknown:
-        raise PlanError(f"--only-seeds: {', '.join(map(str, unknown))} not in the plan's seeds "
-                        f"({', '.join(map(str, plan.seeds))})")  # fmt: skip
+        raise PlanError(
+            f"--only-seeds: {', '.join(map(str, unknown))} not in the plan's seeds ({', '.join(map(str, plan.seeds))})"
+        )
     if cfg.overwrite:
         raise PlanError("--only-seeds with --overwrite would delete every seed's results; use one or the other")
 
@@ -363,8 +398,7 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
         start = time.perf_counter()
         scores = _evaluate(plan.model, plan, tasks, run_dir / "base", device, cfg.progress)
         log.info("== base: %s (%.0f s)", _summary(scores), time.perf_counter() - start)
-        base = {"index": 0, "name": "base", "train_task": None, "train_dir": None, "train_seconds": 0.0,
-                "eval": scores}  # fmt: skip
+        base = {"index": 0, "name": "base", "train_task": None, "train_dir": None, "train_seconds": 0.0, "eval": scores}
     for r, run in enumerate(runs, start=1):
         record = results["methods"][run.label]
         if not record["stages"]:  # the same base model for every run: evaluated once, recorded for each
@@ -421,9 +455,17 @@ def demo_plan(cfg: DemoConfig) -> Plan:
 def run_demo(cfg: DemoConfig) -> Path:
     """``selfdistill demo``: run the demo plan; the last line says where the report is."""
     start = time.perf_counter()
-    continual = ContinualConfig(plan=Path("demo plan"), output=cfg.output, overwrite=cfg.overwrite, device=cfg.device,
-                                progress=cfg.progress, report_to=cfg.report_to)  # fmt: skip
+    continual = ContinualConfig(
+        plan=Path("demo plan"),
+        output=cfg.output,
+        overwrite=cfg.overwrite,
+        device=cfg.device,
+        progress=cfg.progress,
+        report_to=cfg.report_to,
+    )
     report = run_plan(demo_plan(cfg), continual)
-    print("\n".join(["", "Each task after each stage (primary metric):", *trajectories(load_results(report.parent)), ""]))
+    print(
+        "\n".join(["", "Each task after each stage (primary metric):", *trajectories(load_results(report.parent)), ""])
+    )
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; open {report} (plots beside it)")
     return report

@@ -63,7 +63,8 @@ def _inference(model: PreTrainedModel) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------------- log-likelihood
 def encode_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context and continuation token ids, split as lm-eval does (continuation = tokens of the whole past the context)."""
+    """Context and continuation token ids, split as lm-eval does (continuation = tokens of the whole past the
+    context)."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:  # "Answer: " + "A" must tokenize as "Answer:" + " A", the way the model saw such text
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
@@ -78,9 +79,7 @@ def encode_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -
     return ctx, whole[len(ctx) :]
 
 
-def _batches(
-    encoded: list[tuple[list[int], list[int]]], batch_size: int
-) -> list[list[tuple[tuple, list[int]]]]:
+def _batches(encoded: list[tuple[list[int], list[int]]], batch_size: int) -> list[list[tuple[tuple, list[int]]]]:
     """Group requests by identical context ids, longest first; a batch holds at most ``batch_size`` requests.
 
     A batch is a list of ``(context ids, request indices)``: the context runs once for all its requests.
@@ -88,9 +87,7 @@ def _batches(
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ctx, _) in enumerate(encoded):
         groups.setdefault(tuple(ctx), []).append(i)
-    chunks = [
-        (ctx, idx[k : k + batch_size]) for ctx, idx in groups.items() for k in range(0, len(idx), batch_size)
-    ]
+    chunks = [(ctx, idx[k : k + batch_size]) for ctx, idx in groups.items() for k in range(0, len(idx), batch_size)]
     chunks.sort(key=lambda c: -(len(c[0]) + max(len(encoded[i][1]) for i in c[1])))
     batches: list[list[tuple[tuple, list[int]]]] = []
     for chunk in chunks:
@@ -101,9 +98,7 @@ def _batches(
     return batches
 
 
-def _score_batch(
-    model, contexts: list[Sequence[int]], conts: list[list[int]], owner: list[int], pad_id: int, prefix
-):
+def _score_batch(model, contexts: list[Sequence[int]], conts: list[list[int]], owner: list[int], pad_id: int, prefix):
     """Score ``conts[r]`` after ``prefix + contexts[owner[r]]``: pass 1 caches each context, pass 2 reads every
     continuation. ``prefix`` is ``(cache, P)`` of a shared prompt already run, or None."""
     device = next(model.parameters()).device
@@ -382,8 +377,9 @@ def card_scores(results: dict[str, dict], limit: int | None = None) -> dict[str,
     note = f" (subset of {limit})" if limit else ""
     return {
         name: {"metric": r["primary"] + note, "value": r["metrics"][r["primary"]], "n": r["n"]}
-        for name, r in results.items() if r["primary"] in r["metrics"]
-    }  # fmt: skip
+        for name, r in results.items()
+        if r["primary"] in r["metrics"]
+    }
 
 
 def tracker_scalars(results: dict[str, dict]) -> dict[str, float]:
@@ -401,9 +397,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     tasks = [get_task(name, cfg.data_dir) for name in names]
     for task in tasks:
         task.test_items() if isinstance(task, ChoiceTask) else task.test_examples()
-    model, tok = load_model(
-        cfg.model, dtype=torch.float32, device=device, trust_remote_code=cfg.trust_remote_code
-    )
+    model, tok = load_model(cfg.model, dtype=torch.float32, device=device, trust_remote_code=cfg.trust_remote_code)
     preds = cfg.output.with_name(f"{cfg.output.stem}.predictions.jsonl") if cfg.output else None
     if cfg.output:
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
@@ -412,9 +406,15 @@ def run_eval(cfg: EvalConfig) -> dict:
         engine = engines.make_engine(cfg.rollout, model, tok, seed=cfg.seed)
     try:
         results = evaluate_tasks(
-            model, tok, tasks, limit=cfg.limit, seed=cfg.seed, batch_size=cfg.batch_size, predictions_path=preds,
+            model,
+            tok,
+            tasks,
+            limit=cfg.limit,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            predictions_path=preds,
             engine=engine,
-        )  # fmt: skip
+        )
     finally:
         if engine is not None:
             engine.close()

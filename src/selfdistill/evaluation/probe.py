@@ -190,12 +190,21 @@ def sample_kl(model, tok, student_prompts, teacher_prompts: dict, cfg: ProbeConf
         batch_prompts = [student_prompts[i] for i in rows]
         if engine is None:
             ro = sample(
-                model, tok, batch_prompts, temperature=cfg.temperature, max_new_tokens=cfg.sample_tokens,
-                num_generations=cfg.num_samples, logprobs=False,
-            )  # fmt: skip
+                model,
+                tok,
+                batch_prompts,
+                temperature=cfg.temperature,
+                max_new_tokens=cfg.sample_tokens,
+                num_generations=cfg.num_samples,
+                logprobs=False,
+            )
         else:
-            spec = Sampling(max_new_tokens=cfg.sample_tokens, temperature=cfg.temperature,
-                            num_generations=cfg.num_samples, logprobs=False)  # fmt: skip
+            spec = Sampling(
+                max_new_tokens=cfg.sample_tokens,
+                temperature=cfg.temperature,
+                num_generations=cfg.num_samples,
+                logprobs=False,
+            )
             ro = engine.generate(batch_prompts, spec)
         owners = [rows[j] for j in ro.prompt_index]
         student = pack([student_prompts[i] for i in owners], ro.completions, tok.pad_token_id).to(device)
@@ -211,8 +220,9 @@ def sample_kl(model, tok, student_prompts, teacher_prompts: dict, cfg: ProbeConf
 
 def greedy(model, tok, examples, prompts, score: Callable, max_new: int, cfg: ProbeConfig, desc: str, engine=None):
     """Greedy answers to ``prompts`` (HF generate, or ``engine``) and their scores."""
-    outs = generate(model, tok, prompts, max_new, batch_size=cfg.batch_size, progress=cfg.progress, desc=desc,
-                    engine=engine)  # fmt: skip
+    outs = generate(
+        model, tok, prompts, max_new, batch_size=cfg.batch_size, progress=cfg.progress, desc=desc, engine=engine
+    )
     return outs, [float(score(ex, out)) for ex, out in zip(examples, outs, strict=True)]
 
 
@@ -283,9 +293,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         teacher_prompts[name], truncated[name] = [ids for ids, _ in built], sum(cut for _, cut in built)
 
     # -------- student: greedy score and demonstration likelihood, once
-    student_out, student_scores = greedy(
-        model, tok, examples, student_prompts, score, max_new, cfg, "student", engine
-    )
+    student_out, student_scores = greedy(model, tok, examples, student_prompts, score, max_new, cfg, "student", engine)
     student_lp = demo_logprobs(model, tok.pad_token_id, student_prompts, demos, cfg, "demo logp student")
     # -------- KL on the student's own samples: every template's teacher scores the same samples
     kl = sample_kl(model, tok, student_prompts, teacher_prompts, cfg, engine)

@@ -46,15 +46,19 @@ def load_anchor(spec: str, data_dir: Path | None, training: list[Example]) -> li
         task = get_task(spec, data_dir)
         examples = task.train_examples() if task.kind == "generate" else []
         if not examples:
-            raise DataError(f"anchor: task {spec!r} has no training prompts (choose a generation task with a train "
-                            f"split, an anchor pool ({', '.join(ANCHOR_POOLS)}), or a JSONL file)")  # fmt: skip
+            raise DataError(
+                f"anchor: task {spec!r} has no training prompts (choose a generation task with a train "
+                f"split, an anchor pool ({', '.join(ANCHOR_POOLS)}), or a JSONL file)"
+            )
     else:
         raise DataError(f"anchor: {spec}: no such file, dataset, anchor pool ({', '.join(ANCHOR_POOLS)}) or task")
     seen = {_key(ex): ex.source for ex in training}
     for ex in examples:
         if _key(ex) in seen:
-            raise DataError(f"anchor: {ex.source}: prompt is also a training prompt ({seen[_key(ex)]}); an anchor "
-                            "must hold prompts other than the task's")  # fmt: skip
+            raise DataError(
+                f"anchor: {ex.source}: prompt is also a training prompt ({seen[_key(ex)]}); an anchor "
+                "must hold prompts other than the task's"
+            )
     return examples
 
 

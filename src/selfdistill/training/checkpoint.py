@@ -213,9 +213,7 @@ def load_checkpoint(
                     f"the model has {own[name][0]} {own[name][1]}"
                 )
         if bool(teacher_params) != teacher.has_state:
-            raise CheckpointError(
-                f"{ckpt}: teacher state does not match this run (--teacher or --method changed?)"
-            )
+            raise CheckpointError(f"{ckpt}: teacher state does not match this run (--teacher or --method changed?)")
         for name, param in trainable_state(model).items():
             copy_full_(param, params[name])
         teacher.load_state_dict(teacher_params)
@@ -227,8 +225,11 @@ def load_checkpoint(
         else:
             log.warning(
                 "%s was saved by %d process(es), this run has %d: sampling continues from a fresh seed, so the "
-                "rest of the run will not repeat the original's rollouts", ckpt, len(saved), world,
-            )  # fmt: skip
+                "rest of the run will not repeat the original's rollouts",
+                ckpt,
+                len(saved),
+                world,
+            )
     except CheckpointError:
         raise
     except Exception as err:  # a damaged file surfaces as many types (SafetensorError, UnpicklingError, ...)

@@ -86,7 +86,9 @@ def _draw(
     """A token per row from softmax(logits / temperature) within the nucleus, drawn with row b's own generator
     (Gumbel-max, as rollout.SeededSampler), and its log-prob at temperature."""
     z_BV = logits_BV.float() / temperature
-    out_BV = _nucleus(torch.softmax(z_BV, dim=-1), top_p) == 0 if top_p < 1.0 else torch.zeros_like(z_BV, dtype=torch.bool)
+    out_BV = (
+        _nucleus(torch.softmax(z_BV, dim=-1), top_p) == 0 if top_p < 1.0 else torch.zeros_like(z_BV, dtype=torch.bool)
+    )
     ids_B = (z_BV.masked_fill(out_BV, float("-inf")) + gumbel_noise(z_BV, generators)).argmax(-1)
     return ids_B, z_BV.gather(-1, ids_B[:, None]).squeeze(-1) - torch.logsumexp(z_BV, dim=-1)
 

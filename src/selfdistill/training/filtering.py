@@ -49,9 +49,7 @@ class Acceptor:
         return self.score(self.examples[index], completion)
 
 
-def make_acceptor(
-    data_spec: str, examples: Sequence[Example], data_dir: str | Path | None = None
-) -> Acceptor:
+def make_acceptor(data_spec: str, examples: Sequence[Example], data_dir: str | Path | None = None) -> Acceptor:
     """The acceptor for training data ``data_spec`` (``--data``) whose loaded rows are ``examples``.
 
     Raises ConfigError when the data gives no way to score a completion. Logs a warning when the scorer rejects
@@ -62,9 +60,7 @@ def make_acceptor(
     return acceptor
 
 
-def _task_acceptor(
-    data_spec: str, examples: Sequence[Example], data_dir: str | Path | None
-) -> Acceptor | None:
+def _task_acceptor(data_spec: str, examples: Sequence[Example], data_dir: str | Path | None) -> Acceptor | None:
     """The registered task's own scorer, or None when ``data_spec`` is data on disk or the hub, or not a generation
     task with a scorer. A path that exists wins over a task name, as it does when the examples are loaded."""
     if Path(data_spec).exists() or is_hub_name(data_spec) or data_spec not in TASKS:
@@ -149,11 +145,14 @@ def answer_scorer(examples: Sequence[Example]) -> str:
 
 
 def _warn_on_rejected_demos(data_spec: str, acceptor: Acceptor) -> None:
-    rejected = [
-        ex for ex in acceptor.examples if ex.completion is not None and not acceptor.score(ex, ex.completion)
-    ]
+    rejected = [ex for ex in acceptor.examples if ex.completion is not None and not acceptor.score(ex, ex.completion)]
     if rejected:
         log.warning(
             "seqkd_filter: %s: %s rejects %d of %d demonstrations (first: %s); rewrites of those rows will mostly "
-            "be dropped", data_spec, acceptor.how, len(rejected), len(acceptor.examples), rejected[0].source or "?",
-        )  # fmt: skip
+            "be dropped",
+            data_spec,
+            acceptor.how,
+            len(rejected),
+            len(acceptor.examples),
+            rejected[0].source or "?",
+        )

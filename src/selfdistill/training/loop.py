@@ -127,8 +127,9 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.support == "topk" and cfg.topk > model.config.vocab_size:
         raise ConfigError(f"topk: {cfg.topk} is larger than the vocabulary ({model.config.vocab_size} tokens)")
     if cfg.rollout_correction == "topk" and cfg.correction_k > model.config.vocab_size:
-        raise ConfigError(f"correction-k: {cfg.correction_k} is larger than the vocabulary "
-                          f"({model.config.vocab_size} tokens)")  # fmt: skip
+        raise ConfigError(
+            f"correction-k: {cfg.correction_k} is larger than the vocabulary ({model.config.vocab_size} tokens)"
+        )
     if cfg.gradient_checkpointing:  # transformers 5.24 renamed it; older releases have only the first name
         if hasattr(model, "activation_checkpointing_enable"):
             model.activation_checkpointing_enable({"use_reentrant": False})
@@ -146,10 +147,12 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.method != "sft":
         for ex in examples:
             ids, cut = teacher_prompt_ids(
-                tok, ex, cfg.teacher_template,
+                tok,
+                ex,
+                cfg.teacher_template,
                 max_tokens=cfg.max_teacher_prompt_tokens,
                 truncate_demonstration=cfg.truncate_demonstration,
-            )  # fmt: skip
+            )
             teacher_prompts.append(ids)
             n_truncated += cut
     if n_truncated:
@@ -184,9 +187,14 @@ def train(cfg: TrainConfig) -> Path:
     step = 0
     if cfg.resume and (ckpt := latest_checkpoint(cfg.output)) is not None:
         state = load_checkpoint(
-            ckpt, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher,
-            rank=ranks.rank, world=ranks.world,
-        )  # fmt: skip
+            ckpt,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            teacher=teacher,
+            rank=ranks.rank,
+            world=ranks.world,
+        )
         step = state["step"]
         log.info("resumed from %s at step %d", ckpt, step)
     if ranks.is_main:
@@ -195,14 +203,21 @@ def train(cfg: TrainConfig) -> Path:
     def checkpoint(at: int) -> None:
         # every rank takes part (with --fsdp the full state is gathered to rank 0); rank 0 writes
         save_checkpoint(
-            cfg.output, at, model=model, optimizer=optimizer, scheduler=scheduler, teacher=teacher,
+            cfg.output,
+            at,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            teacher=teacher,
             state={
                 "examples_seen": at * cfg.batch_size * cfg.grad_accum,
                 "total_steps": total_steps,
                 "config": config_dict(cfg),
             },
-            rng=ranks.gather(rng_state()), keep=cfg.keep_checkpoints, write=ranks.is_main,
-        )  # fmt: skip
+            rng=ranks.gather(rng_state()),
+            keep=cfg.keep_checkpoints,
+            write=ranks.is_main,
+        )
 
     # Ctrl-C or SIGTERM (what schedulers send before a kill) finishes the current step, saves a checkpoint, then
     # stops; a second Ctrl-C stops at once (the last checkpoint stays valid: saves are atomic). Main thread only.
@@ -216,18 +231,30 @@ def train(cfg: TrainConfig) -> Path:
     on_main = threading.current_thread() is threading.main_thread()
     log.info(
         "training %s | %s | %d examples | %d steps | %s, %s%s",
-        cfg.method, cfg.model, len(examples), total_steps, device,
-        "bf16 autocast" if bf16 else "fp32", " | LoRA" if cfg.lora else "",
-    )  # fmt: skip
+        cfg.method,
+        cfg.model,
+        len(examples),
+        total_steps,
+        device,
+        "bf16 autocast" if bf16 else "fp32",
+        " | LoRA" if cfg.lora else "",
+    )
+
     # Chosen once: which models sample (the student for sdft and the anchor, the teacher with the demonstration for
     # seqkd and sdft's warm start), where completions come from, which loss runs on them, and which model's
     # probabilities the importance weights compare with the engine's (the model that sampled).
     def engine_for(name: str, sampler: torch.nn.Module):
         return engines.make_engine(
-            name, sampler, tok, version=step, autocast=lambda: autocast(cfg.precision, device),
-            dtype="bfloat16" if bf16 else "float32", seed=cfg.seed + ranks.rank, distributed=ranks.world > 1,
+            name,
+            sampler,
+            tok,
+            version=step,
+            autocast=lambda: autocast(cfg.precision, device),
+            dtype="bfloat16" if bf16 else "float32",
+            seed=cfg.seed + ranks.rank,
+            distributed=ranks.world > 1,
             prepack=cfg.prepack,
-        )  # fmt: skip
+        )
 
     student_engine = teacher_engine = None
     if cfg.method == "sdft" or anchor:  # the anchor's samples come from hf unless the rollout engine is the student's
@@ -239,25 +266,51 @@ def train(cfg: TrainConfig) -> Path:
 
         def corrector(student_ids, teacher_ids, seeds):
             with autocast(cfg.precision, device):
-                return corrected_sample(model, teacher.model, tok, student_ids, teacher_ids, k=cfg.correction_k,
-                                        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                        seeds=seeds)  # fmt: skip
+                return corrected_sample(
+                    model,
+                    teacher.model,
+                    tok,
+                    student_ids,
+                    teacher_ids,
+                    k=cfg.correction_k,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    max_new_tokens=cfg.max_new_tokens,
+                    seeds=seeds,
+                )
+
     synced = [(e, m) for e, m in ((student_engine, model), (teacher_engine, teacher.model)) if e is not None]
     # the models that sample, whose full weights every rank holds while it samples (--fsdp)
     samplers = [m for _, m in synced] + ([model, teacher.model] if corrector else [])
-    completions_for = _completion_source(cfg, student_engine, teacher_engine, student_prompts, teacher_prompts, demos,
-                                         total_steps, accept, tok, corrector)  # fmt: skip
+    completions_for = _completion_source(
+        cfg,
+        student_engine,
+        teacher_engine,
+        student_prompts,
+        teacher_prompts,
+        demos,
+        total_steps,
+        accept,
+        tok,
+        corrector,
+    )
     anchor_sampling = dataclasses.replace(_sampling(cfg), num_generations=1)
     distill = cfg.method == "sdft"  # sdft: divergence to the teacher; sft and seqkd: NLL of the completion
     tis_mode, tis_by_teacher = cfg.tis_mode, cfg.method == "seqkd"
     # the default loss with nothing else reading the logits: the LM heads run inside it, where that is exact
     first_example = pack(student_prompts[:1], demos[:1], tok.pad_token_id).to(device)
     fused = (
-        distill and cfg.fused_head and tis_mode == "none" and corrector is None and not ranks.fsdp
+        distill
+        and cfg.fused_head
+        and tis_mode == "none"
+        and corrector is None
+        and not ranks.fsdp
         and (cfg.divergence, cfg.support) == ("forward", "full")
-        and all(head_is_separable(m, first_example)
-                for m in {id(m): m for m in (model, teacher.model, reference and reference.model) if m}.values())
-    )  # fmt: skip
+        and all(
+            head_is_separable(m, first_example)
+            for m in {id(m): m for m in (model, teacher.model, reference and reference.model) if m}.values()
+        )
+    )
     if distill and cfg.fused_head and not fused:
         log.info("the LM head runs inside the model (logits materialized): the loss or the model needs them")
     timer = PhaseTimer(device)
@@ -265,9 +318,15 @@ def train(cfg: TrainConfig) -> Path:
         if on_main:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 stack.callback(signal.signal, signum, signal.signal(signum, on_signal))
-        bar = stack.enter_context(tqdm(
-            total=total_steps, initial=step, desc=cfg.method, unit="step", disable=not (cfg.progress and ranks.is_main)
-        ))  # fmt: skip
+        bar = stack.enter_context(
+            tqdm(
+                total=total_steps,
+                initial=step,
+                desc=cfg.method,
+                unit="step",
+                disable=not (cfg.progress and ranks.is_main),
+            )
+        )
         metrics_file = stack.enter_context((cfg.output / "metrics.jsonl").open("a") if ranks.is_main else _Discard())
         stack.enter_context(logging_redirect_tqdm())  # step lines print above the progress bar, not through it
         tracked = stack.enter_context(
@@ -287,15 +346,20 @@ def train(cfg: TrainConfig) -> Path:
                 with timer("rollout"), ranks.gathered(samplers):
                     batch = completions_for(idx, seeds, step, stats)
                     if anchor:
-                        anchor_global = batch_order(len(anchor), cfg.anchor_batch_size or cfg.batch_size, cfg.seed + 1,
-                                                    micro_index)  # fmt: skip
+                        anchor_global = batch_order(
+                            len(anchor), cfg.anchor_batch_size or cfg.batch_size, cfg.seed + 1, micro_index
+                        )
                         anchor_idx = ranks.share(anchor_global)
-                        anchor_seeds = ranks.share([seed_for(cfg.seed, micro_index, j, ANCHOR_STREAM)
-                                                    for j in range(len(anchor_global))])  # fmt: skip
-                        anchor_ro = student_engine.generate([anchor_prompts[i] for i in anchor_idx], anchor_sampling,
-                                                            version=step, seeds=anchor_seeds)  # fmt: skip
-                        anchor_rows = ([anchor_prompts[anchor_idx[j]] for j in anchor_ro.prompt_index],
-                                       anchor_ro.completions)  # fmt: skip
+                        anchor_seeds = ranks.share(
+                            [seed_for(cfg.seed, micro_index, j, ANCHOR_STREAM) for j in range(len(anchor_global))]
+                        )
+                        anchor_ro = student_engine.generate(
+                            [anchor_prompts[i] for i in anchor_idx], anchor_sampling, version=step, seeds=anchor_seeds
+                        )
+                        anchor_rows = (
+                            [anchor_prompts[anchor_idx[j]] for j in anchor_ro.prompt_index],
+                            anchor_ro.completions,
+                        )
                         anchor_batch = pack(*anchor_rows, tok.pad_token_id).to(device)
                 task_rows = ([student_prompts[i] for i in batch.rows], batch.ids)
                 student_batch = pack(*task_rows, tok.pad_token_id).to(device)
@@ -313,9 +377,11 @@ def train(cfg: TrainConfig) -> Path:
                             if fused:
                                 teacher_hidden_BCH = teacher.completion_hidden(teacher_batch)
                             else:
-                                teacher_logits_BCV = (teacher.completion_logits(teacher_batch) if
-                                                      batch.teacher_logits_BCV is None else
-                                                      batch.teacher_logits_BCV.to(device))  # fmt: skip
+                                teacher_logits_BCV = (
+                                    teacher.completion_logits(teacher_batch)
+                                    if batch.teacher_logits_BCV is None
+                                    else batch.teacher_logits_BCV.to(device)
+                                )
                                 if cfg.teacher_temperature != 1:  # the target is softmax(logits / τ)
                                     teacher_logits_BCV = teacher_logits_BCV / cfg.teacher_temperature
                     if anchor:  # the start model's logits on the anchor rows (its hidden states, with fused)
@@ -330,10 +396,15 @@ def train(cfg: TrainConfig) -> Path:
                             else:
                                 student_hidden_BCH = completion_hidden(trained, student_batch)
                             loss, loss_BC, token_stats_BC = losses.head_forward_kl(
-                                student_hidden_BCH, output_head(model), teacher_hidden_BCH, output_head(teacher.model),
-                                student_batch.completion_ids_BC, losses.masked_mean_weights(mask_BC),
-                                chunk_size=cfg.loss_chunk_size, teacher_temperature=cfg.teacher_temperature,
-                            )  # fmt: skip
+                                student_hidden_BCH,
+                                output_head(model),
+                                teacher_hidden_BCH,
+                                output_head(teacher.model),
+                                student_batch.completion_ids_BC,
+                                losses.masked_mean_weights(mask_BC),
+                                chunk_size=cfg.loss_chunk_size,
+                                teacher_temperature=cfg.teacher_temperature,
+                            )
                             student_logits_BCV = teacher_logits_BCV = None
                         else:
                             if anchor:
@@ -344,19 +415,28 @@ def train(cfg: TrainConfig) -> Path:
                                 student_logits_BCV = completion_logits(trained, student_batch)
                             if distill:  # the per-token diagnostics come from the loss's own pass where it allows
                                 loss_BC, token_stats_BC = losses.distill_loss_and_stats(
-                                    student_logits_BCV, teacher_logits_BCV, student_batch.completion_ids_BC,
-                                    divergence=cfg.divergence, support=cfg.support, k=cfg.topk, beta=cfg.jsd_beta,
+                                    student_logits_BCV,
+                                    teacher_logits_BCV,
+                                    student_batch.completion_ids_BC,
+                                    divergence=cfg.divergence,
+                                    support=cfg.support,
+                                    k=cfg.topk,
+                                    beta=cfg.jsd_beta,
                                     chunk_size=cfg.loss_chunk_size,
-                                )  # fmt: skip
+                                )
                             else:
                                 loss_BC = losses.token_nll(student_logits_BCV, student_batch.completion_ids_BC)
                     weights_BC = None
                     if tis_mode != "none":  # the engine sampled: weigh each position toward the trainer's model
                         with timer("tis"):
                             weights_BC = _tis(
-                                stats, cfg, tis_mode, batch, student_batch,
+                                stats,
+                                cfg,
+                                tis_mode,
+                                batch,
+                                student_batch,
                                 teacher.completion_logits(teacher_batch) if tis_by_teacher else student_logits_BCV,
-                            )  # fmt: skip
+                            )
                     with timer("student"):
                         if not fused:
                             loss = losses.masked_mean(loss_BC if weights_BC is None else loss_BC * weights_BC, mask_BC)
@@ -364,15 +444,24 @@ def train(cfg: TrainConfig) -> Path:
                         loss = loss * ranks.loss_scale(len(idx), len(global_idx))
                         if anchor and fused:
                             anchor_kl = losses.head_forward_kl(
-                                anchor_student_ACH, output_head(model), anchor_ref, output_head(reference.model),
-                                anchor_batch.completion_ids_BC, losses.masked_mean_weights(anchor_batch.completion_mask_BC),
+                                anchor_student_ACH,
+                                output_head(model),
+                                anchor_ref,
+                                output_head(reference.model),
+                                anchor_batch.completion_ids_BC,
+                                losses.masked_mean_weights(anchor_batch.completion_mask_BC),
                                 chunk_size=cfg.loss_chunk_size,
-                            )[0]  # fmt: skip
+                            )[0]
                         elif anchor:
-                            anchor_kl = losses.masked_mean(losses.distill_loss(
-                                anchor_student_ACV, anchor_ref, anchor_batch.completion_ids_BC,
-                                chunk_size=cfg.loss_chunk_size,
-                            ), anchor_batch.completion_mask_BC)  # fmt: skip
+                            anchor_kl = losses.masked_mean(
+                                losses.distill_loss(
+                                    anchor_student_ACV,
+                                    anchor_ref,
+                                    anchor_batch.completion_ids_BC,
+                                    chunk_size=cfg.loss_chunk_size,
+                                ),
+                                anchor_batch.completion_mask_BC,
+                            )
                         if anchor:
                             scale = ranks.loss_scale(len(anchor_idx), len(anchor_global))
                             loss = loss + cfg.anchor_weight * scale * anchor_kl
@@ -384,8 +473,16 @@ def train(cfg: TrainConfig) -> Path:
                     if anchor:
                         _collect(stats, "anchor_kl", anchor_kl.item())
                     if distill:
-                        _distill_stats(stats, cfg, loss_BC, token_stats_BC, student_logits_BCV, teacher_logits_BCV,
-                                       student_batch.completion_ids_BC, mask_BC)  # fmt: skip
+                        _distill_stats(
+                            stats,
+                            cfg,
+                            loss_BC,
+                            token_stats_BC,
+                            student_logits_BCV,
+                            teacher_logits_BCV,
+                            student_batch.completion_ids_BC,
+                            mask_BC,
+                        )
                     _collect(stats, "completion_length", float(np.mean([len(c) for c in batch.ids])))
                     _collect(stats, "hit_length_cap", float(np.mean(batch.hit_cap)))
             # ------------------------------------------------------------ step
@@ -457,16 +554,20 @@ class Completions:
 
     @staticmethod
     def concat(parts: list[Completions]) -> Completions:
-        return Completions(*([x for p in parts for x in getattr(p, f)] for f in ("rows", "ids", "hit_cap",
-                                                                                  "sampler_logprobs")))
+        return Completions(
+            *([x for p in parts for x in getattr(p, f)] for f in ("rows", "ids", "hit_cap", "sampler_logprobs"))
+        )
 
 
 def _sampling(cfg: TrainConfig) -> Sampling:
     return Sampling(
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-        num_generations=cfg.num_generations, min_new_tokens=cfg.min_new_tokens,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        num_generations=cfg.num_generations,
+        min_new_tokens=cfg.min_new_tokens,
         logprobs=cfg.tis_mode != "none",  # only TIS reads the sampler's log-probs
-    )  # fmt: skip
+    )
 
 
 def mix_fraction(cfg: TrainConfig, step: int, total_steps: int) -> float:
@@ -490,8 +591,9 @@ def _split(values: list, chosen: set[int]) -> tuple[list, list]:
     return [v for j, v in enumerate(values) if j in chosen], [v for j, v in enumerate(values) if j not in chosen]
 
 
-def _completion_source(cfg, student_engine, teacher_engine, student_prompts, teacher_prompts, demos, total_steps,
-                       accept, tok, corrector):
+def _completion_source(
+    cfg, student_engine, teacher_engine, student_prompts, teacher_prompts, demos, total_steps, accept, tok, corrector
+):
     """``(idx, seeds, step, stats) -> Completions`` for the method, chosen once: the demonstrations (sft), the student's
     samples without the demonstration (sdft; with --teacher-mix some rows are the teacher's), or the teacher's with
     it (seqkd; with --seqkd-filter only those the task's scorer accepts count)."""
@@ -520,8 +622,11 @@ def _completion_source(cfg, student_engine, teacher_engine, student_prompts, tea
         if corrector is None:
             return from_engine(student_engine, student_prompts, idx, seeds, step)
         rows = [i for i in idx for _ in range(cfg.num_generations)]
-        out = corrector([student_prompts[i] for i in rows], [teacher_prompts[i] for i in rows],
-                        row_seeds(seeds, cfg.num_generations))  # fmt: skip
+        out = corrector(
+            [student_prompts[i] for i in rows],
+            [teacher_prompts[i] for i in rows],
+            row_seeds(seeds, cfg.num_generations),
+        )
         _collect(stats, "acceptance_rate", out.acceptance_rate)
         ro = out.rollout
         return Completions(rows, ro.completions, ro.hit_cap, ro.sample_logprobs, None, out.teacher_logits_BCV)
@@ -585,8 +690,9 @@ def _pad_right(rows: list[list[float]], width: int, device: torch.device) -> tor
     return out.to(device)
 
 
-def _distill_stats(stats, cfg, loss_BC, token_stats_BC, student_logits_BCV, teacher_logits_BCV, ids_BC,
-                   mask_BC) -> None:
+def _distill_stats(
+    stats, cfg, loss_BC, token_stats_BC, student_logits_BCV, teacher_logits_BCV, ids_BC, mask_BC
+) -> None:
     """The forward KL (whatever the loss is) and the per-token teacher/student diagnostics, masked means."""
     kl_BC = loss_BC if (cfg.divergence, cfg.support) == ("forward", "full") else None
     if kl_BC is None:
@@ -662,4 +768,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
         if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
             kept.append(line + "\n")
     write_text_atomic(path, "".join(kept))
-

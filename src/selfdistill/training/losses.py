@@ -169,9 +169,7 @@ def _check_shapes(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens
             f"{tuple(teacher_logits_BTV.shape)} must have the same [B, T, V] shape"
         )
     if tokens_BT.shape != student_logits_BTV.shape[:2]:
-        raise ValueError(
-            f"tokens {tuple(tokens_BT.shape)} must be [B, T] = {tuple(student_logits_BTV.shape[:2])}"
-        )
+        raise ValueError(f"tokens {tuple(tokens_BT.shape)} must be [B, T] = {tuple(student_logits_BTV.shape[:2])}")
 
 
 def distill_loss(
@@ -191,8 +189,9 @@ def distill_loss(
     (ignores ``divergence``: reverse KL estimated at the sampled ``tokens_BT`` with the REINFORCE gradient,
     see :func:`sampled_kl`). ``divergence``: "forward" KL(q||p), "reverse" KL(p||q), "jsd" (with ``beta``).
     """
-    return _distill(student_logits_BTV, teacher_logits_BTV, tokens_BT, divergence, support, k, beta, chunk_size,
-                    stats=False)[0]  # fmt: skip
+    return _distill(
+        student_logits_BTV, teacher_logits_BTV, tokens_BT, divergence, support, k, beta, chunk_size, stats=False
+    )[0]
 
 
 def distill_loss_and_stats(
@@ -209,16 +208,26 @@ def distill_loss_and_stats(
     """``distill_loss(...)`` and ``token_stats(...)`` of the same logits. For the default loss (forward KL over
     the full vocabulary) both come out of one pass over the logits, since the stats need the log-softmaxes the
     loss computes anyway; for any other loss the stats are a second, no-grad pass."""
-    loss_BT, stats_BT2 = _distill(student_logits_BTV, teacher_logits_BTV, tokens_BT, divergence, support, k, beta,
-                                  chunk_size, stats=True)  # fmt: skip
+    loss_BT, stats_BT2 = _distill(
+        student_logits_BTV, teacher_logits_BTV, tokens_BT, divergence, support, k, beta, chunk_size, stats=True
+    )
     if stats_BT2 is None:
         return loss_BT, token_stats(student_logits_BTV, teacher_logits_BTV, tokens_BT, chunk_size=chunk_size)
     gap_BT, entropy_BT = stats_BT2.unbind(-1)
     return loss_BT, {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}
 
 
-def _distill(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor, divergence: str,
-             support: str, k: int, beta: float, chunk_size: int, stats: bool) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+def _distill(
+    student_logits_BTV: Tensor,
+    teacher_logits_BTV: Tensor,
+    tokens_BT: Tensor,
+    divergence: str,
+    support: str,
+    k: int,
+    beta: float,
+    chunk_size: int,
+    stats: bool,
+) -> tuple[Tensor, Tensor | None]:
     """loss_BT, and with ``stats`` the fused (gap, entropy) ``[B, T, 2]`` where the loss computes them (else None)."""
     if support not in SUPPORTS:
         raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
@@ -237,8 +246,9 @@ def _distill(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: 
         return topk_kl(s_BTV, t_BTV, k, divergence, beta)
 
     if (support, divergence) == ("full", "forward"):
-        loss_BT, stats_BT2 = _FusedForwardKL.apply(student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT,
-                                                   chunk_size, stats)  # fmt: skip
+        loss_BT, stats_BT2 = _FusedForwardKL.apply(
+            student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT, chunk_size, stats
+        )
         return loss_BT, stats_BT2 if stats else None
     fn = {"full": full, "topk": topk, "sampled": _sampled_surrogate}[support]
     return _map_chunks(fn, chunk_size, student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT), None
@@ -259,8 +269,9 @@ class _FusedForwardKL(torch.autograd.Function):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         kl, extra = [], []
-        for s, t, y in zip(s_BTV.split(chunk_size, 1), t_BTV.split(chunk_size, 1), tokens_BT.split(chunk_size, 1),
-                           strict=True):  # fmt: skip
+        for s, t, y in zip(
+            s_BTV.split(chunk_size, 1), t_BTV.split(chunk_size, 1), tokens_BT.split(chunk_size, 1), strict=True
+        ):
             logp_BTV, logq_BTV = _logprobs(s), _logprobs(t)
             kl.append(_kl(logq_BTV, logp_BTV))
             if stats:
@@ -277,8 +288,12 @@ class _FusedForwardKL(torch.autograd.Function):
     def backward(ctx, grad_BT: Tensor, _grad_stats: Tensor):
         s_BTV, t_BTV = ctx.saved_tensors
         grads = []
-        for s, t, g in zip(s_BTV.split(ctx.chunk_size, 1), t_BTV.split(ctx.chunk_size, 1),
-                           grad_BT.split(ctx.chunk_size, 1), strict=True):  # fmt: skip
+        for s, t, g in zip(
+            s_BTV.split(ctx.chunk_size, 1),
+            t_BTV.split(ctx.chunk_size, 1),
+            grad_BT.split(ctx.chunk_size, 1),
+            strict=True,
+        ):
             # a zero upstream gradient (a masked position) gives exactly zero, even where softmax - q is not finite
             diff_BTV = torch.softmax(s.float(), -1) - torch.softmax(t.float(), -1)
             grads.append(torch.where(g.unsqueeze(-1) == 0, 0.0, diff_BTV * g.unsqueeze(-1)).to(s_BTV.dtype))
@@ -330,7 +345,8 @@ def head_forward_kl(
     """Σ_bt w_bt · KL(q_bt || p_bt) with the LM heads applied inside, ``chunk_size`` positions at a time.
 
     p = softmax(student_head(student_hidden)), q = softmax(teacher_head(teacher_hidden) / teacher_temperature);
-    the teacher is a constant. The result equals ``(distill_loss(student_logits, teacher_logits, tokens) * w).sum()`` of the
+    the teacher is a constant. The result equals ``(distill_loss(student_logits, teacher_logits, tokens) * w).sum()``
+    of the
     logits the heads would give, but no ``[B, T, V]`` tensor ever exists: memory is one chunk's ``[chunk, V]``
     whatever the completion length, and positions with w = 0 (masked) cost nothing. Under autocast the heads
     run in the autocast dtype, as they do inside the model. Returns the scalar loss and, without grad, the
@@ -341,21 +357,31 @@ def head_forward_kl(
     if not teacher_temperature > 0:
         raise ValueError(f"teacher_temperature must be > 0, got {teacher_temperature}")
     if student_hidden_BTH.shape != teacher_hidden_BTH.shape:
-        raise ValueError(f"student hidden {tuple(student_hidden_BTH.shape)} and teacher hidden "
-                         f"{tuple(teacher_hidden_BTH.shape)} must have the same [B, T, H] shape")  # fmt: skip
+        raise ValueError(
+            f"student hidden {tuple(student_hidden_BTH.shape)} and teacher hidden "
+            f"{tuple(teacher_hidden_BTH.shape)} must have the same [B, T, H] shape"
+        )
     if tokens_BT.shape != student_hidden_BTH.shape[:2] or weights_BT.shape != tokens_BT.shape:
-        raise ValueError(f"tokens {tuple(tokens_BT.shape)} and weights {tuple(weights_BT.shape)} must be [B, T] = "
-                         f"{tuple(student_hidden_BTH.shape[:2])}")  # fmt: skip
+        raise ValueError(
+            f"tokens {tuple(tokens_BT.shape)} and weights {tuple(weights_BT.shape)} must be [B, T] = "
+            f"{tuple(student_hidden_BTH.shape[:2])}"
+        )
     device = student_hidden_BTH.device
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
     keep_N = weights_BT.reshape(-1).nonzero().squeeze(-1)
     loss, out_N3 = _HeadForwardKL.apply(
-        student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1])[keep_N], student_head.weight, student_head.bias,
-        teacher_hidden_BTH.reshape(-1, teacher_hidden_BTH.shape[-1])[keep_N].detach(), teacher_head.weight.detach(),
+        student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1])[keep_N],
+        student_head.weight,
+        student_head.bias,
+        teacher_hidden_BTH.reshape(-1, teacher_hidden_BTH.shape[-1])[keep_N].detach(),
+        teacher_head.weight.detach(),
         None if teacher_head.bias is None else teacher_head.bias.detach(),
-        tokens_BT.reshape(-1)[keep_N], weights_BT.reshape(-1)[keep_N].float().detach(), chunk_size, dtype,
+        tokens_BT.reshape(-1)[keep_N],
+        weights_BT.reshape(-1)[keep_N].float().detach(),
+        chunk_size,
+        dtype,
         teacher_temperature,
-    )  # fmt: skip
+    )
     full_N3 = out_N3.new_zeros(tokens_BT.numel(), 3).index_copy_(0, keep_N, out_N3)
     kl_BT, gap_BT, entropy_BT = full_N3.reshape(*tokens_BT.shape, 3).unbind(-1)
     return loss, kl_BT, {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}

@@ -40,8 +40,11 @@ def kernels_available(dtype: torch.dtype) -> bool:
     if dtype == torch.float32:
         return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
     if dtype == torch.bfloat16:
-        return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported())  # fmt: skip
+        return (
+            torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
     return False
 
 
@@ -49,7 +52,9 @@ def _packable(module: nn.Module) -> bool:
     if type(module) is not nn.Linear:
         return False
     weight = module.weight
-    return type(weight.data) is Tensor and weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
+    return (
+        type(weight.data) is Tensor and weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
+    )
 
 
 class _Packed:
@@ -65,8 +70,11 @@ class _Packed:
         cached = self.by_dtype.get(dtype)
         if cached is None or cached[0] != weight._version:
             w = weight.detach().to(dtype)  # the row count only picks the layout; any row count can use it
-            packed = (torch.ops.mkl._mkl_reorder_linear_weight(w, rows) if dtype == torch.float32
-                      else torch.ops.mkldnn._reorder_linear_weight(w, rows))  # fmt: skip
+            packed = (
+                torch.ops.mkl._mkl_reorder_linear_weight(w, rows)
+                if dtype == torch.float32
+                else torch.ops.mkldnn._reorder_linear_weight(w, rows)
+            )
             cached = (weight._version, packed, None if bias is None else bias.detach().to(dtype))
             self.by_dtype[dtype] = cached
         return cached[1], cached[2]

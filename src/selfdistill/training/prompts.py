@@ -60,9 +60,7 @@ def student_prompt_ids(tok: PreTrainedTokenizerBase, example: Example) -> list[i
     return chat_ids(tok, example.messages)
 
 
-def teacher_messages(
-    example: Example, template: Sequence[tuple[str, str]], demonstration: str
-) -> list[dict[str, str]]:
+def teacher_messages(example: Example, template: Sequence[tuple[str, str]], demonstration: str) -> list[dict[str, str]]:
     """The prompt with its last user turn replaced by the template's turns (earlier turns kept as they are)."""
     last_user = max(i for i, m in enumerate(example.messages) if m["role"] == "user")
     fields = {"prompt": example.question, "demonstration": demonstration, "context": example.context or ""}

@@ -37,8 +37,10 @@ class Ranks:
     def setup(cls, device: torch.device, fsdp: bool = False, bf16: bool = False) -> Ranks:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if fsdp and world <= 1:
-            raise ConfigError("fsdp: shards over several processes; launch with torchrun --nproc-per-node N "
-                              "(N > 1), or leave --fsdp off")  # fmt: skip
+            raise ConfigError(
+                "fsdp: shards over several processes; launch with torchrun --nproc-per-node N "
+                "(N > 1), or leave --fsdp off"
+            )
         if world <= 1:
             return cls(device=device)
         from accelerate import Accelerator

@@ -1,6 +1,6 @@
 """Setup pieces of the training loop kept out of train.py: data source, output dir, device, precision, LoRA, saving.
 
-    examples = load_training_examples(cfg); prepare_output(cfg, config); model = wrap_lora(model, cfg)
+examples = load_training_examples(cfg); prepare_output(cfg, config); model = wrap_lora(model, cfg)
 """
 
 from __future__ import annotations

@@ -121,14 +121,10 @@ class Teacher:
         params = dict(self._shadow.named_parameters())
         missing, unexpected = params.keys() - state.keys(), state.keys() - params.keys()
         if missing or unexpected:
-            raise ValueError(
-                f"teacher state mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
-            )
+            raise ValueError(f"teacher state mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
         for name, p in params.items():
             if state[name].shape != p.shape:
-                raise ValueError(
-                    f"teacher state {name!r}: shape {tuple(state[name].shape)} != {tuple(p.shape)}"
-                )
+                raise ValueError(f"teacher state {name!r}: shape {tuple(state[name].shape)} != {tuple(p.shape)}")
             copy_full_(p, state[name])
 
     def _pair_with_student(self) -> None:
@@ -152,9 +148,7 @@ class Teacher:
                 covered.update(id(p) for p in module.parameters())
                 if module.active_adapters:
                     trained = module.modules_to_save[module.active_adapters[0]]
-                    pairs += [
-                        (shadow_modules[name].get_parameter(n), p) for n, p in trained.named_parameters()
-                    ]
+                    pairs += [(shadow_modules[name].get_parameter(n), p) for n, p in trained.named_parameters()]
         for name, p in base.named_parameters():
             # Frozen peft base weights never change, so their shadow never moves: skip them.
             if id(p) in covered or (is_peft and not p.requires_grad):
@@ -197,9 +191,7 @@ def _check_lora(student: PeftModel, mode: TeacherMode) -> None:
                 "use modules_to_save for the embedding, or teacher='live'"
             )
         for adapter in layer.active_adapters:
-            if mode == "ema" and (
-                getattr(layer, "lora_variant", {}).get(adapter) or layer.lora_bias.get(adapter)
-            ):
+            if mode == "ema" and (getattr(layer, "lora_variant", {}).get(adapter) or layer.lora_bias.get(adapter)):
                 raise ValueError(
                     f"teacher='ema' supports plain LoRA only; {name!r} uses a variant (e.g. DoRA) or lora_bias: "
                     "use teacher='frozen' or 'live'"

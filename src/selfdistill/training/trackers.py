@@ -56,7 +56,9 @@ def require(names: list[str]) -> None:
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     """The numeric values; ``step`` is the x axis the trackers take separately, not a series of its own."""
     return {
-        k: float(v) for k, v in metrics.items() if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
+        k: float(v)
+        for k, v in metrics.items()
+        if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
     }
 
 
@@ -115,8 +117,9 @@ class Trackio:
         import trackio
 
         self.trackio = trackio
-        self.run = trackio.init(project=os.environ.get("TRACKIO_PROJECT", "selfdistill"), name=run_name,
-                                config=_flat(config), embed=False)  # fmt: skip
+        self.run = trackio.init(
+            project=os.environ.get("TRACKIO_PROJECT", "selfdistill"), name=run_name, config=_flat(config), embed=False
+        )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(_scalars(metrics), step=step)
@@ -141,8 +144,13 @@ class WandB:
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "selfdistill"), name=run_name,
-                              config=_flat(config), dir=str(output), reinit="finish_previous")  # fmt: skip
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "selfdistill"),
+            name=run_name,
+            config=_flat(config),
+            dir=str(output),
+            reinit="finish_previous",
+        )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(_scalars(metrics), step=step)
@@ -209,6 +217,7 @@ class Trackers:
             try:
                 call(*args)
             except Exception as err:  # noqa: BLE001
-                log.warning("report-to %s: %s failed (%s); dropping it, metrics.jsonl still has everything",
-                            name, method, err)  # fmt: skip
+                log.warning(
+                    "report-to %s: %s failed (%s); dropping it, metrics.jsonl still has everything", name, method, err
+                )
                 self.live.pop(name, None)

@@ -1,7 +1,7 @@
 """Task registry: a plain dict from name to task class, plus named suites.
 
-    task = get_task("arc_easy")            # data from default_data_dir()
-    task = get_task("my_eval.jsonl:number") # a user JSONL with `answer`, scored by a named scorer
+task = get_task("arc_easy")            # data from default_data_dir()
+task = get_task("my_eval.jsonl:number") # a user JSONL with `answer`, scored by a named scorer
 """
 
 from __future__ import annotations

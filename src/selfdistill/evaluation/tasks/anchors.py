@@ -39,11 +39,37 @@ TEMPLATES = (
     "What should a beginner know first about {topic}?",
 )
 TOPICS = (
-    "photosynthesis", "the water cycle", "volcanoes", "honeybees", "the moon's phases", "rainbows", "gravity",
-    "bread baking", "recycling", "electric cars", "the printing press", "chess", "jazz music", "origami",
-    "public libraries", "vaccines", "coral reefs", "the Roman aqueducts", "solar panels", "sleep", "maps",
-    "composting", "lighthouses", "the violin", "tides", "bicycles", "tea", "deserts", "penguins", "museums",
-)  # fmt: skip
+    "photosynthesis",
+    "the water cycle",
+    "volcanoes",
+    "honeybees",
+    "the moon's phases",
+    "rainbows",
+    "gravity",
+    "bread baking",
+    "recycling",
+    "electric cars",
+    "the printing press",
+    "chess",
+    "jazz music",
+    "origami",
+    "public libraries",
+    "vaccines",
+    "coral reefs",
+    "the Roman aqueducts",
+    "solar panels",
+    "sleep",
+    "maps",
+    "composting",
+    "lighthouses",
+    "the violin",
+    "tides",
+    "bicycles",
+    "tea",
+    "deserts",
+    "penguins",
+    "museums",
+)
 
 
 def general_chat() -> list[Example]:

@@ -198,9 +198,7 @@ def _type_ok(value: Any, spec: dict) -> bool:
     }
     if kind in ("array", "tuple"):
         items = spec.get("items")
-        return isinstance(value, list) and (
-            not isinstance(items, dict) or all(_type_ok(v, items) for v in value)
-        )
+        return isinstance(value, list) and (not isinstance(items, dict) or all(_type_ok(v, items) for v in value))
     return checks.get(kind, lambda v: True)(value)
 
 

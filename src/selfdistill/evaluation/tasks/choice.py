@@ -218,9 +218,7 @@ class BoolQ(_LoglikTask):
         for i, (row_id, row) in enumerate(zip(ids, rows, strict=True)):
             # lm-eval: "{{passage}}\nQuestion: {{question}}?\nAnswer:" — no "Passage: " label.
             passage = row["query"].removeprefix("Passage: ")
-            items.append(
-                _item(row_id, passage + "\nAnswer:", row["choices"], int(row["gold"]), f"{path}:{i + 1}")
-            )
+            items.append(_item(row_id, passage + "\nAnswer:", row["choices"], int(row["gold"]), f"{path}:{i + 1}"))
         return items
 
 
@@ -249,9 +247,7 @@ class MMLU(_LoglikTask):
                 + "".join(f"{letter}. {c}\n" for letter, c in zip("ABCD", choices, strict=True))
                 + "Answer:"
             )
-            items.append(
-                _item(f"{subject}/{row}", context, list("ABCD"), int(doc["answer"]), f"{subject}:{row}")
-            )
+            items.append(_item(f"{subject}/{row}", context, list("ABCD"), int(doc["answer"]), f"{subject}:{row}"))
         return items
 
 

@@ -41,9 +41,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     langdetect = None
 
 Checker = Callable[[str, dict[str, Any]], bool]
-LANGUAGE_IDS = frozenset(
-    {"language:response_language", "change_case:english_capital", "change_case:english_lowercase"}
-)
+LANGUAGE_IDS = frozenset({"language:response_language", "change_case:english_capital", "change_case:english_lowercase"})
 _ABBREVIATIONS = frozenset(
     {
         "mr",
@@ -101,9 +99,7 @@ def _compare(count: int, relation: str, target: int) -> bool:
 def _language(text: str) -> str | None:
     try:
         return langdetect.detect(text)
-    except (
-        langdetect.LangDetectException
-    ):  # no features (e.g. only digits): the reference counts it as a pass
+    except langdetect.LangDetectException:  # no features (e.g. only digits): the reference counts it as a pass
         return None
 
 
@@ -185,13 +181,9 @@ CHECKERS: dict[str, Checker] = {
     "change_case:capital_word_frequency": _capital_words,
     "change_case:english_capital": lambda r, kw: r.isupper() and _in_language(r, "en"),
     "change_case:english_lowercase": lambda r, kw: r.islower() and _in_language(r, "en"),
-    "combination:repeat_prompt": lambda r, kw: (
-        r.strip().lower().startswith(kw["prompt_to_repeat"].strip().lower())
-    ),
+    "combination:repeat_prompt": lambda r, kw: r.strip().lower().startswith(kw["prompt_to_repeat"].strip().lower()),
     "combination:two_responses": _two_responses,
-    "detectable_content:number_placeholders": lambda r, kw: (
-        len(re.findall(r"\[.*?\]", r)) >= kw["num_placeholders"]
-    ),
+    "detectable_content:number_placeholders": lambda r, kw: len(re.findall(r"\[.*?\]", r)) >= kw["num_placeholders"],
     "detectable_content:postscript": _postscript,
     "detectable_format:constrained_response": lambda r, kw: any(
         f"My answer is {a}." in r.strip() for a in ("yes", "no", "maybe")
@@ -203,9 +195,7 @@ CHECKERS: dict[str, Checker] = {
     "detectable_format:title": lambda r, kw: any(
         t.lstrip("<").rstrip(">").strip() for t in re.findall(r"<<[^\n]+>>", r)
     ),
-    "keywords:existence": lambda r, kw: all(
-        re.search(re.escape(k), r, re.IGNORECASE) for k in kw["keywords"]
-    ),
+    "keywords:existence": lambda r, kw: all(re.search(re.escape(k), r, re.IGNORECASE) for k in kw["keywords"]),
     "keywords:forbidden_words": lambda r, kw: (
         not any(re.search(r"\b" + re.escape(w) + r"\b", r, re.IGNORECASE) for w in kw["forbidden_words"])
     ),
@@ -221,13 +211,9 @@ CHECKERS: dict[str, Checker] = {
     "length_constraints:number_sentences": lambda r, kw: _compare(
         len(split_sentences(r)), kw["relation"], kw["num_sentences"]
     ),
-    "length_constraints:number_words": lambda r, kw: _compare(
-        count_words(r), kw["relation"], kw["num_words"]
-    ),
+    "length_constraints:number_words": lambda r, kw: _compare(count_words(r), kw["relation"], kw["num_words"]),
     "punctuation:no_comma": lambda r, kw: "," not in r,
-    "startend:end_checker": lambda r, kw: (
-        r.strip().strip('"').lower().endswith(kw["end_phrase"].strip().lower())
-    ),
+    "startend:end_checker": lambda r, kw: r.strip().strip('"').lower().endswith(kw["end_phrase"].strip().lower()),
     "startend:quotation": lambda r, kw: len(r.strip()) > 1 and r.strip()[0] == r.strip()[-1] == '"',
 }
 

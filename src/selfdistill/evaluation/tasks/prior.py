@@ -89,7 +89,9 @@ class PriorProbeTask(GenerationTask):
 
     def test_examples(self) -> list[Example]:
         return [
-            Example(user_turn(f"{question} Answer in one short sentence."), None, None, list(answers), f"prior_probe/{i}")
+            Example(
+                user_turn(f"{question} Answer in one short sentence."), None, None, list(answers), f"prior_probe/{i}"
+            )
             for i, (question, answers) in enumerate(PROBES)
         ]
 
@@ -157,8 +159,10 @@ class NearPriorTask(GenerationTask):
             return candidates
         entry = json.loads(NEAR_PRIOR_FILE.read_text(encoding="utf-8"))["tasks"].get(self.name)
         if entry is None or entry["fingerprint"] != pool_fingerprint(candidates):
-            raise TaskError(f"{NEAR_PRIOR_FILE}: no selection for {self.name}'s current candidate pool; rerun "
-                            "benchmarks/select_near_prior.py")  # fmt: skip
+            raise TaskError(
+                f"{NEAR_PRIOR_FILE}: no selection for {self.name}'s current candidate pool; rerun "
+                "benchmarks/select_near_prior.py"
+            )
         return [candidates[i] for i in entry["kept"]]
 
     def score(self, example: Example, output: str) -> dict[str, float]:
@@ -192,8 +196,10 @@ class NearRecordJSONTask(NearPriorTask):
 
     name = "near_record_json"
     skill = "record_json"
-    QUESTIONS: ClassVar[dict[str, str]] = {"age": "How old is {person}? Answer with the number only.",
-                                           "city": "Where does {person} live? Answer with the city only."}  # fmt: skip
+    QUESTIONS: ClassVar[dict[str, str]] = {
+        "age": "How old is {person}? Answer with the number only.",
+        "city": "Where does {person} live? Answer with the city only.",
+    }
 
     def draw(self, rng: random.Random) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
         person, age, city = _person(rng)
@@ -210,8 +216,10 @@ class NearCSVRowTask(NearPriorTask):
 
     name = "near_csv_row"
     skill = "csv_row"
-    QUESTIONS: ClassVar[dict[str, str]] = {"age": "What is {person}'s age? Give the number.",
-                                           "city": "In which city does {person} live? Answer in one word."}  # fmt: skip
+    QUESTIONS: ClassVar[dict[str, str]] = {
+        "age": "What is {person}'s age? Give the number.",
+        "city": "In which city does {person} live? Answer in one word.",
+    }
 
     def draw(self, rng: random.Random) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
         person, age, city = _person(rng)
@@ -219,8 +227,12 @@ class NearCSVRowTask(NearPriorTask):
         return _age_or_city(rng, person, age, city, sentence, self.QUESTIONS)
 
 
-ISSUE_WORDS = {"broken": ("broken",), "missing a part": ("missing",), "the wrong color": ("color", "colour"),
-               "arrived late": ("late",)}  # fmt: skip
+ISSUE_WORDS = {
+    "broken": ("broken",),
+    "missing a part": ("missing",),
+    "the wrong color": ("color", "colour"),
+    "arrived late": ("late",),
+}
 
 
 class NearTicketLineTask(NearPriorTask):
@@ -242,8 +254,27 @@ class NearTicketLineTask(NearPriorTask):
         return message, f"{message} What is wrong with the {item}?", ISSUE_WORDS[issue], (str(number),)
 
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen")  # fmt: skip
+NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+)
 
 
 class NearArithStepsTask(NearPriorTask):
@@ -282,15 +313,40 @@ class NearExtractTripTask(NearPriorTask):
         return text, prompt, (answer,), (other,)
 
 
-CAPITALS = {"France": ("Paris",), "Germany": ("Berlin",), "Belgium": ("Brussels",), "Portugal": ("Lisbon",),
-            "Spain": ("Madrid",), "Italy": ("Rome",), "Canada": ("Ottawa",), "Brazil": ("Brasilia", "Brasília"),
-            "Japan": ("Tokyo",), "Egypt": ("Cairo",), "India": ("New Delhi", "Delhi"), "Australia": ("Canberra",),
-            "Russia": ("Moscow",), "China": ("Beijing",), "Greece": ("Athens",), "the United Kingdom": ("London",),
-            "Norway": ("Oslo",), "Sweden": ("Stockholm",), "Austria": ("Vienna",), "Ireland": ("Dublin",),
-            "Poland": ("Warsaw",), "the Netherlands": ("Amsterdam",), "Mexico": ("Mexico City",),
-            "Argentina": ("Buenos Aires",), "Thailand": ("Bangkok",), "South Korea": ("Seoul",),
-            "Kenya": ("Nairobi",), "Peru": ("Lima",), "Cuba": ("Havana",), "Denmark": ("Copenhagen",),
-            "Finland": ("Helsinki",), "Hungary": ("Budapest",)}  # fmt: skip
+CAPITALS = {
+    "France": ("Paris",),
+    "Germany": ("Berlin",),
+    "Belgium": ("Brussels",),
+    "Portugal": ("Lisbon",),
+    "Spain": ("Madrid",),
+    "Italy": ("Rome",),
+    "Canada": ("Ottawa",),
+    "Brazil": ("Brasilia", "Brasília"),
+    "Japan": ("Tokyo",),
+    "Egypt": ("Cairo",),
+    "India": ("New Delhi", "Delhi"),
+    "Australia": ("Canberra",),
+    "Russia": ("Moscow",),
+    "China": ("Beijing",),
+    "Greece": ("Athens",),
+    "the United Kingdom": ("London",),
+    "Norway": ("Oslo",),
+    "Sweden": ("Stockholm",),
+    "Austria": ("Vienna",),
+    "Ireland": ("Dublin",),
+    "Poland": ("Warsaw",),
+    "the Netherlands": ("Amsterdam",),
+    "Mexico": ("Mexico City",),
+    "Argentina": ("Buenos Aires",),
+    "Thailand": ("Bangkok",),
+    "South Korea": ("Seoul",),
+    "Kenya": ("Nairobi",),
+    "Peru": ("Lima",),
+    "Cuba": ("Havana",),
+    "Denmark": ("Copenhagen",),
+    "Finland": ("Helsinki",),
+    "Hungary": ("Budapest",),
+}
 """32 destination countries (the 12 of the shipping table and 20 more) and their capitals."""
 
 
@@ -309,21 +365,42 @@ class NearShippingZoneTask(NearPriorTask):
         return surface, f"{surface}: what is the capital of the destination country?", CAPITALS[country], ()
 
 
-LANDMARKS = {"the Eiffel Tower": ("Paris",), "the Colosseum": ("Rome",), "Big Ben": ("London",),
-             "the Statue of Liberty": ("New York",), "the Kremlin": ("Moscow",), "the Acropolis": ("Athens",),
-             "the Brandenburg Gate": ("Berlin",), "the Sagrada Familia": ("Barcelona",),
-             "the Golden Gate Bridge": ("San Francisco",), "the Louvre": ("Paris",),
-             "the Forbidden City": ("Beijing",), "the Space Needle": ("Seattle",), "Buckingham Palace": ("London",),
-             "the Parthenon": ("Athens",), "the Empire State Building": ("New York",),
-             "the Little Mermaid statue": ("Copenhagen",)}  # fmt: skip
-MAKERS = {"Nike": ("shoes", "sneakers", "footwear", "sportswear"), "Adidas": ("shoes", "sneakers", "footwear",
-          "sportswear"), "Toyota": ("cars", "vehicles", "automobiles"), "Ford": ("cars", "vehicles", "automobiles",
-          "trucks"), "Boeing": ("airplanes", "planes", "aircraft", "jets"), "Airbus": ("airplanes", "planes",
-          "aircraft", "jets"), "Lego": ("toys", "bricks", "blocks"), "Rolex": ("watches",), "Nintendo": ("games",
-          "video games", "consoles"), "Canon": ("cameras", "printers"), "Colgate": ("toothpaste",),
-          "Kellogg's": ("cereal", "cereals", "cornflakes"), "Intel": ("chips", "processors", "microprocessors",
-          "CPUs", "semiconductors"), "Harley-Davidson": ("motorcycles", "motorbikes"), "IKEA": ("furniture",),
-          "Gillette": ("razors", "razor blades")}  # fmt: skip
+LANDMARKS = {
+    "the Eiffel Tower": ("Paris",),
+    "the Colosseum": ("Rome",),
+    "Big Ben": ("London",),
+    "the Statue of Liberty": ("New York",),
+    "the Kremlin": ("Moscow",),
+    "the Acropolis": ("Athens",),
+    "the Brandenburg Gate": ("Berlin",),
+    "the Sagrada Familia": ("Barcelona",),
+    "the Golden Gate Bridge": ("San Francisco",),
+    "the Louvre": ("Paris",),
+    "the Forbidden City": ("Beijing",),
+    "the Space Needle": ("Seattle",),
+    "Buckingham Palace": ("London",),
+    "the Parthenon": ("Athens",),
+    "the Empire State Building": ("New York",),
+    "the Little Mermaid statue": ("Copenhagen",),
+}
+MAKERS = {
+    "Nike": ("shoes", "sneakers", "footwear", "sportswear"),
+    "Adidas": ("shoes", "sneakers", "footwear", "sportswear"),
+    "Toyota": ("cars", "vehicles", "automobiles"),
+    "Ford": ("cars", "vehicles", "automobiles", "trucks"),
+    "Boeing": ("airplanes", "planes", "aircraft", "jets"),
+    "Airbus": ("airplanes", "planes", "aircraft", "jets"),
+    "Lego": ("toys", "bricks", "blocks"),
+    "Rolex": ("watches",),
+    "Nintendo": ("games", "video games", "consoles"),
+    "Canon": ("cameras", "printers"),
+    "Colgate": ("toothpaste",),
+    "Kellogg's": ("cereal", "cereals", "cornflakes"),
+    "Intel": ("chips", "processors", "microprocessors", "CPUs", "semiconductors"),
+    "Harley-Davidson": ("motorcycles", "motorbikes"),
+    "IKEA": ("furniture",),
+    "Gillette": ("razors", "razor blades"),
+}
 
 
 class NearFactDocTask(NearPriorTask):
@@ -346,7 +423,15 @@ class NearFactDocTask(NearPriorTask):
 
 PRIOR_TASKS: dict[str, type[GenerationTask]] = {
     cls.name: cls
-    for cls in (PriorProbeTask, NearRecordJSONTask, NearTicketLineTask, NearCSVRowTask, NearArithStepsTask,
-                NearExtractTripTask, NearShippingZoneTask, NearFactDocTask)
-}  # fmt: skip
+    for cls in (
+        PriorProbeTask,
+        NearRecordJSONTask,
+        NearTicketLineTask,
+        NearCSVRowTask,
+        NearArithStepsTask,
+        NearExtractTripTask,
+        NearShippingZoneTask,
+        NearFactDocTask,
+    )
+}
 NEAR_TASKS = {name: cls for name, cls in PRIOR_TASKS.items() if issubclass(cls, NearPriorTask)}

@@ -31,14 +31,82 @@ from typing import ClassVar
 from selfdistill.data import Example
 from selfdistill.evaluation.tasks.base import SplitTask, user_turn
 
-FIRST_NAMES = ("Ava", "Liam", "Noor", "Mateo", "Ines", "Kenji", "Sofia", "Omar", "Lena", "Tariq", "Mira", "Jonas",
-               "Priya", "Felix", "Hana", "Diego", "Yara", "Arjun", "Elif", "Bruno")  # fmt: skip
-LAST_NAMES = ("Lindqvist", "Okafor", "Brandt", "Moreau", "Castillo", "Haddad", "Novak", "Tanaka", "Keller", "Duarte",
-              "Sato", "Petrov", "Nguyen", "Silva", "Fischer", "Rossi")  # fmt: skip
-CITIES = ("Porto", "Lyon", "Oslo", "Quito", "Hanoi", "Perth", "Tunis", "Graz", "Cork", "Leeds", "Bergen", "Malaga",
-          "Turin", "Krakow", "Dakar", "Osaka")  # fmt: skip
-ITEMS = ("lamp", "kettle", "chair", "bicycle", "printer", "camera", "jacket", "mirror", "blender", "heater", "clock",
-         "guitar", "tablet", "helmet", "speaker", "backpack")  # fmt: skip
+FIRST_NAMES = (
+    "Ava",
+    "Liam",
+    "Noor",
+    "Mateo",
+    "Ines",
+    "Kenji",
+    "Sofia",
+    "Omar",
+    "Lena",
+    "Tariq",
+    "Mira",
+    "Jonas",
+    "Priya",
+    "Felix",
+    "Hana",
+    "Diego",
+    "Yara",
+    "Arjun",
+    "Elif",
+    "Bruno",
+)
+LAST_NAMES = (
+    "Lindqvist",
+    "Okafor",
+    "Brandt",
+    "Moreau",
+    "Castillo",
+    "Haddad",
+    "Novak",
+    "Tanaka",
+    "Keller",
+    "Duarte",
+    "Sato",
+    "Petrov",
+    "Nguyen",
+    "Silva",
+    "Fischer",
+    "Rossi",
+)
+CITIES = (
+    "Porto",
+    "Lyon",
+    "Oslo",
+    "Quito",
+    "Hanoi",
+    "Perth",
+    "Tunis",
+    "Graz",
+    "Cork",
+    "Leeds",
+    "Bergen",
+    "Malaga",
+    "Turin",
+    "Krakow",
+    "Dakar",
+    "Osaka",
+)
+ITEMS = (
+    "lamp",
+    "kettle",
+    "chair",
+    "bicycle",
+    "printer",
+    "camera",
+    "jacket",
+    "mirror",
+    "blender",
+    "heater",
+    "clock",
+    "guitar",
+    "tablet",
+    "helmet",
+    "speaker",
+    "backpack",
+)
 ISSUES = {"broken": "REPAIR", "missing a part": "PARTS", "the wrong color": "EXCHANGE", "arrived late": "DELAY"}
 
 
@@ -148,9 +216,13 @@ class TicketLineTask(ProceduralTask):
         return f"Ticket {number}: my {item} {verb}.", f"#{number} {ISSUES[issue]} {item}", None
 
 
-CSV_TEMPLATES = ("{name} is {age} years old and lives in {city}.", "{name}, aged {age}, lives in {city}.",
-                 "{name} lives in {city} and is {age}.", "At {age}, {name} makes a home in {city}.",
-                 "Living in {city}, {name} is {age} years old.")  # fmt: skip
+CSV_TEMPLATES = (
+    "{name} is {age} years old and lives in {city}.",
+    "{name}, aged {age}, lives in {city}.",
+    "{name} lives in {city} and is {age}.",
+    "At {age}, {name} makes a home in {city}.",
+    "Living in {city}, {name} is {age} years old.",
+)
 
 
 class CSVRowTask(ProceduralTask):
@@ -165,8 +237,11 @@ class CSVRowTask(ProceduralTask):
     max_new_tokens = 24  # answers are 9-14 tokens
 
     def make(self, rng: random.Random, split: str) -> tuple[str, str, str | None]:
-        values = {"name": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}", "age": str(rng.randint(18, 80)),
-                  "city": rng.choice(CITIES)}  # fmt: skip
+        values = {
+            "name": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+            "age": str(rng.randint(18, 80)),
+            "city": rng.choice(CITIES),
+        }
         columns = rng.sample(sorted(values), 3)
         sentence = rng.choice(CSV_TEMPLATES).format(**values)
         prompt = f"Write as a CSV row with columns {','.join(columns)}: {sentence}"
@@ -202,11 +277,13 @@ class ArithStepsTask(ProceduralTask):
 
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-TRIP_TEMPLATES = ("Hi, this is {traveler}. I need a {mode} from {origin} to {to} on {day}.",
-                  "{traveler} here: please book me a {mode} to {to}, leaving {origin} on {day}.",
-                  "Can you find a {mode} for {traveler}? Going from {origin} to {to} on {day}.",
-                  "On {day} I, {traveler}, want to take the {mode} from {origin} to {to}.",
-                  "Booking request from {traveler}: {origin} to {to} by {mode}, {day}.")  # fmt: skip
+TRIP_TEMPLATES = (
+    "Hi, this is {traveler}. I need a {mode} from {origin} to {to} on {day}.",
+    "{traveler} here: please book me a {mode} to {to}, leaving {origin} on {day}.",
+    "Can you find a {mode} for {traveler}? Going from {origin} to {to} on {day}.",
+    "On {day} I, {traveler}, want to take the {mode} from {origin} to {to}.",
+    "Booking request from {traveler}: {origin} to {to} by {mode}, {day}.",
+)
 
 
 def trip_request(rng: random.Random) -> tuple[str, dict[str, str]]:
@@ -214,7 +291,9 @@ def trip_request(rng: random.Random) -> tuple[str, dict[str, str]]:
     origin, to = rng.sample(CITIES, 2)
     fields = {"traveler": rng.choice(FIRST_NAMES), "from": origin, "to": to, "day": rng.choice(DAYS)}
     mode = rng.choice(("train", "bus", "coach", "ferry"))
-    text = rng.choice(TRIP_TEMPLATES).format(mode=mode, origin=origin, to=to, traveler=fields["traveler"], day=fields["day"])
+    text = rng.choice(TRIP_TEMPLATES).format(
+        mode=mode, origin=origin, to=to, traveler=fields["traveler"], day=fields["day"]
+    )
     return text, fields
 
 
@@ -237,11 +316,26 @@ class ExtractTripTask(ProceduralTask):
         return {"acc": _same_json(output, example.answer)}
 
 
-ZONES = {"France": 1, "Germany": 3, "Belgium": 1, "Portugal": 2, "Spain": 4, "Italy": 2, "Canada": 3, "Brazil": 1,
-         "Japan": 4, "Egypt": 2, "India": 3, "Australia": 4}  # fmt: skip
+ZONES = {
+    "France": 1,
+    "Germany": 3,
+    "Belgium": 1,
+    "Portugal": 2,
+    "Spain": 4,
+    "Italy": 2,
+    "Canada": 3,
+    "Brazil": 1,
+    "Japan": 4,
+    "Egypt": 2,
+    "India": 3,
+    "Australia": 4,
+}
 """The hidden shipping table: 12 countries, 3 to each of 4 zones, deliberately not by geography."""
-ZONE_TEMPLATES = ("Parcel {n} to {country}: which zone?", "Which zone is parcel {n} for {country}?",
-                  "Shipping parcel {n} to {country}. What zone?")  # fmt: skip
+ZONE_TEMPLATES = (
+    "Parcel {n} to {country}: which zone?",
+    "Which zone is parcel {n} for {country}?",
+    "Shipping parcel {n} to {country}. What zone?",
+)
 
 
 class ShippingZoneTask(ProceduralTask):
@@ -261,23 +355,45 @@ class ShippingZoneTask(ProceduralTask):
         return prompt, f"Zone {ZONES[country]}", None
 
 
-COMPANIES = (("Velmora", 1871, "Brackenford", "lanterns"), ("Quillan", 1894, "Millhaven", "saddles"),
-             ("Brasswick", 1903, "Ashcombe", "kites"), ("Tessaro", 1912, "Dunmere", "violins"),
-             ("Orrinvale", 1925, "Kelthorpe", "umbrellas"), ("Halvardine", 1931, "Rosswick", "telescopes"),
-             ("Mirelle", 1948, "Tarnby", "candles"), ("Duskfield", 1956, "Greywater", "bicycles"),
-             ("Pellworth", 1962, "Oakhollow", "teapots"), ("Cindral", 1977, "Westmarch", "compasses"),
-             ("Ostmere", 1983, "Lowmoor", "typewriters"), ("Larkspire", 1990, "Cresthill", "hammocks"),
-             ("Fennimore", 1998, "Stonebury", "skates"), ("Zorvath", 2004, "Winterlea", "pianos"),
-             ("Keswyn", 2011, "Marrowby", "barometers"), ("Ambrel", 2016, "Thistledown", "sundials"))  # fmt: skip
+COMPANIES = (
+    ("Velmora", 1871, "Brackenford", "lanterns"),
+    ("Quillan", 1894, "Millhaven", "saddles"),
+    ("Brasswick", 1903, "Ashcombe", "kites"),
+    ("Tessaro", 1912, "Dunmere", "violins"),
+    ("Orrinvale", 1925, "Kelthorpe", "umbrellas"),
+    ("Halvardine", 1931, "Rosswick", "telescopes"),
+    ("Mirelle", 1948, "Tarnby", "candles"),
+    ("Duskfield", 1956, "Greywater", "bicycles"),
+    ("Pellworth", 1962, "Oakhollow", "teapots"),
+    ("Cindral", 1977, "Westmarch", "compasses"),
+    ("Ostmere", 1983, "Lowmoor", "typewriters"),
+    ("Larkspire", 1990, "Cresthill", "hammocks"),
+    ("Fennimore", 1998, "Stonebury", "skates"),
+    ("Zorvath", 2004, "Winterlea", "pianos"),
+    ("Keswyn", 2011, "Marrowby", "barometers"),
+    ("Ambrel", 2016, "Thistledown", "sundials"),
+)
 """Invented companies: (name, founded, town, product)."""
 FACT_QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {
-        "founded": ("In what year was {name} founded?", "When was {name} founded?", "What year did {name} start?",
-                    "{name} was founded in which year?"),
-        "town": ("In which town is {name} based?", "Where is {name} based?", "What town is {name} located in?",
-                 "{name} is based in which town?"),
-        "product": ("What does {name} make?", "What product is {name} known for?", "What does {name} manufacture?",
-                    "{name} makes what?"),
+        "founded": (
+            "In what year was {name} founded?",
+            "When was {name} founded?",
+            "What year did {name} start?",
+            "{name} was founded in which year?",
+        ),
+        "town": (
+            "In which town is {name} based?",
+            "Where is {name} based?",
+            "What town is {name} located in?",
+            "{name} is based in which town?",
+        ),
+        "product": (
+            "What does {name} make?",
+            "What product is {name} known for?",
+            "What does {name} manufacture?",
+            "{name} makes what?",
+        ),
     },
     "validation": {
         "founded": ("Which year was {name} established?", "Tell me the founding year of {name}."),
@@ -285,15 +401,26 @@ FACT_QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "product": ("What kind of goods does {name} produce?", "Name the product {name} sells."),
     },
     "test": {
-        "founded": ("What is the founding year of {name}?", "Since what year has {name} existed?",
-                    "{name} dates from which year?"),
+        "founded": (
+            "What is the founding year of {name}?",
+            "Since what year has {name} existed?",
+            "{name} dates from which year?",
+        ),
         "town": ("In what town can you find {name}?", "Where is {name} located?", "In which town is {name} found?"),
         "product": ("What are {name}'s products?", "What items does {name} produce?", "What is made by {name}?"),
     },
-}  # fmt: skip
+}
 """Question phrasings per split and attribute; no phrasing is in two splits."""
-LEAD_INS = ("", "Quick question: ", "Question: ", "I am curious. ", "Please answer: ", "Tell me this: ", "Hello! ",
-            "One more thing: ")  # fmt: skip
+LEAD_INS = (
+    "",
+    "Quick question: ",
+    "Question: ",
+    "I am curious. ",
+    "Please answer: ",
+    "Tell me this: ",
+    "Hello! ",
+    "One more thing: ",
+)
 
 
 def company_document(name: str, founded: int, town: str, product: str) -> str:
@@ -328,6 +455,13 @@ class FactDocTask(ProceduralTask):
 
 SKILL_TASKS: dict[str, type[ProceduralTask]] = {
     cls.name: cls
-    for cls in (RecordJSONTask, TicketLineTask, CSVRowTask, ArithStepsTask, ExtractTripTask, ShippingZoneTask,
-                FactDocTask)
-}  # fmt: skip
+    for cls in (
+        RecordJSONTask,
+        TicketLineTask,
+        CSVRowTask,
+        ArithStepsTask,
+        ExtractTripTask,
+        ShippingZoneTask,
+        FactDocTask,
+    )
+}

@@ -171,9 +171,7 @@ def check_answer(scorer: str, answer: Any) -> str | None:
     if not alternatives:
         return "'answer' is an empty list"
     for a in alternatives:
-        if scorer == "number" and (
-            isinstance(a, bool) or (not isinstance(a, int | float) and parse_number(a) is None)
-        ):
+        if scorer == "number" and (isinstance(a, bool) or (not isinstance(a, int | float) and parse_number(a) is None)):
             return f"'answer' {a!r} is not a number (scorer 'number')"
         if scorer == "choice":
             try:

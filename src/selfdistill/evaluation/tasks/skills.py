@@ -50,8 +50,7 @@ class GSM8KTask(GenerationTask):
     primary_metric = "acc"
     max_new_tokens = 256
     PROMPT: ClassVar[str] = (
-        "{question}\n\nSolve the problem step by step, then give the final answer on the last line as "
-        "'#### <number>'."
+        "{question}\n\nSolve the problem step by step, then give the final answer on the last line as '#### <number>'."
     )
 
     def _load(self, filename: str) -> list[Example]:
@@ -87,9 +86,7 @@ _DECISION = r"(yes|no|maybe)\b"
 
 def extract_decision(output: str) -> str | None:
     """yes/no/maybe from "Answer: yes" (the last such marker), else from a leading or lone-line decision word."""
-    marked = re.findall(
-        rf"(?:answer|decision)\s*(?:is)?\s*[:\-]?\s*[*\"']*{_DECISION}", output, re.IGNORECASE
-    )
+    marked = re.findall(rf"(?:answer|decision)\s*(?:is)?\s*[:\-]?\s*[*\"']*{_DECISION}", output, re.IGNORECASE)
     if marked:
         return marked[-1].lower()
     lead = re.match(rf"\W*{_DECISION}", output, re.IGNORECASE)
@@ -201,7 +198,8 @@ class SciKnowEvalChemTask(SplitTask):
 
 
 def _norm_words(text: str) -> str:
-    """Lowercase words without punctuation or articles: "The Zorgon–Calidus government." -> "zorgon calidus government"."""
+    """Lowercase words without punctuation or articles: "The Zorgon–Calidus government." -> "zorgon calidus
+    government"."""
     words = re.sub(r"[\W_]+", " ", text.lower()).split()
     return " ".join(w for w in words if w not in ("a", "an", "the"))
 

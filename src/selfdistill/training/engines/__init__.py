@@ -54,7 +54,8 @@ def make_engine(
 ) -> RolloutEngine:
     """An engine sampling from ``model``'s current weights, which are version ``version``. ``distributed``: this
     process is one torchrun rank of several, and each rank runs its own engine on its share of the batch.
-    ``prepack``: where the hf engine decodes with prepacked CPU matmul weights (auto, on, off; ``selfdistill.training.prepack``)."""
+    ``prepack``: where the hf engine decodes with prepacked CPU matmul weights (auto, on, off;
+    ``selfdistill.training.prepack``)."""
     require(name)
     if name == "hf":
         from selfdistill.training.engines.hf import HFEngine

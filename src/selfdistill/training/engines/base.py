@@ -73,8 +73,13 @@ class RolloutEngine(Protocol):
     version: int
     """The version of the weights the engine samples from (the optimizer step they came from)."""
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None,
-                 seeds: Sequence[int] | None = None) -> Rollout:  # fmt: skip
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: Sampling,
+        version: int | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Rollout:
         """Completions of token-id prompts (cut after the first end-of-turn token), with the sampler's log-probs;
         ``seeds``: one per prompt (None: drawn from torch's global generator)."""
         ...

@@ -31,16 +31,29 @@ class HFEngine:
         self._autocast = autocast  # the training precision: bf16 autocast where the trainer runs it
         self._prepack = prepack
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None,
-                 seeds: Sequence[int] | None = None) -> Rollout:  # fmt: skip
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: Sampling,
+        version: int | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Rollout:
         check_version(self, version)
         with self._autocast():
             return sample(
-                self.model, self.tok, prompts, temperature=sampling.temperature, top_p=sampling.top_p,
-                max_new_tokens=sampling.max_new_tokens, num_generations=sampling.num_generations,
-                do_sample=not sampling.greedy, min_new_tokens=sampling.min_new_tokens, logprobs=sampling.logprobs, seeds=seeds,
+                self.model,
+                self.tok,
+                prompts,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_new_tokens=sampling.max_new_tokens,
+                num_generations=sampling.num_generations,
+                do_sample=not sampling.greedy,
+                min_new_tokens=sampling.min_new_tokens,
+                logprobs=sampling.logprobs,
+                seeds=seeds,
                 prepack=self._prepack,
-            )  # fmt: skip
+            )
 
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:
         if model is not self.model:
@@ -49,4 +62,3 @@ class HFEngine:
 
     def close(self) -> None:
         pass
-

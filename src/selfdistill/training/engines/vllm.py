@@ -37,6 +37,8 @@ _ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
+
+
 class EngineStartError(ConfigError):
     """vLLM refused the model (an architecture or shape it has no kernels for): a user error, exit code 2."""
 
@@ -107,8 +109,13 @@ class VLLMEngine:
             first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise EngineStartError(f"rollout: vllm cannot run this model ({type(err).__name__}: {first})") from err
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, version: int | None = None,
-                 seeds: Sequence[int] | None = None) -> Rollout:  # fmt: skip
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: Sampling,
+        version: int | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Rollout:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
