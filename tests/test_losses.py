@@ -537,3 +537,132 @@ def test_the_head_loss_refuses_a_second_backward():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="runs once"):
         loss.backward()
+
+
+# ---------------------------------------------------------------- both logits divided by a temperature T
+
+
+@pytest.mark.parametrize(("support", "divergence"), SUPPORTS_AND_DIVERGENCES)
+def test_a_temperature_divides_both_logits_before_the_divergence(support, divergence):
+    """Reference: the naive divergence of softmax(s / T) and softmax(t / T); gradients against autograd of the
+    untempered loss of the scaled logits, whose chain rule brings the 1 / T."""
+    s, t = _logits(B, 7, V, seed=60), _logits(B, 7, V, seed=61)
+    tokens = torch.randint(0, V, (B, 7), generator=torch.Generator().manual_seed(8))
+    options = {"support": support, "divergence": divergence, "k": 4, "beta": 0.3, "chunk_size": 3}
+    tau = 0.5
+    leaf = s.clone().requires_grad_()
+    loss_BT = distill_loss(leaf, t, tokens, temperature=tau, **options)
+    loss_BT.sum().backward()
+    ref_leaf = s.clone().requires_grad_()
+    ref_BT = distill_loss(ref_leaf / tau, t / tau, tokens, **options)
+    ref_BT.sum().backward()
+    _close(loss_BT, ref_BT)
+    _close(leaf.grad, ref_leaf.grad)
+    p, q = _probs(s / tau), _probs(t / tau)
+    if (support, divergence) == ("full", "forward"):
+        _close(loss_BT, _naive_kl(q, p))
+    if (support, divergence) == ("full", "reverse"):
+        _close(loss_BT, _naive_kl(p, q))
+    if (support, divergence) == ("full", "jsd"):
+        _close(loss_BT, _naive_jsd(p, q, 0.3))
+    assert not torch.allclose(loss_BT, distill_loss(s, t, tokens, **options))  # T changes the loss
+
+
+def test_the_fused_gradient_at_a_temperature_is_the_tempered_softmax_difference_over_t():
+    s, t = _logits(1, 2, V, seed=62), _logits(1, 2, V, seed=63)
+    tau = 2.0
+    leaf = s.clone().requires_grad_()
+    distill_loss(leaf, t, torch.zeros(1, 2, dtype=torch.long), temperature=tau).sum().backward()
+    expected = (_probs(s / tau) - _probs(t / tau)) / tau  # d/ds KL(q_T || softmax(s / T)), written out
+    _close(leaf.grad, expected)
+
+
+@pytest.mark.parametrize(("support", "divergence"), SUPPORTS_AND_DIVERGENCES)
+def test_temperature_one_is_bit_identical_to_no_temperature(support, divergence):
+    s, t = (x.bfloat16() for x in _pair(seed=64))
+    tokens = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(9))
+    options = {"support": support, "divergence": divergence, "k": 3, "chunk_size": 2}
+    grads, values = [], []
+    for extra in ({}, {"temperature": 1.0}, {"temperature": 1}):
+        leaf = s.clone().requires_grad_()
+        loss_BT, stats = distill_loss_and_stats(leaf, t, tokens, **options, **extra)
+        masked_mean(loss_BT, torch.ones(B, T)).backward()
+        values.append((loss_BT.detach(), *stats.values()))
+        grads.append(leaf.grad)
+    for other in range(1, 3):
+        assert all(torch.equal(a, b) for a, b in zip(values[0], values[other], strict=True))
+        assert torch.equal(grads[0], grads[other])
+
+
+def test_token_stats_at_a_temperature_are_those_of_the_scaled_logits():
+    s, t = _pair(seed=65)
+    tokens = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(10))
+    tempered = token_stats(s, t, tokens, temperature=0.7)
+    scaled = token_stats(s / 0.7, t / 0.7, tokens)
+    for name in scaled:
+        _close(tempered[name], scaled[name])
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_a_temperature_must_be_positive(bad):
+    s, t = _pair()
+    tokens = torch.zeros(B, T, dtype=torch.long)
+    with pytest.raises(ValueError, match="temperature"):
+        distill_loss(s, t, tokens, temperature=bad)
+    with pytest.raises(ValueError, match="temperature"):
+        token_stats(s, t, tokens, temperature=bad)
+    student, teacher = _heads(4, V, False, seed=66)
+    with pytest.raises(ValueError, match="temperature"):
+        head_forward_kl(
+            torch.randn(B, T, 4), student, torch.randn(B, T, 4), teacher, tokens, torch.ones(B, T), temperature=bad
+        )
+
+
+@pytest.mark.parametrize(("bias", "teacher_tau"), [(False, 1.0), (True, 1.0), (False, 0.5)])
+def test_the_head_loss_at_a_temperature_is_the_loss_of_both_scaled_logits(bias, teacher_tau):
+    """Reference: materialized logits, student / T and teacher / (T · τ), through the logits path and autograd."""
+    H, C, temp = 6, 5, 0.6
+    student, teacher = _heads(H, V, bias, seed=67)
+    hs = torch.randn(B, C, H, generator=torch.Generator().manual_seed(68))
+    ht = torch.randn(B, C, H, generator=torch.Generator().manual_seed(69))
+    tokens = torch.randint(0, V, (B, C), generator=torch.Generator().manual_seed(70))
+    mask = torch.tensor([[1, 1, 0, 1, 1], [0, 1, 1, 1, 1]])
+
+    leaf = hs.clone().requires_grad_()
+    loss_BT, stats = distill_loss_and_stats(student(leaf) / temp, teacher(ht) / (temp * teacher_tau), tokens)
+    masked_mean(loss_BT, mask).backward()
+    expected = [leaf.grad, *(p.grad for p in student.parameters())]
+    student.zero_grad(set_to_none=True)
+
+    leaf = hs.clone().requires_grad_()
+    weights = masked_mean_weights(mask)
+    loss, kl_BT, head_stats = head_forward_kl(
+        leaf, student, ht, teacher, tokens, weights, chunk_size=3, teacher_temperature=teacher_tau, temperature=temp
+    )
+    loss.backward()
+    _close(loss, masked_mean(loss_BT, mask).detach())
+    for got, want in zip([leaf.grad, *(p.grad for p in student.parameters())], expected, strict=True):
+        _close(got, want)
+    kept = mask.bool()
+    _close(kl_BT[kept], loss_BT.detach()[kept])
+    for name, value in head_stats.items():
+        _close(value[kept], stats[name][kept])
+
+
+def test_the_head_loss_at_temperature_one_is_bit_identical():
+    student, teacher = _heads(4, V, True, seed=71)
+    hs, ht = torch.randn(B, 3, 4), torch.randn(B, 3, 4)
+    tokens = torch.randint(0, V, (B, 3), generator=torch.Generator().manual_seed(11))
+    weights = masked_mean_weights(torch.ones(B, 3))
+    for tau in (1.0, 0.5):
+        runs = []
+        for extra in ({}, {"temperature": 1.0}):
+            leaf = hs.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss, kl_BT, stats = head_forward_kl(
+                    leaf, student, ht, teacher, tokens, weights, teacher_temperature=tau, **extra
+                )
+            loss.backward()
+            runs.append((loss.detach(), kl_BT, *stats.values(), leaf.grad, student.weight.grad.clone()))
+            student.zero_grad(set_to_none=True)
+        assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))

@@ -5,6 +5,10 @@
 Shapes: B batch, T completion tokens, V vocabulary, K top-k bins (the teacher's k tokens, plus one tail
 bucket when k < V). The student is p = π_θ, the teacher is q. Every function upcasts to float32 and returns
 float32. The primitives differentiate both arguments; ``distill_loss`` treats the teacher as a constant.
+
+``temperature`` T (the distillation losses, :func:`token_stats` and :func:`head_forward_kl`): both the student's and
+the teacher's logits are divided by T before the divergence, as the SDFT authors' code does when it samples rollouts
+at T; there is no T² factor. T = 1 skips the division, so the numbers are bit-identical to the untempered loss.
 """
 
 import math
@@ -162,6 +166,23 @@ def _map_chunks(fn: Callable[..., Tensor], chunk_size: int, *tensors_BT_: Tensor
     return torch.cat(outs, dim=1)
 
 
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _tempered(fn: Callable[..., Tensor], temperature: float) -> Callable[..., Tensor]:
+    """``fn`` of a chunk's student and teacher logits both divided by ``temperature`` (``fn`` itself at 1)."""
+    if temperature == 1:
+        return fn
+
+    def tempered(s_BTV: Tensor, t_BTV: Tensor, tokens_BT: Tensor) -> Tensor:
+        # Inside the chunk, so under checkpointing the scaled copies live one chunk at a time.
+        return fn(s_BTV.float() / temperature, t_BTV.float() / temperature, tokens_BT)
+
+    return tempered
+
+
 def _check_shapes(student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor) -> None:
     if student_logits_BTV.shape != teacher_logits_BTV.shape:
         raise ValueError(
@@ -182,15 +203,27 @@ def distill_loss(
     k: int = 20,
     beta: float = 0.5,
     chunk_size: int = 64,
+    temperature: float = 1.0,
 ) -> Tensor:
     """Per-token SDFT loss, loss_BT, with the teacher as a constant and memory bounded by T-chunks.
 
     ``support``: "full" (exact over V), "topk" (teacher's top-k + tail, see :func:`topk_kl`) or "sampled"
     (ignores ``divergence``: reverse KL estimated at the sampled ``tokens_BT`` with the REINFORCE gradient,
     see :func:`sampled_kl`). ``divergence``: "forward" KL(q||p), "reverse" KL(p||q), "jsd" (with ``beta``).
+    ``temperature`` T: the divergence of softmax(student/T) and softmax(teacher/T); with "sampled" the estimate is
+    then unbiased for rollouts sampled at T.
     """
     return _distill(
-        student_logits_BTV, teacher_logits_BTV, tokens_BT, divergence, support, k, beta, chunk_size, stats=False
+        student_logits_BTV,
+        teacher_logits_BTV,
+        tokens_BT,
+        divergence,
+        support,
+        k,
+        beta,
+        chunk_size,
+        stats=False,
+        temperature=temperature,
     )[0]
 
 
@@ -204,15 +237,29 @@ def distill_loss_and_stats(
     k: int = 20,
     beta: float = 0.5,
     chunk_size: int = 64,
+    temperature: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """``distill_loss(...)`` and ``token_stats(...)`` of the same logits. For the default loss (forward KL over
     the full vocabulary) both come out of one pass over the logits, since the stats need the log-softmaxes the
-    loss computes anyway; for any other loss the stats are a second, no-grad pass."""
+    loss computes anyway; for any other loss the stats are a second, no-grad pass. At a ``temperature`` the stats
+    describe the tempered distributions the loss compares."""
     loss_BT, stats_BT2 = _distill(
-        student_logits_BTV, teacher_logits_BTV, tokens_BT, divergence, support, k, beta, chunk_size, stats=True
+        student_logits_BTV,
+        teacher_logits_BTV,
+        tokens_BT,
+        divergence,
+        support,
+        k,
+        beta,
+        chunk_size,
+        stats=True,
+        temperature=temperature,
     )
     if stats_BT2 is None:
-        return loss_BT, token_stats(student_logits_BTV, teacher_logits_BTV, tokens_BT, chunk_size=chunk_size)
+        stats = token_stats(
+            student_logits_BTV, teacher_logits_BTV, tokens_BT, chunk_size=chunk_size, temperature=temperature
+        )
+        return loss_BT, stats
     gap_BT, entropy_BT = stats_BT2.unbind(-1)
     return loss_BT, {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}
 
@@ -227,6 +274,7 @@ def _distill(
     beta: float,
     chunk_size: int,
     stats: bool,
+    temperature: float = 1.0,
 ) -> tuple[Tensor, Tensor | None]:
     """loss_BT, and with ``stats`` the fused (gap, entropy) ``[B, T, 2]`` where the loss computes them (else None)."""
     if support not in SUPPORTS:
@@ -237,6 +285,7 @@ def _distill(
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if support == "topk" and k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    _check_temperature(temperature)
     _check_shapes(student_logits_BTV, teacher_logits_BTV, tokens_BT)
 
     def full(s_BTV: Tensor, t_BTV: Tensor, _tokens_BT: Tensor) -> Tensor:
@@ -247,10 +296,10 @@ def _distill(
 
     if (support, divergence) == ("full", "forward"):
         loss_BT, stats_BT2 = _FusedForwardKL.apply(
-            student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT, chunk_size, stats
+            student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT, chunk_size, stats, temperature
         )
         return loss_BT, stats_BT2 if stats else None
-    fn = {"full": full, "topk": topk, "sampled": _sampled_surrogate}[support]
+    fn = _tempered({"full": full, "topk": topk, "sampled": _sampled_surrogate}[support], temperature)
     return _map_chunks(fn, chunk_size, student_logits_BTV, teacher_logits_BTV.detach(), tokens_BT), None
 
 
@@ -261,17 +310,20 @@ class _FusedForwardKL(torch.autograd.Function):
     again in the backward pass, and then autograd's backward of each op. Here the backward is two softmaxes and a
     difference per chunk. Like the checkpointed path it saves only its inputs, so no fp32 ``[B, T, V]`` tensor
     outlives a chunk. With ``stats`` it also returns the no-grad diagnostics of ``token_stats`` from the same
-    log-softmaxes, as a ``[B, T, 2]`` (gap, entropy) tensor; otherwise that output is empty.
+    log-softmaxes, as a ``[B, T, 2]`` (gap, entropy) tensor; otherwise that output is empty. At a temperature T
+    both logits are divided by T per chunk and the gradient is (softmax(s/T) - softmax(t/T)) / T.
     """
 
     @staticmethod
-    def forward(ctx, s_BTV: Tensor, t_BTV: Tensor, tokens_BT: Tensor, chunk_size: int, stats: bool):
+    def forward(ctx, s_BTV: Tensor, t_BTV: Tensor, tokens_BT: Tensor, chunk_size: int, stats: bool, temperature=1.0):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         kl, extra = [], []
         for s, t, y in zip(
             s_BTV.split(chunk_size, 1), t_BTV.split(chunk_size, 1), tokens_BT.split(chunk_size, 1), strict=True
         ):
+            if temperature != 1:
+                s, t = s.float() / temperature, t.float() / temperature
             logp_BTV, logq_BTV = _logprobs(s), _logprobs(t)
             kl.append(_kl(logq_BTV, logp_BTV))
             if stats:
@@ -280,6 +332,7 @@ class _FusedForwardKL(torch.autograd.Function):
                 extra.append(torch.stack([gap_BT, entropy_BT], dim=-1))
         ctx.save_for_backward(s_BTV, t_BTV)
         ctx.chunk_size = chunk_size
+        ctx.temperature = temperature
         stats_BT2 = torch.cat(extra, 1) if stats else s_BTV.new_empty(0, dtype=torch.float32)
         ctx.mark_non_differentiable(stats_BT2)
         return torch.cat(kl, 1), stats_BT2
@@ -295,9 +348,13 @@ class _FusedForwardKL(torch.autograd.Function):
             strict=True,
         ):
             # a zero upstream gradient (a masked position) gives exactly zero, even where softmax - q is not finite
-            diff_BTV = torch.softmax(s.float(), -1) - torch.softmax(t.float(), -1)
+            if (temperature := ctx.temperature) != 1:
+                diff_BTV = torch.softmax(s.float() / temperature, -1) - torch.softmax(t.float() / temperature, -1)
+                diff_BTV = diff_BTV / temperature
+            else:
+                diff_BTV = torch.softmax(s.float(), -1) - torch.softmax(t.float(), -1)
             grads.append(torch.where(g.unsqueeze(-1) == 0, 0.0, diff_BTV * g.unsqueeze(-1)).to(s_BTV.dtype))
-        return torch.cat(grads, 1), None, None, None, None
+        return torch.cat(grads, 1), None, None, None, None, None
 
 
 def _stats_chunk(s_BTV: Tensor, t_BTV: Tensor, tokens_BT: Tensor) -> Tensor:
@@ -310,12 +367,20 @@ def _stats_chunk(s_BTV: Tensor, t_BTV: Tensor, tokens_BT: Tensor) -> Tensor:
 
 @torch.no_grad()
 def token_stats(
-    student_logits_BTV: Tensor, teacher_logits_BTV: Tensor, tokens_BT: Tensor, *, chunk_size: int = 64
+    student_logits_BTV: Tensor,
+    teacher_logits_BTV: Tensor,
+    tokens_BT: Tensor,
+    *,
+    chunk_size: int = 64,
+    temperature: float = 1.0,
 ) -> dict[str, Tensor]:
     """No-grad diagnostics, each [B, T] float32: "teacher_minus_student_logprob" = log q(y_t) - log p(y_t)
-    (positive where the teacher likes the sampled token more) and "student_entropy" = -Σ_v p log p."""
+    (positive where the teacher likes the sampled token more) and "student_entropy" = -Σ_v p log p; p and q of the
+    logits divided by ``temperature``."""
+    _check_temperature(temperature)
     _check_shapes(student_logits_BTV, teacher_logits_BTV, tokens_BT)
-    stats_BT2 = _map_chunks(_stats_chunk, chunk_size, student_logits_BTV, teacher_logits_BTV, tokens_BT)
+    stats_fn = _tempered(_stats_chunk, temperature)
+    stats_BT2 = _map_chunks(stats_fn, chunk_size, student_logits_BTV, teacher_logits_BTV, tokens_BT)
     gap_BT, entropy_BT = stats_BT2.unbind(-1)
     return {"teacher_minus_student_logprob": gap_BT, "student_entropy": entropy_BT}
 
@@ -341,13 +406,14 @@ def head_forward_kl(
     *,
     chunk_size: int = 64,
     teacher_temperature: float = 1.0,
+    temperature: float = 1.0,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Σ_bt w_bt · KL(q_bt || p_bt) with the LM heads applied inside, ``chunk_size`` positions at a time.
 
-    p = softmax(student_head(student_hidden)), q = softmax(teacher_head(teacher_hidden) / teacher_temperature);
-    the teacher is a constant. The result equals ``(distill_loss(student_logits, teacher_logits, tokens) * w).sum()``
-    of the
-    logits the heads would give, but no ``[B, T, V]`` tensor ever exists: memory is one chunk's ``[chunk, V]``
+    p = softmax(student_head(student_hidden) / T), q = softmax(teacher_head(teacher_hidden) / (T · τ)) with
+    T = ``temperature`` (both logits divided by T, as in :func:`distill_loss`) and τ = ``teacher_temperature``; the
+    teacher is a constant. The result equals ``(distill_loss(student_logits, teacher_logits, tokens) * w).sum()`` of
+    the logits the heads would give, but no ``[B, T, V]`` tensor ever exists: memory is one chunk's ``[chunk, V]``
     whatever the completion length, and positions with w = 0 (masked) cost nothing. Under autocast the heads
     run in the autocast dtype, as they do inside the model. Returns the scalar loss and, without grad, the
     per-token KL ``[B, T]`` and the diagnostics of :func:`token_stats` (0 where w = 0).
@@ -356,6 +422,7 @@ def head_forward_kl(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if not teacher_temperature > 0:
         raise ValueError(f"teacher_temperature must be > 0, got {teacher_temperature}")
+    _check_temperature(temperature)
     if student_hidden_BTH.shape != teacher_hidden_BTH.shape:
         raise ValueError(
             f"student hidden {tuple(student_hidden_BTH.shape)} and teacher hidden "
@@ -381,6 +448,7 @@ def head_forward_kl(
         chunk_size,
         dtype,
         teacher_temperature,
+        temperature,
     )
     full_N3 = out_N3.new_zeros(tokens_BT.numel(), 3).index_copy_(0, keep_N, out_N3)
     kl_BT, gap_BT, entropy_BT = full_N3.reshape(*tokens_BT.shape, 3).unbind(-1)
@@ -394,11 +462,12 @@ class _HeadForwardKL(torch.autograd.Function):
     logits, w · (softmax(s) − q), is formed at once and pushed through the head (into the hidden states and the
     head's weight and bias) before the next chunk is computed; backward only scales what was kept by the
     upstream gradient, in place. That is one head matmul forward and two backward per chunk, as in the model, and
-    the teacher's one, with nothing vocabulary-sized saved but the head's own gradient.
+    the teacher's one, with nothing vocabulary-sized saved but the head's own gradient. ``tau`` divides the teacher's
+    logits, ``temp`` both (so the teacher's by tau · temp), and the logits' gradient gains a factor 1 / temp.
     """
 
     @staticmethod
-    def forward(ctx, hs_NH, ws_VH, bs_V, ht_NH, wt_VH, bt_V, tokens_N, w_N, chunk_size: int, dtype, tau: float):
+    def forward(ctx, hs_NH, ws_VH, bs_V, ht_NH, wt_VH, bt_V, tokens_N, w_N, chunk_size: int, dtype, tau, temp=1.0):
         # Under autocast the matmuls run in its dtype as the model's head does; the student's weight is a leaf, so
         # autocast reuses the copy it cached in the model's forward. The teacher's is cast once, here.
         wt = wt_VH if dtype is None else wt_VH.to(dtype)
@@ -407,13 +476,14 @@ class _HeadForwardKL(torch.autograd.Function):
         grad_w = torch.zeros(ws_VH.shape, dtype=torch.float32, device=ws_VH.device)
         grad_b = None if bs_V is None else torch.zeros(bs_V.shape, dtype=torch.float32, device=bs_V.device)
         loss = torch.zeros((), dtype=torch.float32, device=hs_NH.device)
-        out = []
+        out, teacher_scale = [], tau * temp  # at temp = 1 exactly tau, so the untempered numbers are unchanged
         for start in range(0, hs_NH.shape[0], chunk_size):
             part = slice(start, start + chunk_size)
             h = hs_NH[part]
-            logp_nV = _logprobs(F.linear(h, ws_VH, bs_V))
+            s_nV = F.linear(h, ws_VH, bs_V)
+            logp_nV = _logprobs(s_nV if temp == 1 else s_nV.float() / temp)
             t_nV = F.linear(ht_NH[part] if dtype is None else ht_NH[part].to(dtype), wt, bt)
-            logq_nV = _logprobs(t_nV if tau == 1 else t_nV / tau)
+            logq_nV = _logprobs(t_nV if teacher_scale == 1 else t_nV / teacher_scale)  # as before at temp = 1
             kl_n = _kl(logq_nV, logp_nV)
             loss += (kl_n * w_N[part]).sum()
             y = tokens_N[part].unsqueeze(0)
@@ -421,6 +491,8 @@ class _HeadForwardKL(torch.autograd.Function):
             entropy_n = -_kl(logp_nV, torch.zeros_like(logp_nV))
             out.append(torch.stack([kl_n, gap_n, entropy_n], dim=-1))
             g_nV = (logp_nV.exp() - logq_nV.exp()) * w_N[part].unsqueeze(-1)
+            if temp != 1:  # d(s / T)/ds
+                g_nV = g_nV / temp
             if dtype is not None:
                 g_nV, h = g_nV.to(dtype), h.to(dtype)
             grad_h[part] = torch.matmul(g_nV, ws_VH).to(hs_NH.dtype)
@@ -442,4 +514,4 @@ class _HeadForwardKL(torch.autograd.Function):
         grad_h, grad_w, grad_b = ctx.saved_tensors
         w_dtype, b_dtype = ctx.dtypes
         scaled = [g.mul_(grad_loss.to(g.dtype)) if g is not None else None for g in (grad_h, grad_w, grad_b)]
-        return scaled[0], scaled[1].to(w_dtype), None if grad_b is None else scaled[2].to(b_dtype), *([None] * 8)
+        return scaled[0], scaled[1].to(w_dtype), None if grad_b is None else scaled[2].to(b_dtype), *([None] * 9)
