@@ -1,4 +1,5 @@
-"""benchmarks/recipes.py: the pre-registered choice of the recipe and the goal of the final comparison."""
+"""benchmarks/recipes.py (and recipe_analysis.py, digest.py): the pre-registered choice of the recipe, the goal of
+the final comparison, and the diagnostics read from each run's digest."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def recipes(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     module = importlib.import_module("recipes")
-    monkeypatch.setattr(module.forgetting, "PLANS", tmp_path)  # plans written by the test stay out of the tree
+    # plans written by the test stay out of the tree; the results they name are the committed ones
+    monkeypatch.setattr(module, "RECIPES", module.common.Where(module.RESULTS, tmp_path))
     return module
 
 
@@ -48,7 +50,7 @@ def test_the_final_comparison_runs_only_what_the_forgetting_benchmark_does_not_h
 def test_the_final_plan_is_the_forgetting_benchmarks_plan_so_its_sft_and_sdft_runs_pair_with_it(recipes):
     lrs = {"sft": 3e-5, "sdft": 1e-4, "seqkd": 3e-5}
     final = yaml.safe_load(recipes.final_plan("s3", lrs, "sdft+corrected", smoke=False).read_text())
-    bench = yaml.safe_load(recipes.forgetting.sequence_plan("s3", lrs).read_text())
+    bench = yaml.safe_load(recipes.forgetting.sequence_plan("s3", lrs, recipes.RECIPES).read_text())
     for key in ("model", "seeds", "train", "stages", "eval"):
         assert final[key] == bench[key], key
     assert final["output"] != bench["output"]
@@ -89,13 +91,19 @@ def test_stage_diagnostics_average_each_stage_over_its_training_steps_per_seed(r
         "sft@seed3": {"setting": "sft", "seed": 3, "stages": stages},
     }
     (run_dir / "results.json").write_text(json.dumps({"stage_tasks": [], "prior_tasks": [], "methods": methods}))
-    got = recipes.stage_diagnostics(run_dir, "sdft+anchor")
+    got = recipes.analysis.stage_diagnostics(run_dir, "sdft+anchor")
     assert got[1]["kl"] == {3: pytest.approx(0.3)} and got[1]["anchor_kl"] == {3: pytest.approx(0.03)}
     assert got[2]["kl"] == {3: pytest.approx(0.1)}
-    last = recipes.stage_diagnostics(run_dir, "sdft+anchor", slice(-1, None))  # a stage's last step alone
+    last = recipes.analysis.stage_diagnostics(run_dir, "sdft+anchor", slice(-1, None))  # a stage's last step alone
     assert last[1]["kl"] == {3: pytest.approx(0.4)} and last[2]["kl"] == {3: pytest.approx(0.1)}
     assert set(got) == {1, 2} and "student_entropy" not in got[1]
-    assert recipes.stage_diagnostics(tmp_path / "missing", "sdft+anchor") == {}
+    assert recipes.analysis.stage_diagnostics(tmp_path / "missing", "sdft+anchor") == {}
+    # the digest keeps what the tables need once the per-step files are gone (they stay out of git)
+    importlib.import_module("digest").write_digest(run_dir)
+    for index in (1, 2):
+        (run_dir / "r" / f"stage{index}" / "metrics.jsonl").unlink()
+    assert recipes.analysis.stage_diagnostics(run_dir, "sdft+anchor") == got
+    assert recipes.analysis.stage_diagnostics(run_dir, "sdft+anchor", slice(-1, None)) == last
 
 
 def test_the_committed_benchmark_runs_resume_under_the_plans_the_code_writes_today(recipes):
@@ -104,16 +112,19 @@ def test_the_committed_benchmark_runs_resume_under_the_plans_the_code_writes_tod
     from selfdistill.continual.plan import load_plan
 
     forgetting = recipes.forgetting
-    lrs = json.loads((forgetting.RESULTS / "chosen_lr.json").read_text())
+    bench = recipes.common.Where(forgetting.COMMITTED.results, recipes.RECIPES.plans)
+    lrs = json.loads((bench.results / "chosen_lr.json").read_text())
     recipe = json.loads((recipes.RESULTS / "chosen_recipe.json").read_text())["recipe"]
-    written = {forgetting.RESULTS / "tune": forgetting.tune_plan()}
+    written = {bench.results / "tune": forgetting.tune_plan(bench)}
     for name in forgetting.SEQUENCES:
-        written[forgetting.RESULTS / name] = forgetting.sequence_plan(name, lrs)
+        written[bench.results / name] = forgetting.sequence_plan(name, lrs, bench)
         written[recipes.RESULTS / f"final_{name}"] = recipes.final_plan(name, lrs, recipe, smoke=False)
     for name in recipes.SCREEN_SEQUENCES:
         written[recipes.RESULTS / f"screen_{name}"] = recipes.screen_plan(name, lrs, smoke=False)
-    for skill in recipes.PILOT_SKILLS:
-        written[recipes.RESULTS / f"pilot_{skill}"] = recipes.pilot_plan(skill, lrs, smoke=False)
+    for skill in recipes.analysis.PILOT_SKILLS:
+        for kind in recipes.analysis.PILOTS:
+            plan = recipes.analysis.pilot_plan(skill, lrs, smoke=False, kind=kind, where=recipes.RECIPES)
+            written[recipes.analysis.pilot_dir(kind, skill, smoke=False)] = plan
     for run_dir, path in written.items():
         recorded = json.loads((run_dir / "plan.json").read_text())
         assert load_plan(path).fingerprint() == recorded, run_dir.name
@@ -132,26 +143,27 @@ def test_the_final_comparison_pairs_the_benchmarks_sft_and_sdft_with_its_own_run
 
 
 def test_a_resume_that_finds_every_stage_done_records_no_wall_time(recipes, tmp_path, monkeypatch):
-    forgetting = recipes.forgetting
     out = tmp_path / "run"
     recorded = iter([b'{"stages": 1}', b'{"stages": 1}', b'{"stages": 2}'])
 
-    def run_plan(_plan, _cfg):  # each call leaves results.json as the next recorded state
+    def run_plan(_plan, _seeds):  # each call leaves results.json as the next recorded state
         out.mkdir(exist_ok=True)
         (out / "results.json").write_bytes(next(recorded))
 
-    monkeypatch.setattr(forgetting, "load_plan", lambda _path: SimpleNamespace(output=out))
-    monkeypatch.setattr(forgetting, "run_plan", run_plan)
-    assert forgetting._run(tmp_path / "plan.yaml") is True  # a first run: results.json appears
-    assert forgetting._run(tmp_path / "plan.yaml") is False  # nothing left to do: the record is unchanged
-    assert forgetting._run(tmp_path / "plan.yaml") is True  # a stage finished
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"output: {out}\n")
+    run_plan_file = recipes.common.run_plan_file
+    assert run_plan_file(plan, runner=run_plan) is True  # a first run: results.json appears
+    assert run_plan_file(plan, runner=run_plan) is False  # nothing left to do: the record is unchanged
+    assert run_plan_file(plan, runner=run_plan) is True  # a stage finished
+    assert (out / "digest.json").is_file()  # what the summaries need of the per-item files, after every run
     # recipes.py final times only the units that ran
-    monkeypatch.setattr(forgetting, "RESULTS", tmp_path)
+    monkeypatch.setattr(recipes, "FORGETTING", tmp_path)
     monkeypatch.setattr(recipes, "RESULTS", tmp_path)
     (tmp_path / "chosen_lr.json").write_text(json.dumps({"sft": 3e-5, "sdft": 1e-4, "seqkd": 3e-5}))
     (tmp_path / "chosen_recipe.json").write_text(json.dumps({"recipe": "sdft+anchor"}))
     ran = {"s1": True, "s2": False}
-    monkeypatch.setattr(forgetting, "_run", lambda path, seeds: ran[Path(path).stem.split("_")[-1]])
+    monkeypatch.setattr(recipes.common, "run_plan_file", lambda path, seeds: ran[Path(path).stem.split("_")[-1]])
     monkeypatch.setattr(recipes, "cmd_final_summary", lambda *_: None)
     recipes.cmd_final(SimpleNamespace(smoke=False, seeds=[1], sequences=["s1", "s2"]))
     lines = [json.loads(x) for x in (tmp_path / "wall_times.jsonl").read_text().splitlines()]
@@ -187,20 +199,23 @@ def test_answer_agreement_reads_each_skill_right_after_its_own_stage_and_the_bas
     (run_dir / "results.json").write_text(
         json.dumps({"stage_tasks": ["a", "b"], "prior_tasks": [], "methods": methods})
     )
-    got = recipes.answer_agreement(run_dir, "sdft")
+    got = recipes.analysis.answer_agreement(run_dir, "sdft")
     assert list(got) == ["a"]
     assert got["a"]["first"] == [1.0] and got["a"]["acc"] == [0.5]
     assert got["a"]["prefix"] == [pytest.approx((1.0 + 6 / 8) / 2)]  # the leading space is stripped first
-    assert recipes.answer_agreement(run_dir, "sft") == {}  # no finished stage
-    base = recipes.answer_agreement(run_dir, "base")
+    assert recipes.analysis.answer_agreement(run_dir, "sft") == {}  # no finished stage
+    base = recipes.analysis.answer_agreement(run_dir, "base")
     assert base["a"] == {"first": [0.0], "prefix": [0.0], "acc": [0.0]} and base["b"]["prefix"] == [1.0]
+    importlib.import_module("digest").write_digest(
+        run_dir
+    )  # the same answers from the digest alone, once predictions are gone
+    for where in ("base", "r/stage1/eval"):
+        (run_dir / where / "predictions.jsonl").unlink()
+    assert recipes.analysis.answer_agreement(run_dir, "sdft") == got
+    assert recipes.analysis.answer_agreement(run_dir, "base") == base
 
 
-def test_the_teacher_table_puts_the_probes_greedy_accuracy_beside_the_share_of_samples_seqkd_kept(
-    recipes, tmp_path, monkeypatch
-):
-    monkeypatch.setattr(recipes.forgetting, "RESULTS", tmp_path)
-    monkeypatch.setattr(recipes, "RESULTS", tmp_path)
+def test_the_teacher_table_puts_the_probes_greedy_accuracy_beside_the_share_of_samples_seqkd_kept(recipes, tmp_path):
     (tmp_path / "probe.json").write_text(json.dumps({"record_json": {"teacher": 1.0}}))
     run_dir = tmp_path / "final_s1"  # s1 trains record_json first
     stage_dir = run_dir / "r" / "stage1"
@@ -213,12 +228,12 @@ def test_the_teacher_table_puts_the_probes_greedy_accuracy_beside_the_share_of_s
     ]
     methods = {"seqkd+filter@seed0": {"setting": "seqkd+filter", "seed": 0, "stages": stages}}
     (run_dir / "results.json").write_text(json.dumps({"stage_tasks": [], "prior_tasks": [], "methods": methods}))
-    assert "| record_json | 1.00 | 1 | 0.125 (n=1) |" in recipes.teacher_table()
+    assert "| record_json | 1.00 | 1 | 0.125 (n=1) |" in recipes.analysis.teacher_table(tmp_path, tmp_path)
 
 
 def test_the_pilot_changes_only_the_rollout_temperature_of_the_benchmarks_sdft_on_validation_splits(recipes):
     lrs = {"sft": 3e-5, "sdft": 1e-4, "seqkd": 3e-5}
-    plan = yaml.safe_load(recipes.pilot_plan("ticket_line", lrs, smoke=False).read_text())
+    plan = yaml.safe_load(recipes.analysis.pilot_plan("ticket_line", lrs, False, where=recipes.RECIPES).read_text())
     sdft = plan["methods"]["sdft"]
     assert sdft == {"method": "sdft", **recipes.forgetting.METHODS["sdft"], "lr": 1e-4}
     assert set(plan["methods"]) == {"sdft", "sdft[T=0.5]"}
@@ -230,8 +245,10 @@ def test_the_pilot_changes_only_the_rollout_temperature_of_the_benchmarks_sdft_o
 
 def test_the_teacher_pilot_changes_only_the_teacher_temperature_and_pairs_with_the_rollout_pilots_sdft(recipes):
     lrs = {"sft": 3e-5, "sdft": 1e-4, "seqkd": 3e-5}
-    rollout = yaml.safe_load(recipes.pilot_plan("extract_trip", lrs, smoke=False).read_text())
-    teacher = yaml.safe_load(recipes.pilot_plan("extract_trip", lrs, smoke=False, kind="teacher").read_text())
+    rollout = yaml.safe_load(recipes.analysis.pilot_plan("extract_trip", lrs, False, where=recipes.RECIPES).read_text())
+    teacher = yaml.safe_load(
+        recipes.analysis.pilot_plan("extract_trip", lrs, False, "teacher", recipes.RECIPES).read_text()
+    )
     assert teacher["methods"] == {"sdft[teacher T=0.5]": {**rollout["methods"]["sdft"], "teacher_temperature": 0.5}}
     assert teacher["output"].endswith("pilot_teacher_extract_trip") and teacher["output"] != rollout["output"]
     assert {k: v for k, v in teacher.items() if k not in ("methods", "output")} == {
@@ -241,15 +258,16 @@ def test_the_teacher_pilot_changes_only_the_teacher_temperature_and_pairs_with_t
 
 def test_the_pilots_per_seed_values_agree_with_their_table_and_pair_every_setting_with_sdft(recipes):
     """On the committed pilot runs: per-seed prefix shares average to the table's, and every setting pairs with sdft."""
-    for skill in recipes.PILOT_SKILLS:
-        per_seed = recipes.pilot_per_seed(skill)
+    analysis = recipes.analysis
+    for skill in analysis.PILOT_SKILLS:
+        per_seed = analysis.pilot_per_seed(skill)
         assert {"sdft", "sdft[T=0.5]", "sdft[teacher T=0.5]"} <= set(per_seed)
-        for kind in recipes.PILOTS:
-            run_dir = recipes._pilot_dir(kind, skill, smoke=False)
-            for setting in {run["setting"] for run in recipes.load_results(run_dir)["methods"].values()}:
-                listed = recipes.answer_agreement(run_dir, setting)[skill]["prefix"]
+        for kind in analysis.PILOTS:
+            run_dir = analysis.pilot_dir(kind, skill, smoke=False)
+            for setting in {run["setting"] for run in analysis.load_results(run_dir)["methods"].values()}:
+                listed = analysis.answer_agreement(run_dir, setting)[skill]["prefix"]
                 by_seed = per_seed[setting]["prefix"]
                 assert sum(by_seed.values()) / len(by_seed) == pytest.approx(sum(listed) / len(listed))
                 assert 0 in set(by_seed) & set(per_seed["sdft"]["prefix"])
-    table = recipes.pilot_differences()
+    table = analysis.pilot_differences()
     assert "sdft[teacher T=0.5] − sdft" in table and "sdft − sdft" not in table
