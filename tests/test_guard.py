@@ -2,10 +2,13 @@
 one-line errors for files that cannot be used."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
+from selfdistill.evaluation.drift import drift_sample, mean_loglik, retained
 from selfdistill.evaluation.evaluate import subset_indices
 from selfdistill.evaluation.guard import (
     DEFAULT_PRIOR,
@@ -134,3 +137,45 @@ def test_a_selection_file_that_overlaps_the_test_items_is_refused(tmp_path):
         resolve_selection(str(data), selection=str(data), test=f"{test}:exact")
     fine = resolve_selection(str(data), selection=str(_write(tmp_path / "s.jsonl", rows[3:9])), test=str(test))
     assert fine.n == 6 and fine.train is None
+
+
+# ---------------------------------------------------------------- the label-free guard
+
+
+def test_the_drift_sample_is_fixed_and_its_two_parts_are_disjoint(data_dir):
+    sample = drift_sample(data_dir)
+    assert sample.n == len(sample.test) == 32 and sample.resolution == 0.0 and sample.name == "drift"
+    assert not set(sample.selection) & set(sample.test)
+    assert sample == drift_sample(data_dir)
+    assert all(len(text.split()) > 20 for text in sample.selection)  # passages, not last words
+
+
+def test_the_drift_guard_without_its_data_is_a_one_line_error(tmp_path):
+    with pytest.raises(GuardError, match=r"drift guard: .*lambada.* not found"):
+        drift_sample(tmp_path)
+
+
+def test_retained_is_relative_per_token_probability():
+    assert retained(-2.5, -2.5) == 1.0
+    assert retained(-2.6, -2.5) == pytest.approx(math.exp(-0.1))
+    assert 1 - retained(-2.5 - 0.0513, -2.5) == pytest.approx(0.05, abs=1e-3)  # a 0.05 budget ≈ 0.051 nats a token
+
+
+def test_mean_loglik_pools_tokens_and_is_unchanged_by_batching_and_padding(tiny):
+    model, tok = tiny
+    texts = ["The cat sat on the mat.", "A", "Rain fell all night over the quiet harbour town.", "Hello there, friend."]
+    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in texts:  # naive: one unpadded sequence at a time, a Python sum over its tokens
+            ids = [prefix, *tok.encode(text, add_special_tokens=False)[:6]]
+            logp = model(input_ids=torch.tensor([ids])).logits[0].double().log_softmax(-1)
+            total += sum(float(logp[t - 1, ids[t]]) for t in range(1, len(ids)))
+            count += len(ids) - 1
+    model.train()
+    batched = mean_loglik(model, tok, texts, max_tokens=6, batch_size=3)
+    assert model.training  # the caller's mode is restored
+    model.eval()
+    assert batched == pytest.approx(total / count, abs=1e-4)
+    assert mean_loglik(model, tok, texts, max_tokens=6, batch_size=1) == pytest.approx(batched, abs=1e-5)
+    assert mean_loglik(model, tok, texts, max_tokens=2) != pytest.approx(batched, abs=1e-6)  # cut at max_tokens
