@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from selfdistill.evaluation.drift import drift_sample, mean_loglik, retained
-from selfdistill.evaluation.evaluate import subset_indices
+from selfdistill.evaluation.evaluate import evaluate_tasks, subset_indices
 from selfdistill.evaluation.guard import (
     DEFAULT_PRIOR,
     GuardError,
@@ -179,3 +179,16 @@ def test_mean_loglik_pools_tokens_and_is_unchanged_by_batching_and_padding(tiny)
     assert batched == pytest.approx(total / count, abs=1e-4)
     assert mean_loglik(model, tok, texts, max_tokens=6, batch_size=1) == pytest.approx(batched, abs=1e-5)
     assert mean_loglik(model, tok, texts, max_tokens=2) != pytest.approx(batched, abs=1e-6)  # cut at max_tokens
+
+
+def test_guards_and_the_selection_split_score_through_evaluate_tasks(tiny, data_dir):
+    model, tok = tiny
+    guards = resolve_guards("record_json", keep=["arc_easy"], limit=2, data_dir=data_dir)
+    selection = resolve_selection("record_json", limit=3)
+    tasks = [g.selection_task() for g in guards] + [g.test_task() for g in guards[:1]] + [selection.task]
+    for task in tasks:
+        task.max_new_tokens = 2  # an instance attribute, as the runner sets it: a random model's text is not read
+    results = [evaluate_tasks(model, tok, [task], progress=False)[task.name] for task in tasks]
+    assert [r["n"] for r in results] == [2, 2, 2, 2, 3]
+    assert all(0.0 <= r["metrics"][r["primary"]] <= 1.0 for r in results)
+    assert guards[0].task.test_examples() != guards[0].selection_task().test_examples()  # the original is untouched
