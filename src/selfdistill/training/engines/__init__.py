@@ -1,4 +1,5 @@
-"""Rollout engines, by name: ``hf`` (``model.generate`` on the training model) and ``vllm`` (an in-process
+"""Rollout engines, by name: ``hf`` (``model.generate`` on the training model), ``decode`` (the same sampling through
+a hand-written decode step over fused weights; other models fall back to hf) and ``vllm`` (an in-process
 ``vllm.LLM`` that is handed the weights after every optimizer step).
 
     engine = make_engine("vllm", model, tok, precision="fp32", seed=0)
@@ -54,18 +55,22 @@ def make_engine(
 ) -> RolloutEngine:
     """An engine sampling from ``model``'s current weights, which are version ``version``. ``distributed``: this
     process is one torchrun rank of several, and each rank runs its own engine on its share of the batch.
-    ``prepack``: where the hf engine decodes with prepacked CPU matmul weights (auto, on, off;
+    ``prepack``: where the hf and decode engines decode with prepacked CPU matmul weights (auto, on, off;
     ``selfdistill.training.prepack``)."""
     require(name)
     if name == "hf":
         from selfdistill.training.engines.hf import HFEngine
 
         engine: RolloutEngine = HFEngine(model, tok, autocast=autocast, prepack=prepack)
+    elif name == "decode":
+        from selfdistill.training.engines.decode import decode_or_hf
+
+        engine = decode_or_hf(model, tok, autocast=autocast, prepack=prepack)
     elif name == "vllm":
         from selfdistill.training.engines.vllm import VLLMEngine
 
         engine = VLLMEngine(model, tok, dtype=dtype, seed=seed, max_model_len=max_model_len, distributed=distributed)
     else:
-        raise ValueError(f"rollout: unknown engine {name!r}; choose hf or vllm")
+        raise ValueError(f"rollout: unknown engine {name!r}; choose hf, decode or vllm")
     engine.version = version
     return engine
