@@ -1,9 +1,14 @@
-"""Small file writes that a kill cannot tear."""
+"""Small file writes that a kill cannot tear: a reader sees the old file or the new, never half of one.
+
+Usage: ``write_json_atomic(out / "eval.json", scores)``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -13,3 +18,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, value: Any, indent: int = 2) -> None:
+    """``value`` as indented JSON with a final newline, written atomically (``write_text_atomic``)."""
+    write_text_atomic(path, json.dumps(value, indent=indent) + "\n")

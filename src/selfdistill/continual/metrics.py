@@ -1,6 +1,7 @@
 """Continual-learning metrics: pure functions on the accuracy matrix of a sequential run.
 
-    R = matrix_from_results(results, "sdft", results["stage_tasks"])
+    results = Results.load(Path("runs/demo"))
+    R = matrix_from_results(results, "sdft", results.stage_tasks)
     average_accuracy(R), backward_transfer(R), forward_transfer(R), forgetting(R)
 
 ``R`` has shape ``(S+1, N)``: row 0 is the base model (before any training), row ``i`` the model after training
@@ -20,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
+
+from selfdistill.continual.results import Results, as_results
+from selfdistill.stats import mean_std
 
 
 def _nanmean(values: Sequence[float] | np.ndarray) -> float:
@@ -106,29 +110,25 @@ def prior_drop(P: np.ndarray) -> float:
     return float(averages[0] - averages[-1]) if averages.size else math.nan
 
 
-# ---------------------------------------------------------------- results.json → matrices → summary
+# ---------------------------------------------------------------- results → matrices → summary
 
 
 def matrix_from_results(
-    results: Mapping[str, Any],
+    results: Results | Mapping[str, Any],
     method: str,
     tasks: Sequence[str],
     field: Literal["metrics", "stderr"] = "metrics",
 ) -> np.ndarray:
-    """Matrix ``(stages, len(tasks))`` of each task's primary metric (or its stderr) for ``method``.
+    """Matrix ``(stages, len(tasks))`` of each task's primary metric (or its stderr) for the run ``method``.
 
     Row ``i`` is the stage with ``index == i``; a stage, task, or metric that is missing reads as NaN.
     """
-    stages = results["methods"][method].get("stages", [])
-    rows = 1 + max((int(stage["index"]) for stage in stages), default=-1)
-    out = np.full((rows, len(tasks)), math.nan)
+    stages = as_results(results).runs[method].stages
+    out = np.full((1 + max((stage.index for stage in stages), default=-1), len(tasks)), math.nan)
     for stage in stages:
-        evals = stage.get("eval") or {}
         for j, task in enumerate(tasks):
-            entry = evals.get(task) or {}
-            value = (entry.get(field) or {}).get(entry.get("primary", ""))
-            if isinstance(value, int | float):
-                out[int(stage["index"]), j] = float(value)
+            if task in stage.eval:
+                out[stage.index, j] = stage.eval[task].value(field)
     return out
 
 
@@ -145,13 +145,14 @@ def _json(value: Any) -> Any:
     return value
 
 
-def summarize_method(results: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """All the metrics of one method, as plain (possibly NaN) floats; see ``summarize``."""
-    tasks = list(results["stage_tasks"])
+def summarize_method(results: Results | Mapping[str, Any], method: str) -> dict[str, Any]:
+    """All the metrics of one run, as plain (possibly NaN) floats; see ``summarize``."""
+    results = as_results(results)
+    tasks = results.stage_tasks
     R = matrix_from_results(results, method, tasks)
-    P = matrix_from_results(results, method, list(results.get("prior_tasks", [])))
+    P = matrix_from_results(results, method, results.prior_tasks)
     priors = prior_average(P)
-    near = prior_average(matrix_from_results(results, method, list(results.get("near_tasks", []))))
+    near = prior_average(matrix_from_results(results, method, results.near_tasks))
     return {
         "stages_done": max(R.shape[0] - 1, 0),
         "acc": average_accuracy(R),
@@ -171,14 +172,15 @@ def summarize_method(results: Mapping[str, Any], method: str) -> dict[str, Any]:
     }
 
 
-def summarize(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def summarize(results: Results | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Per run: ``stages_done``, ``acc``, ``bwt``, ``fwt``, ``forgetting`` and ``gain`` (task → value),
     ``prior_by_stage``, ``prior_base``, ``prior_end``, ``prior_drop``, the same four for the near-prior tasks
     (``near_*``), and the ``matrix`` R.
 
     JSON-serialisable: undefined values (NaN) become ``None``.
     """
-    return {method: _json(summarize_method(results, method)) for method in results["methods"]}
+    results = as_results(results)
+    return {method: _json(summarize_method(results, method)) for method in results.runs}
 
 
 # ---------------------------------------------------------------- across seeds
@@ -229,15 +231,6 @@ def t_quantile_975(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.96
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    """``(mean, sample std (ddof 1; NaN for one value), n)`` over the finite values."""
-    array = np.asarray(values, dtype=float)
-    array = array[np.isfinite(array)]
-    if not array.size:
-        return math.nan, math.nan, 0
-    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else math.nan, int(array.size)
-
-
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, float]:
     """Mean of ``a[seed] − b[seed]`` over the seeds both have (finite), with its 95% t-interval.
 
@@ -251,29 +244,28 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict[st
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
 
 
-def settings_of(results: Mapping[str, Any]) -> dict[str, list[str]]:
+def settings_of(results: Results | Mapping[str, Any]) -> dict[str, list[str]]:
     """Setting label → its run labels (in results order). A run without a ``setting`` is a setting of its own."""
-    out: dict[str, list[str]] = {}
-    for label, record in results["methods"].items():
-        out.setdefault(str(record.get("setting") or label), []).append(label)
-    return out
+    return as_results(results).settings_of()
 
 
-def aggregate(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def aggregate(results: Results | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Per setting, across its seeds: ``seeds`` (seed → run label), ``per_seed`` (scalar → seed → value, finished
     runs only), ``scalars`` (name → (mean, std, n)), and ``matrix_mean``/``matrix_std`` over the finished runs of
     every task column (stage tasks, then near-prior, then prior tasks) after every stage.
 
     A run counts once it has every stage; a partial run would mix ends of different lengths.
     """
-    columns = [*results["stage_tasks"], *results.get("near_tasks", []), *results.get("prior_tasks", [])]
-    n_stages = len(results["stage_tasks"])
+    results = as_results(results)
+    columns = results.columns
+    n_stages = len(results.stage_tasks)
     out: dict[str, dict[str, Any]] = {}
-    for setting, labels in settings_of(results).items():
+    for setting, labels in results.settings_of().items():
         seeds, per_seed = {}, {name: {} for name in SCALARS}
         matrices = []
         for k, label in enumerate(labels):
-            seed = results["methods"][label].get("seed", k)
+            recorded = results.runs[label].seed
+            seed = k if recorded is None else recorded  # files from before seeds were recorded: by position
             summary = summarize_method(results, label)
             if summary["stages_done"] < n_stages:
                 continue
@@ -296,15 +288,17 @@ def aggregate(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def comparisons(results: Mapping[str, Any], agg: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def comparisons(
+    results: Results | Mapping[str, Any], agg: Mapping[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Paired differences between settings: every setting against the plan's first setting and, when the first
     is not SFT, against the first SFT setting too. ``[{"setting", "reference", scalar → paired_difference}]``."""
+    results = as_results(results)
     agg = aggregate(results) if agg is None else agg
-    order = list(results.get("settings") or agg)
-    order = [s for s in order if s in agg]
+    order = [s for s in results.settings or agg if s in agg]
     if not order:
         return []
-    method_of = {s: (results["methods"][agg[s]["runs"][0]].get("config") or {}).get("method") for s in order}
+    method_of = {s: results.runs[agg[s]["runs"][0]].method for s in order}
     references = [order[0]] + [next((s for s in order if method_of[s] == "sft"), order[0])]
     out = []
     for reference in dict.fromkeys(references):

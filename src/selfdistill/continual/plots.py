@@ -21,19 +21,18 @@ from selfdistill.continual.metrics import (
     aggregate,
     average_accuracy,
     matrix_from_results,
-    mean_std,
     prior_average,
-    settings_of,
     summarize_method,
 )
 from selfdistill.continual.results import (
     RESULTS_FILE,
+    Results,
+    as_results,
     fmt_num,
-    load_results,
     read_metrics_jsonl,
     stage_label,
-    stages_of,
 )
+from selfdistill.stats import mean_std
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +46,10 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def plot_accuracy_by_stage(results: Mapping[str, Any], path: Path) -> None:
+def plot_accuracy_by_stage(results: Results, path: Path) -> None:
     """One panel per stage task, per near-prior and prior task, and the averages; x = stage, one line per setting
     (the mean over its finished seeds, with a ±std band, when it has several)."""
-    tasks, near, priors = (
-        list(results["stage_tasks"]),
-        list(results.get("near_tasks", [])),
-        list(results["prior_tasks"]),
-    )
+    tasks, near, priors = results.stage_tasks, results.near_tasks, results.prior_tasks
     panels = tasks + near + (["near-prior average"] if near else []) + priors + (["prior average"] if priors else [])
     ncols = min(3, len(panels)) or 1
     nrows = max(1, math.ceil(len(panels) / ncols))
@@ -73,7 +68,7 @@ def plot_accuracy_by_stage(results: Mapping[str, Any], path: Path) -> None:
         return np.column_stack(parts)
 
     columns, bands = {}, {}
-    for setting, labels in settings_of(results).items():
+    for setting, labels in results.settings_of().items():
         if len(labels) > 1 and agg[setting]["seeds"]:
             runs = [
                 matrix_from_results(results, label, [*tasks, *near, *priors])
@@ -110,9 +105,9 @@ def plot_accuracy_by_stage(results: Mapping[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=DPI)
 
 
-def plot_matrix(results: Mapping[str, Any], method: str, path: Path) -> None:
+def plot_matrix(results: Results, method: str, path: Path) -> None:
     """Heatmap of R (row = after stage, column = task) with each value written in its cell."""
-    tasks = list(results["stage_tasks"])
+    tasks = results.stage_tasks
     R = matrix_from_results(results, method, tasks)
     figure = _new_figure(2.0 + 1.5 * max(len(tasks), 1), 1.8 + 0.6 * max(R.shape[0], 1))
     ax = figure.subplots()
@@ -127,40 +122,44 @@ def plot_matrix(results: Mapping[str, Any], method: str, path: Path) -> None:
     figure.savefig(path, dpi=DPI)
 
 
-def _sibling_runs(run_dir: Path, tasks: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+def _sibling_runs(run_dir: Path, tasks: Sequence[str]) -> list[tuple[str, Results]]:
     """Other run directories next to this one with the same stage tasks, for the Pareto plot."""
     found = []
     for other in sorted(p for p in run_dir.resolve().parent.iterdir() if p.is_dir()):
         if other == run_dir.resolve() or not (other / RESULTS_FILE).is_file():
             continue
         try:
-            results = load_results(other)
+            results = Results.load(other)
         except (OSError, ValueError) as error:
             logger.warning("skipping %s in the Pareto plot: %s", other, error)
             continue
-        if list(results["stage_tasks"]) == list(tasks):
+        if results.stage_tasks == list(tasks):
             found.append((other.name, results))
     return found
 
 
 @dataclass(frozen=True)
 class ParetoPoint:
+    """One setting in the learning-vs-retention plot."""
+
     label: str
+    """The setting, or ``run/setting`` for a sibling run directory's."""
     prior: float
     """Prior-capability average at the end (mean over the setting's finished seeds)."""
     acc: float
     """ACC at the end (mean over the setting's finished seeds)."""
     prior_std: float
+    """Sample std of ``prior`` across seeds (NaN for one seed)."""
     acc_std: float
-    """Sample std across seeds (NaN for one seed)."""
+    """Sample std of ``acc`` across seeds (NaN for one seed)."""
     ours: bool
     """From this run directory (not a sibling)."""
 
 
-def _setting_points(results: Mapping[str, Any]) -> list[tuple[str, float, float, float, float]]:
+def _setting_points(results: Results) -> list[tuple[str, float, float, float, float]]:
     """``(setting, prior mean, acc mean, prior std, acc std)``; a setting of one run uses it even while partial."""
     points = []
-    groups = settings_of(results)
+    groups = results.settings_of()
     agg = aggregate(results)
     for setting, labels in groups.items():
         if len(labels) == 1:
@@ -174,18 +173,19 @@ def _setting_points(results: Mapping[str, Any]) -> list[tuple[str, float, float,
     return points
 
 
-def pareto_points(results: Mapping[str, Any], run_dir: Path) -> list[ParetoPoint]:
+def pareto_points(results: Results | Mapping[str, Any], run_dir: Path) -> list[ParetoPoint]:
     """One point per setting of this run (mean over seeds, with the std across seeds), then per setting of each
     sibling run with the same stage tasks (labelled ``run/setting``); points missing a coordinate are left out."""
+    results = as_results(results)
     points = []
-    for run_name, run in [(None, results), *_sibling_runs(Path(run_dir), results["stage_tasks"])]:
+    for run_name, run in [(None, results), *_sibling_runs(Path(run_dir), results.stage_tasks)]:
         for setting, x, y, xerr, yerr in _setting_points(run):
             label = setting if run_name is None else f"{run_name}/{setting}"
             points.append(ParetoPoint(label, x, y, xerr, yerr, run_name is None))
     return points
 
 
-def plot_pareto(results: Mapping[str, Any], run_dir: Path, path: Path) -> None:
+def plot_pareto(results: Results, run_dir: Path, path: Path) -> None:
     """x = prior-capability average at the end, y = mean stage-task accuracy at the end; one point per setting,
     error bars = std across seeds."""
     figure = _new_figure(6.4, 4.8)
@@ -203,7 +203,7 @@ def plot_pareto(results: Mapping[str, Any], run_dir: Path, path: Path) -> None:
             [p.prior], [p.acc], xerr=xerr, yerr=yerr, label=p.label, color=color, capsize=3, linestyle="none", **style
         )
         ax.annotate(p.label, (p.prior, p.acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    for method in results["methods"]:  # the common starting point, for reference
+    for method in results.runs:  # the common starting point, for reference
         s = summarize_method(results, method)
         if not s["matrix"]:  # a pending run
             continue
@@ -223,16 +223,16 @@ def plot_pareto(results: Mapping[str, Any], run_dir: Path, path: Path) -> None:
     figure.savefig(path, dpi=DPI)
 
 
-def plot_training(results: Mapping[str, Any], run_dir: Path, method: str, path: Path) -> bool:
+def plot_training(results: Results, run_dir: Path, method: str, path: Path) -> bool:
     """Loss and (when logged) KL against the global step across stages; False when there is nothing logged."""
     series: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in CURVE_KEYS}
     boundaries: list[tuple[float, str]] = []
     offset = 0.0
-    for stage in stages_of(results, method):
-        if not stage.get("train_dir"):
+    for stage in results.runs[method].ordered_stages:
+        if not stage.train_dir:
             continue
-        rows = read_metrics_jsonl(run_dir / stage["train_dir"] / "metrics.jsonl")
-        boundaries.append((offset, str(stage.get("name", stage["index"]))))
+        rows = read_metrics_jsonl(run_dir / stage.train_dir / "metrics.jsonl")
+        boundaries.append((offset, stage.name))
         for xs, ys in series.values():
             if xs:  # a NaN breaks the line, so no segment joins the end of one stage to the start of the next
                 xs.append(math.nan)

@@ -2,26 +2,11 @@
 
     write_report(Path("runs/demo"))      # → runs/demo/report.md, accuracy_by_stage.png, pareto.png, ...
 
-The run directory holds ``results.json`` (written by the continual runner after every stage)::
-
-    {"version": 1, "model": "smollm2-135m-instruct",
-     "stage_tasks": ["skill_a", "skill_b"],       # trained in this order; the columns of the matrix R
-     "prior_tasks": ["prior_probe", "arc_easy"],  # what the model could do before; measured after every stage
-     "methods": {
-       "sft": {"config": {"method": "sft", "lr": 1e-05, ...},
-               "stages": [                        # stage 0 is the base model; a run in progress has fewer
-         {"index": 0, "name": "base", "train_task": null, "train_dir": null, "train_seconds": 0.0,
-          "eval": {"skill_a": {"metrics": {"acc": 0.1}, "stderr": {"acc": 0.02}, "n": 50, "primary": "acc"},
-                   ...one entry per stage task and per prior task...}},
-         {"index": 1, "name": "skill_a", "train_task": "skill_a", "train_dir": "sft/stage1-skill_a",
-          "train_seconds": 120.0, "eval": {...}},
-         ...]},
-       "sdft": {...same shape...}}}
-
-``train_dir`` is relative to the run directory and holds ``metrics.jsonl``: one JSON object per optimizer step
-with ``step``, ``loss``, ``lr``, ``seconds_per_step`` and, for SDFT, ``kl``, ``teacher_minus_student_logprob``,
-``student_entropy``, ``completion_length``. Missing keys, files and stages are skipped, so a partial run reports
-what it has. The Pareto plot also shows every sibling run directory (same parent) with the same ``stage_tasks``.
+The run directory holds ``results.json`` (its schema: ``selfdistill.continual.results``) and, in each stage's
+``train_dir``, ``metrics.jsonl``: one JSON object per optimizer step with ``step``, ``loss``, ``lr``,
+``seconds_per_step`` and, for SDFT, ``kl``, ``teacher_minus_student_logprob``, ``student_entropy``,
+``completion_length``. Missing keys, files and stages are skipped, so a partial run reports what it has. The Pareto
+plot also shows every sibling run directory (same parent) with the same ``stage_tasks``.
 """
 
 from __future__ import annotations
@@ -29,19 +14,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tyro
 
+from selfdistill.continual.config import ReportConfig
 from selfdistill.continual.metrics import (
     aggregate,
     comparisons,
     matrix_from_results,
     prior_average,
-    settings_of,
     summarize_method,
 )
 from selfdistill.continual.plots import (
@@ -54,15 +37,17 @@ from selfdistill.continual.plots import (
 )
 from selfdistill.continual.results import (
     RESULTS_FILE,
+    Results,
     ResultsError,
+    as_results,
     fmt_num,
     load_results,
     read_metrics_jsonl,
     safe_name,
     stage_label,
-    stages_of,
 )
 from selfdistill.fileio import write_text_atomic
+from selfdistill.markdown import table
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +55,8 @@ REPORT_FILE = "report.md"
 __all__ = [
     "RESULTS_FILE",
     "ParetoPoint",
+    "ReportConfig",
+    "Results",
     "ResultsError",
     "load_results",
     "pareto_points",
@@ -91,19 +78,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def _seed_table(results: Mapping[str, Any], method: str) -> list[str]:
+def _seed_table(results: Results, method: str) -> list[str]:
     """Rows = stages, columns = each stage task, then the near-prior average and tasks, then the prior average and
     tasks (± stderr)."""
-    tasks = list(results["stage_tasks"])
+    tasks = results.stage_tasks
     R, R_err = (matrix_from_results(results, method, tasks, field) for field in ("metrics", "stderr"))
-    groups = [
-        (label, list(results.get(key, []))) for label, key in (("near avg", "near_tasks"), ("prior avg", "prior_tasks"))
-    ]
+    groups = [("near avg", results.near_tasks), ("prior avg", results.prior_tasks)]
     parts = [
         (label, names, *(matrix_from_results(results, method, names, f) for f in ("metrics", "stderr")))
         for label, names in groups
@@ -116,18 +96,18 @@ def _seed_table(results: Mapping[str, Any], method: str) -> list[str]:
             cells += [fmt_num(prior_average(P)[i])] + [_cell(P[i, m], P_err[i, m]) for m in range(len(names))]
         rows.append([stage_label(i, tasks), *cells])
     header = ["stage", *tasks] + [c for label, names, *_ in parts for c in (label, *names)]
-    return _table(header, rows)
+    return table(header, rows)
 
 
-def _metrics_table(results: Mapping[str, Any], summaries: Mapping[str, dict[str, Any]]) -> list[str]:
-    tasks = list(results["stage_tasks"])
-    near = bool(results.get("near_tasks"))
+def _metrics_table(results: Results, summaries: Mapping[str, dict[str, Any]]) -> list[str]:
+    tasks = results.stage_tasks
+    near = bool(results.near_tasks)
     header = ["run", "stages", "ACC", "BWT", "FWT", *(f"forgetting {t}" for t in tasks)]
     header += ["prior base", "prior end", "prior drop"] + (["near base", "near end", "near drop"] if near else [])
     header += ["train time"]
     rows = []
     for method, s in summaries.items():
-        seconds = sum(float(stage.get("train_seconds") or 0.0) for stage in stages_of(results, method))
+        seconds = sum(stage.train_seconds for stage in results.runs[method].ordered_stages)
         rows.append(
             [
                 method,
@@ -141,7 +121,7 @@ def _metrics_table(results: Mapping[str, Any], summaries: Mapping[str, dict[str,
             + ([fmt_num(s["near_base"]), fmt_num(s["near_end"]), fmt_num(s["near_drop"], True)] if near else [])
             + [_duration(seconds)]
         )
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def _pm(value: tuple[float, float, int] | Sequence[float], signed: bool = False) -> str:
@@ -159,16 +139,17 @@ def _interval(d: Mapping[str, float]) -> str:
     return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]{mark}"
 
 
-def is_multi(results: Mapping[str, Any]) -> bool:
+def is_multi(results: Results | Mapping[str, Any]) -> bool:
     """Whether the run has settings with several seeds or sweeps: then the report aggregates across runs."""
-    groups = settings_of(results)
-    return any(len(labels) > 1 for labels in groups.values()) or any(g not in results["methods"] for g in groups)
+    results = as_results(results)
+    groups = results.settings_of()
+    return any(len(labels) > 1 for labels in groups.values()) or any(g not in results.runs for g in groups)
 
 
-def _across_seeds(results: Mapping[str, Any]) -> list[str]:
+def _across_seeds(results: Results) -> list[str]:
     """Mean ± std per setting over its finished seeds, paired differences with 95% intervals, and per-cell tables."""
     agg = aggregate(results)
-    near = bool(results.get("near_tasks"))
+    near = bool(results.near_tasks)
     n_seeds = sorted({len(v["runs"]) for v in agg.values()})
     lines = [
         "## Across seeds",
@@ -194,7 +175,7 @@ def _across_seeds(results: Mapping[str, Any]) -> list[str]:
             ]
             + ([_pm(sc["near_end"]), _pm(sc["near_drop"], True)] if near else [])
         )
-    lines += [*_table(header, rows), ""]
+    lines += [*table(header, rows), ""]
     pairs = comparisons(results, agg)
     if pairs:
         lines += [
@@ -212,8 +193,8 @@ def _across_seeds(results: Mapping[str, Any]) -> list[str]:
             + ([_interval(p["near_drop"])] if near else [])
             for p in pairs
         ]
-        lines += [*_table(header, rows), ""]
-    tasks = list(results["stage_tasks"])
+        lines += [*table(header, rows), ""]
+    tasks = results.stage_tasks
     for setting, v in agg.items():
         if not v["seeds"]:
             continue
@@ -223,35 +204,30 @@ def _across_seeds(results: Mapping[str, Any]) -> list[str]:
             + [_pm((v["matrix_mean"][i, j], v["matrix_std"][i, j])) for j in range(len(v["columns"]))]
             for i in range(v["matrix_mean"].shape[0])
         ]
-        lines += [*_table(["stage", *v["columns"]], rows), ""]
+        lines += [*table(["stage", *v["columns"]], rows), ""]
     return lines
 
 
-def trajectories(results: Mapping[str, Any]) -> list[str]:
+def trajectories(results: Results | Mapping[str, Any]) -> list[str]:
     """The seed-style table as text lines: per setting, each task's score after each stage, e.g.
     ``  record_json   0.00 → 0.91 → 0.40 → 0.38`` (means over finished seeds when there are several)."""
+    results = as_results(results)
     agg = aggregate(results)
-    columns = [*results["stage_tasks"], *results.get("near_tasks", []), *results.get("prior_tasks", [])]
+    columns = results.columns
     width = max(map(len, columns), default=8)
     lines = []
-    for setting, labels in settings_of(results).items():
+    for setting, labels in results.settings_of().items():
         if len(labels) > 1 and agg[setting]["seeds"]:
             M, title = agg[setting]["matrix_mean"], f"{setting} (mean of {len(agg[setting]['seeds'])} seeds)"
         else:  # one run, or none finished: the most advanced run, by name
-            label = max(labels, key=lambda name: len(results["methods"][name].get("stages", [])))
+            label = max(labels, key=lambda name: len(results.runs[name].stages))
             M, title = matrix_from_results(results, label, columns), label
         if not M.shape[0]:
             lines.append(f"{title}: not started")
             continue
-        lines.append(f"{title}:  base → " + " → ".join(f"after {t}" for t in results["stage_tasks"][: M.shape[0] - 1]))
+        lines.append(f"{title}:  base → " + " → ".join(f"after {t}" for t in results.stage_tasks[: M.shape[0] - 1]))
         for j, name in enumerate(columns):
-            kind = (
-                ""
-                if j < len(results["stage_tasks"])
-                else " (near)"
-                if name in results.get("near_tasks", [])
-                else " (prior)"
-            )
+            kind = "" if j < len(results.stage_tasks) else " (near)" if name in results.near_tasks else " (prior)"
             values = " → ".join("  —" if not math.isfinite(x) else f"{x:.2f}" for x in M[:, j])
             lines.append(f"  {(name + kind).ljust(width + 8)} {values}")
     return lines
@@ -294,18 +270,18 @@ def _config_line(config: Mapping[str, Any]) -> str:
 def write_report(run_dir: Path) -> Path:
     """Write ``report.md`` and the PNG plots into ``run_dir``; return the path of ``report.md``."""
     run_dir = Path(run_dir)
-    results = load_results(run_dir)
-    tasks, methods = list(results["stage_tasks"]), list(results["methods"])
+    results = Results.load(run_dir)
+    tasks, methods = results.stage_tasks, list(results.runs)
     summaries = {method: summarize_method(results, method) for method in methods}
     plot_accuracy_by_stage(results, run_dir / "accuracy_by_stage.png")
     plot_pareto(results, run_dir, run_dir / "pareto.png")
 
     lines = [f"# Continual run `{run_dir.resolve().name}`", ""]
-    near = ", ".join(results.get("near_tasks", [])) or "—"
+    near = ", ".join(results.near_tasks) or "—"
     lines += [
-        f"model: `{results.get('model', '?')}` · stages: {' → '.join(tasks) or '—'} · near-prior tasks: {near} · "
-        f"prior tasks: {', '.join(results['prior_tasks']) or '—'} · runs: {', '.join(methods) or '—'}"
-        + (" · **stage tasks scored on their validation split**" if results.get("eval_split") == "validation" else ""),
+        f"model: `{results.model or '?'}` · stages: {' → '.join(tasks) or '—'} · near-prior tasks: {near} · "
+        f"prior tasks: {', '.join(results.prior_tasks) or '—'} · runs: {', '.join(methods) or '—'}"
+        + (" · **stage tasks scored on their validation split**" if results.eval_split == "validation" else ""),
         "",
     ]
     lines += ["## What was learned, what was lost", ""]
@@ -323,7 +299,7 @@ def write_report(run_dir: Path) -> Path:
         lines += _across_seeds(results)
     lines += ["![accuracy by stage](accuracy_by_stage.png)", "", "![pareto](pareto.png)", ""]
     for method in methods:
-        config = _config_line(results["methods"][method].get("config") or {})
+        config = _config_line(results.runs[method].config)
         lines += [f"## {method}", ""] + ([config, ""] if config else [])
         lines += ["Score of each task (rows: after each stage; primary metric ± stderr).", ""]
         lines += [*_seed_table(results, method), ""]
@@ -337,14 +313,6 @@ def write_report(run_dir: Path) -> Path:
     write_text_atomic(report, "\n".join(lines))  # a reader never sees half a report while a run rewrites it
     logger.info("wrote %s", report)
     return report
-
-
-@dataclass
-class ReportConfig:
-    """Write report.md and PNG plots for a continual run directory (from results.json and metrics.jsonl)."""
-
-    run_dir: tyro.conf.Positional[Path]
-    """The run directory: the output of `selfdistill continual` (holds results.json)."""
 
 
 def run_report_cli(cfg: ReportConfig) -> Path:

@@ -3,7 +3,7 @@ after every stage, and write ``results.json`` (after each stage) and the report.
 
     selfdistill continual examples/tiny.yaml --output runs/tiny      # or: selfdistill demo
 
-Layout of a run directory: ``plan.json`` (the resolved plan), ``results.json`` (schema in ``report.py``),
+Layout of a run directory: ``plan.json`` (the resolved plan), ``results.json`` (schema in ``results.py``),
 ``<run>/stage<k>-<name>/`` (one per run: a setting with one seed, e.g. ``sdft[lr=3e-5]@seed1``; the training output
 of that stage: config, metrics.jsonl, the model; ``eval/`` with
 ``eval.json`` and per-item ``predictions.jsonl``), ``base/`` (the shared stage-0 evaluation), ``report.md`` and PNGs.
@@ -15,20 +15,20 @@ stage is a fresh ``train`` call whose teacher is built from the model it loads.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import tyro
 import yaml
 
 from selfdistill.cards import add_scores
-from selfdistill.config import TrackerName, TrainConfig
+from selfdistill.config import TrainConfig
+from selfdistill.continual.config import ContinualConfig, DemoConfig
 from selfdistill.continual.plan import (
     EvalTask,
     Plan,
@@ -39,18 +39,20 @@ from selfdistill.continual.plan import (
     parse_plan,
     run_dir_name,
 )
-from selfdistill.continual.report import RESULTS_FILE, load_results, trajectories, write_report
+from selfdistill.continual.report import trajectories, write_report
+from selfdistill.continual.results import RESULTS_FILE, Results, RunRecord, StageRecord, TaskScore
 from selfdistill.continual.trackers import log_report, log_run_end, log_stage, open_run, tracker_names
 from selfdistill.evaluation.evaluate import card_scores, evaluate_tasks
 from selfdistill.evaluation.tasks import get_task
 from selfdistill.evaluation.tasks.base import Task
-from selfdistill.fileio import write_text_atomic
+from selfdistill.fileio import write_json_atomic
 from selfdistill.models import load_model
 from selfdistill.training.loop import train
 from selfdistill.training.setup import OutputDirError, resolve_device
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DEMO_PLAN", "ContinualConfig", "DemoConfig", "demo_plan", "run_continual", "run_demo", "run_plan"]
 PLAN_FILE = "plan.json"
 TRAINED_MARK = "trained.json"
 """Written into a stage directory once its training returned: a rerun then goes straight to its evaluation."""
@@ -59,9 +61,8 @@ DEMO_PLAN = """\
 # A → B → C = record_json → ticket_line → arith_steps (sequence s1 of the forgetting benchmark, fixed before any
 # result), once with SFT and once with SDFT, from the same start. After every stage it evaluates the three skills,
 # their near-prior tasks (what the base model already does on the same prompts) and prior_probe.
-# `selfdistill demo` runs this plan (it is embedded in selfdistill/continual/runner.py). One seed: docs/science.md
-# says how
-# far seeds move these numbers.
+# `selfdistill demo` runs this plan (it is embedded in selfdistill/continual/runner.py).
+# One seed: docs/science.md says how far seeds move these numbers.
 model: smollm2-135m-instruct
 output: runs/demo
 seed: 0
@@ -69,8 +70,8 @@ train:                          # for both methods and every stage (sized to fit
   batch_size: 4
   max_new_tokens: 40            # the skills' answers are 7-31 tokens; this caps the student's rollouts
   save_every: 0                 # no periodic checkpoints (each costs seconds here); Ctrl-C still saves one
-  precision: fp32               # as the benchmark: `auto` takes bf16 where the CPU has it, and bf16 kernels differ
-  by machine
+  precision: fp32               # as the benchmark: `auto` takes bf16 where the CPU has it, and bf16 kernels
+                                # differ by machine
 methods:
   sft:
     lr: 1.0e-4
@@ -91,41 +92,11 @@ eval:
 """The demo's plan, kept in the code so an installed package has it; ``examples/demo.yaml`` is the same plan."""
 
 
-@dataclass
-class ContinualConfig:
-    """Run a plan of sequential training stages for each method; evaluate after every stage; write a report."""
-
-    plan: tyro.conf.Positional[Path]
-    """The plan file (YAML): model, methods, stages, evaluation suite (see docs/continual.md)."""
-    output: Path | None = None
-    """Run directory (default: the plan's `output`)."""
-    overwrite: bool = False
-    """Start over: delete this plan's results and stage directories in the output first."""
-    device: str = "auto"
-    """cpu, cuda, cuda:1, ... (auto: cuda when available)."""
-    prune_checkpoints: bool = True
-    """Delete a finished stage's training checkpoints (its final model stays; only unfinished stages resume)."""
-    progress: bool = True
-    """Progress bars for training and evaluation."""
-    keep_models: bool = True
-    """Keep every stage's trained model (False: delete a stage's weights once the next stage is recorded, and a
-    run's last weights once the run is done, keeping metrics, configs and evaluations; for long benchmarks)."""
-    only_seeds: list[int] | None = None
-    """Run only the runs of these seeds now (the others stay pending; results.json and the report hold what is done)."""
-    report_to: list[TrackerName] = field(default_factory=list)
-    """Also log each run's stage evaluations, accuracy matrix and plots to these trackers (added to the plan's
-    `report_to`): tensorboard (OUTPUT/<run>/tensorboard), trackio (local), wandb."""
-
-
 # ---------------------------------------------------------------- results.json
 
 
-def _write_json(path: Path, value: Any) -> None:
-    write_text_atomic(path, json.dumps(value, indent=1) + "\n")  # a killed run leaves the previous results
-
-
-def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]:
-    """A fresh results dict, or the one a previous run of the same plan left (refusing a changed plan)."""
+def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> Results:
+    """Fresh results, or the ones a previous run of the same plan left (refusing a changed plan)."""
     results_path, plan_path = run_dir / RESULTS_FILE, run_dir / PLAN_FILE
     if overwrite:
         for name in (RESULTS_FILE, PLAN_FILE, "base", *(run_dir_name(r.label) for r in plan.runs)):
@@ -141,24 +112,20 @@ def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> dict[str, Any]
             )
         if results_path.is_file():
             log.info("resuming the run in %s", run_dir)
-            return json.loads(results_path.read_text(encoding="utf-8"))
+            return Results.load(run_dir)
     elif run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
         raise OutputDirError(f"{run_dir}: exists and is not a run of this plan (no {PLAN_FILE}); use another --output")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(plan_path, plan.fingerprint())
-    return {
-        "version": 1,
-        "model": plan.model,
-        "eval_split": plan.eval_split,
-        "stage_tasks": [stage.name for stage in plan.stages],
-        "near_tasks": [task.name for task in plan.near],
-        "prior_tasks": [task.name for task in plan.prior],
-        "settings": list(plan.methods),
-        "methods": {
-            run.label: {"setting": run.setting, "seed": run.seed, "config": plan.methods[run.setting], "stages": []}
-            for run in plan.runs
-        },
-    }
+    write_json_atomic(plan_path, plan.fingerprint(), indent=1)
+    return Results(
+        model=plan.model,
+        eval_split=plan.eval_split,
+        stage_tasks=[stage.name for stage in plan.stages],
+        near_tasks=[task.name for task in plan.near],
+        prior_tasks=[task.name for task in plan.prior],
+        settings=list(plan.methods),
+        runs={run.label: RunRecord(run.setting, run.seed, plan.methods[run.setting]) for run in plan.runs},
+    )
 
 
 # ---------------------------------------------------------------- evaluation
@@ -207,10 +174,15 @@ def _evaluate(model_spec: str, plan: Plan, tasks, out_dir: Path, device: torch.d
             for line in part.read_text(encoding="utf-8").splitlines():
                 predictions.write(json.dumps({**json.loads(line), "task": name}) + "\n")
             part.unlink()
-    _write_json(out_dir / "eval.json", scores)
+    write_json_atomic(out_dir / "eval.json", scores, indent=1)
     del model
     add_scores(out_dir, card_scores(scores), source=f"continual eval after {out_dir.name}")  # the stage model's card
     return scores
+
+
+def _typed(scores: dict[str, dict[str, Any]]) -> dict[str, TaskScore]:
+    """``evaluate_tasks``'s per-task scores as results.json records them."""
+    return {name: TaskScore.from_json(entry) for name, entry in scores.items()}
 
 
 def _summary(scores: dict[str, Any]) -> str:
@@ -247,32 +219,35 @@ def _train_stage(
     if mark.is_file():
         return float(json.loads(mark.read_text(encoding="utf-8"))["train_seconds"])
     resume = (out / "train_config.json").is_file() or (out / "config.json").is_file()
-    train_cfg = TrainConfig(
-        data=stage.data,
-        model=start_model,
-        output=out,
-        resume=resume,
-        overwrite=not resume,
-        data_dir=plan.data_dir,
-        seed=seed,
-        device=cfg.device,
-        progress=cfg.progress,
-        max_steps=stage.steps,
-        **({"epochs": stage.epochs} if stage.epochs else {}),
-        **{**overrides, "merge": bool(overrides.get("lora"))},
+    train_cfg = TrainConfig.from_mapping(  # the same mapping → config path as --config FILE
+        {
+            "data": stage.data,
+            "model": start_model,
+            "output": out,
+            "resume": resume,
+            "overwrite": not resume,
+            "data_dir": plan.data_dir,
+            "seed": seed,
+            "device": cfg.device,
+            "progress": cfg.progress,
+            "max_steps": stage.steps,
+            **({"epochs": stage.epochs} if stage.epochs else {}),
+            **overrides,
+            "merge": bool(overrides.get("lora")),
+        }
     )
     start = time.perf_counter()
     train(train_cfg)
     seconds = time.perf_counter() - start
-    _write_json(mark, {"train_seconds": seconds})
+    write_json_atomic(mark, {"train_seconds": seconds}, indent=1)
     return seconds
 
 
-def _finish_stage(run_dir: Path, results: dict, run: str, entry: dict, prune: bool) -> None:
-    results["methods"][run]["stages"].append(entry)
-    _write_json(run_dir / RESULTS_FILE, results)
-    if prune and entry["train_dir"]:
-        shutil.rmtree(run_dir / entry["train_dir"] / "checkpoints", ignore_errors=True)
+def _finish_stage(run_dir: Path, results: Results, run: str, stage: StageRecord, prune: bool) -> None:
+    results.runs[run].stages.append(stage)
+    results.save(run_dir)
+    if prune and stage.train_dir:
+        shutil.rmtree(run_dir / stage.train_dir / "checkpoints", ignore_errors=True)
 
 
 def _drop_weights(stage_dir: Path) -> None:
@@ -296,11 +271,11 @@ def _stage_model_exists(plan: Plan, run_dir: Path, run, k: int) -> bool:
     return (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors"))
 
 
-def _restart_if_unresumable(plan: Plan, run_dir: Path, results: dict, run) -> None:
+def _restart_if_unresumable(plan: Plan, run_dir: Path, results: Results, run: Run) -> None:
     """A partial run whose last finished stage has no weights left (deleted with ``keep_models=False``, or a run
     directory restored from results files only) cannot continue: drop its stages and start it over."""
-    record = results["methods"][run.label]
-    done = max((int(s["index"]) for s in record["stages"]), default=0)
+    record = results.runs[run.label]
+    done = max((s.index for s in record.stages), default=0)
     if not 0 < done < len(plan.stages):
         return
     if _stage_model_exists(plan, run_dir, run, done):
@@ -309,9 +284,9 @@ def _restart_if_unresumable(plan: Plan, run_dir: Path, results: dict, run) -> No
     if (next_dir / TRAINED_MARK).is_file() and _stage_model_exists(plan, run_dir, run, done + 1):
         return  # the next stage trained already and only needs its evaluation
     log.warning("== [%s]: the model after stage %d is gone, so this run starts over", run.label, done)
-    record["stages"] = [s for s in record["stages"] if int(s["index"]) == 0]
+    record.stages = [s for s in record.stages if s.index == 0]
     shutil.rmtree(run_dir / run_dir_name(run.label), ignore_errors=True)
-    _write_json(run_dir / RESULTS_FILE, results)
+    results.save(run_dir)
 
 
 # ---------------------------------------------------------------- the runner
@@ -323,22 +298,22 @@ def _run_stages(
     names: list[str],
     tasks: list[tuple[str, Task, int | None]],
     device: torch.device,
-    results: dict,
+    results: Results,
     run: Run,
     run_where: str,
 ) -> None:
     """Train and evaluate ``run``'s unfinished stages in order; its tracker run gets every stage, recorded or new."""
     run_dir, n = plan.output, len(plan.stages)
-    record = results["methods"][run.label]
+    record = results.runs[run.label]
     _restart_if_unresumable(plan, run_dir, results, run)
     with open_run(names, plan, run) as tracked:
-        log_stage(tracked, record["stages"][0])
+        log_stage(tracked, record.stages[0])
         model_spec, previous = plan.model, None
         for k, stage in enumerate(plan.stages, start=1):
             stage_dir = run_dir / _stage_dir(run.label, k, stage)
             overrides = plan.train_overrides(run.setting, stage)
             where = f"{run_where} stage {k}/{n} {stage.name}"
-            done = next((s for s in record["stages"] if s["index"] == k), None)
+            done = record.stage(k)
             if done is not None:
                 log.info("== %s: done, skipped", where)
                 log_stage(tracked, done)  # the tracker run is rebuilt from results.json: recorded stages too
@@ -351,14 +326,7 @@ def _run_stages(
             log.info("== %s: trained in %.0f s; evaluating", where, seconds)
             scores = _evaluate(model_spec, plan, tasks, stage_dir / "eval", device, cfg.progress)
             log.info("== %s: %s", where, _summary(scores))
-            entry = {
-                "index": k,
-                "name": stage.name,
-                "train_task": stage.data,
-                "train_dir": _stage_dir(run.label, k, stage),
-                "train_seconds": seconds,
-                "eval": scores,
-            }
+            entry = StageRecord(k, stage.name, stage.data, _stage_dir(run.label, k, stage), seconds, _typed(scores))
             _finish_stage(run_dir, results, run.label, entry, cfg.prune_checkpoints)
             log_stage(tracked, entry)
             if before is not None and not cfg.keep_models:
@@ -366,7 +334,7 @@ def _run_stages(
         if names:  # the run's own plots come from the report, drawn now from every run finished so far
             write_report(run_dir)
             log_run_end(tracked, run_dir, results, run.label)
-    if not cfg.keep_models and len(record["stages"]) == n + 1:  # the run is done: no stage needs weights
+    if not cfg.keep_models and len(record.stages) == n + 1:  # the run is done: no stage needs weights
         for k, stage in enumerate(plan.stages, start=1):
             _drop_weights(run_dir / _stage_dir(run.label, k, stage))
 
@@ -392,17 +360,16 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
     results = _start_results(plan, run_dir, cfg.overwrite)
     device = resolve_device(cfg.device)
     runs = [r for r in plan.runs if cfg.only_seeds is None or r.seed in cfg.only_seeds]
-    base = next((m["stages"][0] for m in results["methods"].values() if m["stages"]), None)
+    base = next((record.stages[0] for record in results.runs.values() if record.stages), None)
     if base is None:
         log.info("== base model %s: evaluating %d tasks", plan.model, len(tasks))
         start = time.perf_counter()
         scores = _evaluate(plan.model, plan, tasks, run_dir / "base", device, cfg.progress)
         log.info("== base: %s (%.0f s)", _summary(scores), time.perf_counter() - start)
-        base = {"index": 0, "name": "base", "train_task": None, "train_dir": None, "train_seconds": 0.0, "eval": scores}
+        base = StageRecord(0, "base", None, None, 0.0, _typed(scores))
     for r, run in enumerate(runs, start=1):
-        record = results["methods"][run.label]
-        if not record["stages"]:  # the same base model for every run: evaluated once, recorded for each
-            _finish_stage(run_dir, results, run.label, dict(base), prune=False)
+        if not results.runs[run.label].stages:  # the same base model for every run: evaluated once, recorded for each
+            _finish_stage(run_dir, results, run.label, dataclasses.replace(base), prune=False)
         _run_stages(plan, cfg, names, tasks, device, results, run, f"[{run.label}] (run {r}/{len(runs)})")
     report = write_report(run_dir)
     if names:
@@ -417,24 +384,6 @@ def run_continual(cfg: ContinualConfig) -> Path:
 
 
 # ---------------------------------------------------------------- the offline demo
-
-
-@dataclass
-class DemoConfig:
-    """The offline demo: SFT vs SDFT on the embedded model over three project-generated skills, then a report."""
-
-    output: Path = Path("runs/demo")
-    """Run directory."""
-    overwrite: bool = False
-    """Start over instead of resuming a previous demo in the same directory."""
-    quick: bool = False
-    """A smoke version (few steps, few eval items): checks the pipeline in minutes; numbers mean little."""
-    data_dir: Path | None = None
-    """Where registered data sets live (the demo's tasks are all project-generated and need none)."""
-    device: str = "auto"
-    progress: bool = True
-    report_to: list[TrackerName] = field(default_factory=list)
-    """Also log each run's stage evaluations, accuracy matrix and plots to these trackers (as `continual`)."""
 
 
 def demo_plan(cfg: DemoConfig) -> Plan:
@@ -465,7 +414,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     )
     report = run_plan(demo_plan(cfg), continual)
     print(
-        "\n".join(["", "Each task after each stage (primary metric):", *trajectories(load_results(report.parent)), ""])
+        "\n".join(["", "Each task after each stage (primary metric):", *trajectories(Results.load(report.parent)), ""])
     )
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; open {report} (plots beside it)")
     return report

@@ -15,11 +15,10 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import Any
 
 from selfdistill.continual.metrics import matrix_from_results
 from selfdistill.continual.plan import Plan, Run, run_dir_name
-from selfdistill.continual.results import safe_name, stage_label
+from selfdistill.continual.results import Results, StageRecord, safe_name, stage_label
 from selfdistill.evaluation.evaluate import tracker_scalars
 from selfdistill.training import trackers
 from selfdistill.training.trackers import Trackers
@@ -57,18 +56,21 @@ def open_run(names: list[str], plan: Plan, run: Run) -> Trackers:
     return Trackers.open(names, out, f"{_title(plan)}/{run.label}", config)
 
 
-def log_stage(tracked: Trackers, entry: dict[str, Any]) -> None:
-    """A stage's evaluation (a ``results.json`` stage entry) at the stage's index; stage 0 is the base model."""
-    tracked.log({**tracker_scalars(entry["eval"]), "train_seconds": entry["train_seconds"]}, step=int(entry["index"]))
+def log_stage(tracked: Trackers, stage: StageRecord) -> None:
+    """A stage's evaluation at the stage's index; stage 0 is the base model."""
+    scores = {task: score.to_json() for task, score in stage.eval.items()}
+    tracked.log({**tracker_scalars(scores), "train_seconds": stage.train_seconds}, step=stage.index)
 
 
-def log_run_end(tracked: Trackers, run_dir: Path, results: dict[str, Any], label: str) -> None:
+def log_run_end(tracked: Trackers, run_dir: Path, results: Results, label: str) -> None:
     """The run's accuracy matrix (rows: after each stage; columns: every evaluated task's primary metric) as a
     table, and its matrix and training plots (written by ``write_report`` just before) as images."""
-    stage_tasks = list(results["stage_tasks"])
-    tasks = [*stage_tasks, *results.get("near_tasks", []), *results["prior_tasks"]]
+    tasks = results.columns
     R = matrix_from_results(results, label, tasks)
-    rows = [[stage_label(i, stage_tasks), *(None if math.isnan(v) else float(v) for v in R[i])] for i in range(len(R))]
+    rows = [
+        [stage_label(i, results.stage_tasks), *(None if math.isnan(v) else float(v) for v in R[i])]
+        for i in range(len(R))
+    ]
     step = len(R) - 1
     tracked.log_table("matrix", ["after", *tasks], rows, step)
     for kind in ("matrix", "training"):
