@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Co
 
 from selfdistill.models import load_model
 from selfdistill.training.engines import Sampling, StaleWeightsError, decoder, make_engine
-from selfdistill.training.engines.decode import DecodeEngine
+from selfdistill.training.engines.decode import DecodeEngine, decode
 from selfdistill.training.engines.hf import HFEngine
 from selfdistill.training.rollout import left_pad
 
@@ -154,3 +154,17 @@ def test_an_unsupported_model_falls_back_to_hf_with_one_log_line(tiny, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "rollout: the decode engine does not run an MLP with gelu activation or biases; sampling with hf instead"
     ]
+
+
+@torch.no_grad()
+def test_the_static_step_a_cuda_graph_would_capture_decodes_the_same_tokens(tiny):
+    """Whole-cache attention with the write column a tensor (fixed shapes, no host reads) against the sliced CPU
+    step: the same greedy tokens. No GPU here, so the capture itself is not run."""
+    model, tok = tiny
+    ids_BP, mask_BP = left_pad(_prompts(tok), tok.pad_token_id)
+    spec = Sampling(max_new_tokens=16, greedy=True)
+    w = decoder.gather(model, rows=len(ids_BP), prepack="off")
+    sliced_BC, _ = decode(w, ids_BP, mask_BP, spec, None, [tok.eos_token_id], tok.pad_token_id)
+    static_BC, _ = decode(w, ids_BP, mask_BP, spec, None, [tok.eos_token_id], tok.pad_token_id, static=True)
+    assert sliced_BC.shape[1] > 4
+    assert torch.equal(static_BC, sliced_BC)

@@ -87,7 +87,14 @@ class DecodeEngine:
         with torch.no_grad(), self._autocast():
             weights = decoder.gather(self.model, rows=len(rows), prepack=self._prepack)
             new_BC, logprobs_BC = decode(
-                weights, ids_BP.to(device), mask_BP.to(device), sampling, sampler, stop, self.tok.pad_token_id
+                weights,
+                ids_BP.to(device),
+                mask_BP.to(device),
+                sampling,
+                sampler,
+                stop,
+                self.tok.pad_token_id,
+                static=device.type == "cuda",
             )
         completions, sample_logprobs, hit_cap = [], [], []
         rows_logprobs = logprobs_BC.tolist() if logprobs_BC is not None else [[] for _ in range(len(rows))]
@@ -115,10 +122,13 @@ def decode(
     sampler: SeededSampler | None,
     stop: list[int],
     pad_id: int,
+    static: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """New tokens ``[B, C]`` (pad after a row's end of turn) and, if asked, their log-probs under the sampling
     distribution (raw logits at the temperature, as the hf engine reports them); C ≤ max_new_tokens (all rows
-    ended sooner)."""
+    ended sooner). ``static``: decode steps attend over the whole cache with the write column a device tensor
+    (fixed shapes and no host reads, as a CUDA graph needs; on for CUDA); otherwise over the columns written so
+    far."""
     B, P = ids_BP.shape
     steps = sampling.max_new_tokens
     residual_dtype = w.embed.dtype
@@ -147,8 +157,8 @@ def decode(
         if t == steps - 1 or not unfinished_B.any():  # the one host sync per step, as in generate
             break
         keys_BS[:, P + t] = True
-        logits_BV = decoder.forward(
-            w, cache, rope, token_B[:, None], next_position_B1 + t, keys_BS, at=P + t, kv_len=P + t + 1
-        )
+        at = torch.tensor(P + t, device=w.device) if static else P + t
+        kv_len = None if static else P + t + 1
+        logits_BV = decoder.forward(w, cache, rope, token_B[:, None], next_position_B1 + t, keys_BS, at, kv_len)
     new_BC = torch.stack(tokens, dim=1).cpu()
     return new_BC, torch.stack(logprobs, dim=1).cpu() if sampling.logprobs else None

@@ -255,7 +255,7 @@ def rope_table(w: Weights, length: int, dtype: torch.dtype) -> tuple[Tensor, Ten
     return cos_SD.to(dtype), sin_SD.to(dtype)
 
 
-def attention_mask(keys_BS: Tensor, at: int, length: int) -> Tensor:
+def attention_mask(keys_BS: Tensor, at: int | Tensor, length: int) -> Tensor:
     """``[B, 1, T, S]``: query t (column ``at + t``) sees the written, real keys at or before it, and always itself
     (a left pad's query would otherwise see nothing, and its NaN would reach the real rows through the values)."""
     cols_S = torch.arange(keys_BS.shape[1], device=keys_BS.device)
@@ -285,13 +285,14 @@ def forward(
     ids_BT: Tensor,
     positions_BT: Tensor,
     keys_BS: Tensor,
-    at: int,
+    at: int | Tensor,
     kv_len: int | None = None,
 ) -> Tensor:
     """Run ``ids_BT`` (cache columns ``at`` … ``at + T − 1``, rotary positions ``positions_BT``), write their keys
     and values into ``cache``, and return the logits of each row's last position ``[B, V]``. ``keys_BS``: which
     cache columns hold real tokens (those being fed included); ``kv_len``: attend over the first ``kv_len``
-    columns only (None: all of them, static shapes)."""
+    columns only (None: all of them). With ``at`` a device tensor and ``kv_len`` None every shape is static and
+    nothing reads back to the host: the step a CUDA graph can capture."""
     B, T = ids_BT.shape
     Q, K, D, H = w.num_heads, w.num_kv_heads, w.head_dim, w.embed.shape[1]
     S = cache.keys.shape[3] if kv_len is None else kv_len
@@ -310,8 +311,13 @@ def forward(
         qk_NRD = torch.addcmul(qk_NRD * cos_N1D, swapped_NRD, sin_N1D)
         k_BKTD = qk_NRD[:, Q:].view(B, T, K, D).transpose(1, 2)
         v_BKTD = qkv_NC[:, (Q + K) * D :].view(B, T, K, D).transpose(1, 2)
-        cache.keys[i, :, :, at : at + T] = k_BKTD
-        cache.values[i, :, :, at : at + T] = v_BKTD
+        if isinstance(at, Tensor):
+            cols_T = at + torch.arange(T, device=at.device)
+            cache.keys[i].index_copy_(2, cols_T, k_BKTD.to(cache.keys.dtype))
+            cache.values[i].index_copy_(2, cols_T, v_BKTD.to(cache.values.dtype))
+        else:
+            cache.keys[i, :, :, at : at + T] = k_BKTD
+            cache.values[i, :, :, at : at + T] = v_BKTD
         q_BTQD = qk_NRD[:, :Q].view(B, T, Q, D)
         attn_NC = attend(w, q_BTQD, cache.keys[i, :, :, :S], cache.values[i, :, :, :S], mask_B1TS)
         h_NH = layer.o(attn_NC, h_NH)
