@@ -16,13 +16,13 @@ from selfdistill.evaluation.evaluate import subset_indices
 from selfdistill.evaluation.probe import (
     ProbeConfig,
     demo_logprobs,
-    mean_se,
     run_probe,
     sample_kl,
     token_f1,
     verdict,
 )
 from selfdistill.evaluation.tasks.base import default_data_dir
+from selfdistill.stats import mean_stderr
 from selfdistill.training.prompts import TEACHER_TEMPLATES, student_prompt_ids
 
 DATA = default_data_dir()  # $SELFDISTILL_DATA, else ../shared/data beside the checkout
@@ -127,12 +127,12 @@ def test_demo_logprobs_match_a_naive_forward(tiny):
 
 
 # ------------------------------------------------------------------------------------------------- pure functions
-def test_token_f1_and_mean_se():
+def test_token_f1_and_mean_stderr():
     assert token_f1("The answer is 5.", "the answer is 5") == 1.0
     assert token_f1("red", "Red is a primary color.") == pytest.approx(2 * 1 / (1 + 5))
     assert token_f1("", "x") == 0.0
-    assert mean_se([1.0, 0.0, 1.0, 0.0]) == (0.5, pytest.approx(math.sqrt(1 / 3 / 4)))
-    assert mean_se([0.3]) == (0.3, None) and mean_se([]) == (None, None)
+    assert mean_stderr([1.0, 0.0, 1.0, 0.0]) == (0.5, pytest.approx(math.sqrt(1 / 3 / 4)))
+    assert mean_stderr([0.3]) == (0.3, None) and mean_stderr([]) == (None, None)
 
 
 def _row(teacher: float, gap: float, gap_se: float | None, logp: float = -1.0) -> dict:

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from selfdistill.config import DEFAULT_MODEL
-from selfdistill.fileio import write_text_atomic
+from selfdistill.fileio import write_json_atomic, write_text_atomic
+from selfdistill.markdown import table
 
 DATA_INFO = "training_data.json"
 ENVIRONMENT = "environment.json"
@@ -74,7 +75,7 @@ def write_data_info(out: Path, data: str, rows: int) -> None:
     path = Path(data)
     info = {"source": path.name if path.exists() else data, "rows": rows, "sha256": _sha256(path)}
     info["kind"] = "file" if path.is_file() else "dataset directory" if path.is_dir() else "registered task"
-    write_text_atomic(out / DATA_INFO, json.dumps(info, indent=2) + "\n")
+    write_json_atomic(out / DATA_INFO, info)
 
 
 def add_scores(model_dir: Path, scores: dict[str, dict[str, Any]], source: str) -> None:
@@ -87,7 +88,7 @@ def add_scores(model_dir: Path, scores: dict[str, dict[str, Any]], source: str) 
     saved = json.loads(path.read_text()) if path.is_file() else {}
     for task, score in scores.items():
         saved[task] = {**score, "source": source}
-    write_text_atomic(path, json.dumps(saved, indent=2) + "\n")
+    write_json_atomic(path, saved)
     render_card(model_dir)
 
 
@@ -133,9 +134,7 @@ def render_card(model_dir: Path, merged: bool = False) -> Path:
         "",
         "## Settings",
         "",
-        "| setting | value |",
-        "|---|---|",
-        *(f"| {k} | {cfg[k]} |" for k in SETTINGS if k in cfg),
+        *table(["setting", "value"], [[k, str(cfg[k])] for k in SETTINGS if k in cfg]),
         "",
         "## Data",
         "",
@@ -169,8 +168,8 @@ def render_card(model_dir: Path, merged: bool = False) -> Path:
         ]
     lines += ["", "## Scores", ""]
     if scores:
-        lines += ["| task | metric | score | items | from |", "|---|---|---|---|---|"]
-        lines += [f"| {t} | {s['metric']} | {s['value']:.3f} | {s['n']} | {s['source']} |" for t, s in scores.items()]
+        score_rows = [[t, s["metric"], f"{s['value']:.3f}", str(s["n"]), s["source"]] for t, s in scores.items()]
+        lines += table(["task", "metric", "score", "items", "from"], score_rows)
     else:
         lines.append("None yet: `selfdistill eval --model DIR --tasks ...` adds them here.")
     path = model_dir / CARD

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import tyro
 
 from selfdistill.config import DEFAULT_MODEL
+from selfdistill.errors import UserError
 
 
 class Command(NamedTuple):
@@ -44,27 +45,27 @@ COMMANDS: dict[str, Command] = {
         "selfdistill.cli:GenerateConfig", "selfdistill.cli:generate", "generate an answer to one prompt"
     ),
     "eval": Command(
-        "selfdistill.evaluation.evaluate:EvalConfig",
+        "selfdistill.evaluation.config:EvalConfig",
         "selfdistill.evaluation.evaluate:run_eval",
         "evaluate a model on tasks or suites",
     ),
     "probe": Command(
-        "selfdistill.evaluation.probe:ProbeConfig",
+        "selfdistill.evaluation.config:ProbeConfig",
         "selfdistill.evaluation.probe:run_probe",
         "ICL gap: teacher with demo vs student without",
     ),
     "continual": Command(
-        "selfdistill.continual.runner:ContinualConfig",
+        "selfdistill.continual.config:ContinualConfig",
         "selfdistill.continual.runner:run_continual",
         "run a plan of stages, report",
     ),
     "demo": Command(
-        "selfdistill.continual.runner:DemoConfig",
+        "selfdistill.continual.config:DemoConfig",
         "selfdistill.continual.runner:run_demo",
         "the offline demo on the embedded model",
     ),
     "report": Command(
-        "selfdistill.continual.report:ReportConfig",
+        "selfdistill.continual.config:ReportConfig",
         "selfdistill.continual.report:run_report_cli",
         "write report.md and plots for a run dir",
     ),
@@ -275,31 +276,6 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from selfdistill.config import ConfigError
-    from selfdistill.continual.plan import PlanError
-    from selfdistill.continual.report import ResultsError
-    from selfdistill.data import DataError
-    from selfdistill.evaluation.tasks.base import TaskError
-    from selfdistill.models import ModelSpecError
-    from selfdistill.training.checkpoint import CheckpointError
-    from selfdistill.training.prompts import PromptBudgetError
-    from selfdistill.training.setup import OutputDirError
-
-    return (
-        DataError,
-        ModelSpecError,
-        PromptBudgetError,
-        TaskError,
-        OutputDirError,
-        CheckpointError,
-        ConfigError,
-        ResultsError,
-        PlanError,
-        FileNotFoundError,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -333,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         result = runner(cfg)
-    except _user_errors() as err:
+    except (UserError, FileNotFoundError) as err:  # a mistake the user can fix: one line, exit 2
         if debug:
             raise
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)

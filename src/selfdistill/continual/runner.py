@@ -52,7 +52,6 @@ from selfdistill.training.setup import OutputDirError, resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEMO_PLAN", "ContinualConfig", "DemoConfig", "demo_plan", "run_continual", "run_demo", "run_plan"]
 PLAN_FILE = "plan.json"
 TRAINED_MARK = "trained.json"
 """Written into a stage directory once its training returned: a rerun then goes straight to its evaluation."""

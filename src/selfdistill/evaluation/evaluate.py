@@ -20,11 +20,9 @@ import logging
 import math
 import os
 import random
-import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +31,13 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from selfdistill.cards import add_scores
-from selfdistill.config import DEFAULT_MODEL, RolloutName, TrackerName
+from selfdistill.config import config_dict
+from selfdistill.evaluation.config import EvalConfig
 from selfdistill.evaluation.tasks import expand_task_names, get_task
 from selfdistill.evaluation.tasks.base import ChoiceTask, GenerationTask, LoglikRequest, LoglikResult, Task
+from selfdistill.fileio import write_json_atomic
 from selfdistill.models import load_model
+from selfdistill.stats import mean_stderr
 from selfdistill.training import engines, trackers
 from selfdistill.training.engines import Sampling
 from selfdistill.training.prompts import student_prompt_ids
@@ -265,11 +266,7 @@ def aggregate(scores: list[dict[str, float]]) -> tuple[dict[str, float], dict[st
     metrics: dict[str, float] = {}
     stderr: dict[str, float | None] = {}
     for name in dict.fromkeys(m for s in scores for m in s):
-        values = [s[name] for s in scores if name in s]
-        n = len(values)
-        mean = math.fsum(values) / n
-        metrics[name] = mean
-        stderr[name] = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None
+        metrics[name], stderr[name] = mean_stderr([s[name] for s in scores if name in s])
     if "logprob" in metrics:
         metrics["perplexity"] = math.exp(-metrics["logprob"])
         stderr["perplexity"] = None
@@ -318,48 +315,6 @@ def evaluate_tasks(
 
 
 # ------------------------------------------------------------------------------------------------------ entry point
-@dataclass
-class EvalConfig:
-    """Evaluate a model on tasks and suites: ``selfdistill eval --tasks prior --limit 200 --output results.json``."""
-
-    model: str = DEFAULT_MODEL
-    """Model spec: smollm2-135m-instruct, tiny-random, a model or training-output directory, or a hub id."""
-    tasks: list[str] = field(default_factory=lambda: ["prior"])
-    """Task names, suites (prior = the prior-capability set) or PATH.jsonl[:scorer] user tasks."""
-    limit: int | None = None
-    """Evaluate a fixed seeded subset of at most this many items per task (all items when unset)."""
-    output: Path | None = None
-    """Results JSON file; per-item predictions go beside it as <stem>.predictions.jsonl."""
-    data_dir: Path | None = None
-    """Directory of the evaluation data sets (default: $SELFDISTILL_DATA, else ../shared/data)."""
-    batch_size: int = 16
-    """Requests (log-likelihood) or prompts (generation) per forward batch."""
-    seed: int = 0
-    """Seed of the ``limit`` subset."""
-    device: str = "auto"
-    """auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps."""
-    trust_remote_code: bool = False
-    """Allow custom model code from the model directory or hub."""
-    rollout: RolloutName = "hf"
-    """Engine for generation tasks: hf (model.generate) or vllm (greedy, fp32, in process)."""
-    report_to: list[TrackerName] = field(default_factory=list)
-    """Also log every task's metrics to these trackers (tensorboard beside --output, trackio, wandb)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.tasks, str) or not self.tasks or not all(self.tasks):
-            raise ValueError(f"tasks: expected a non-empty list of task names, got {self.tasks!r}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit: must be >= 1 or unset, got {self.limit}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
-        if self.report_to and self.output is None:
-            raise ValueError("report-to: needs --output (tracker files go beside the results file)")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ValueError(f"device: {self.device!r} is not auto, cpu, cuda, cuda:N or mps")
-        self.output = Path(self.output) if self.output is not None else None
-        self.data_dir = Path(self.data_dir) if self.data_dir is not None else None
-
-
 def format_table(results: dict[str, dict]) -> str:
     """Task, metric, value ± stderr, n, seconds; the primary metric first."""
     lines = [f"{'task':<16} {'metric':<11} {'value':>17} {'n':>6} {'seconds':>8}"]
@@ -419,16 +374,13 @@ def run_eval(cfg: EvalConfig) -> dict:
         if engine is not None:
             engine.close()
     print(format_table(results))
+    config = config_dict(cfg)
     if cfg.report_to:
-        config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
         with trackers.Trackers.open(cfg.report_to, cfg.output.parent, cfg.output.stem, config) as tracked:
             tracked.log(tracker_scalars(results), step=0)
     if Path(cfg.model).is_dir():  # a selfdistill output: its model card lists these scores from now on
         add_scores(Path(cfg.model), card_scores(results, cfg.limit), source="selfdistill eval")
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     report = {"config": config | {"tasks": names}, "results": results}
     if cfg.output:
-        tmp = cfg.output.with_name(f".{cfg.output.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, cfg.output)
+        write_json_atomic(cfg.output, report)
     return report

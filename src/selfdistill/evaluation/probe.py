@@ -11,35 +11,28 @@ C completion tokens, V vocabulary.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
 
-from selfdistill.config import DEFAULT_MODEL, RolloutName
+from selfdistill.config import config_dict
 from selfdistill.data import DataError, Example, read_examples
+from selfdistill.evaluation.config import ProbeConfig
 from selfdistill.evaluation.evaluate import generate, subset_indices
 from selfdistill.evaluation.tasks import GenerationTask, TaskError, get_task
 from selfdistill.evaluation.tasks.scorers import SCORERS, check_answer
+from selfdistill.fileio import write_json_atomic
 from selfdistill.models import load_model
+from selfdistill.stats import mean_stderr
 from selfdistill.training import engines
 from selfdistill.training.engines import Sampling
 from selfdistill.training.losses import forward_kl, masked_mean, token_nll
-from selfdistill.training.prompts import (
-    TEACHER_TEMPLATES,
-    resolve_template,
-    student_prompt_ids,
-    teacher_prompt_ids,
-)
+from selfdistill.training.prompts import student_prompt_ids, teacher_prompt_ids
 from selfdistill.training.rollout import completion_logits, eos_ids, pack, sample
 from selfdistill.training.setup import resolve_device
 
@@ -47,76 +40,6 @@ log = logging.getLogger(__name__)
 
 MIN_GAP = 0.1
 """Smallest teacher-minus-student score gap that counts as "clearly better" (it must also be ≥ 2 paired SE)."""
-
-
-@dataclass
-class ProbeConfig:
-    """ICL-gap pre-flight: teacher (demonstration in context) vs student (without), for each teacher template."""
-
-    model: str = DEFAULT_MODEL
-    """Model spec: smollm2-135m-instruct, tiny-random, a model or training-output directory, or a hub id."""
-    data: Path | None = None
-    """JSONL file or saved HF dataset with demonstrations (give this or --task)."""
-    task: str | None = None
-    """A task with a training split (bfcl, pubmedqa, sciknoweval_chem, fictional_knowledge, gsm8k, ...)."""
-    limit: int = 16
-    """Probe a fixed seeded subset of this many examples with demonstrations."""
-    templates: list[str] = field(default_factory=lambda: list(TEACHER_TEMPLATES))
-    """Teacher templates to compare: registered names or format strings with {prompt} and {demonstration}."""
-    output: Path | None = None
-    """Write the JSON report here (the table and verdict are always printed)."""
-    scorer: str = "contains"
-    """Scorer for --data rows that all have `answer` (exact, contains, number, choice, json, regex)."""
-    data_dir: Path | None = None
-    """Where registered task data lives (default: $SELFDISTILL_DATA or ../shared/data)."""
-    max_new_tokens: int | None = None
-    """Longest greedy answer (default: the task's own, else 128)."""
-    num_samples: int = 2
-    """Student samples per example for the KL."""
-    sample_tokens: int = 64
-    """Longest student sample for the KL."""
-    temperature: float = 1.0
-    """Sampling temperature of the student samples."""
-    skip_first_tokens: int = 3
-    """Sample tokens left out of the KL at the start, as in SDFT training."""
-    max_teacher_prompt_tokens: int = 2048
-    """Teacher prompt budget; the demonstration (never the question) is cut to fit, as in training."""
-    batch_size: int = 8
-    """Prompts per forward or generation batch."""
-    seed: int = 0
-    """Seed of the subset and of the student samples."""
-    device: str = "auto"
-    """cpu, cuda, cuda:1, ... (auto: cuda when available)."""
-    progress: bool = True
-    """Show progress bars."""
-    rollout: RolloutName = "hf"
-    """Engine for greedy answers and student samples: hf (model.generate) or vllm."""
-
-    def __post_init__(self) -> None:
-        if (self.data is None) == (self.task is None):
-            raise ValueError("data: give exactly one of --data FILE or --task NAME")
-        checks = [
-            ("limit", self.limit >= 1, "must be >= 1"),
-            ("templates", 0 < len(set(self.templates)) == len(self.templates), "must be distinct, >= 1"),
-            ("scorer", self.scorer in SCORERS, f"must be one of {', '.join(SCORERS)}"),
-            ("max_new_tokens", self.max_new_tokens is None or self.max_new_tokens > 0, "must be > 0"),
-            ("num_samples", self.num_samples >= 1, "must be >= 1"),
-            ("sample_tokens", self.sample_tokens > self.skip_first_tokens, "must exceed --skip-first-tokens"),
-            ("temperature", self.temperature > 0, "must be > 0"),
-            ("skip_first_tokens", self.skip_first_tokens >= 0, "must be >= 0"),
-            ("max_teacher_prompt_tokens", self.max_teacher_prompt_tokens > 0, "must be > 0"),
-            ("batch_size", self.batch_size >= 1, "must be >= 1"),
-        ]
-        for name, ok, why in checks:
-            if not ok:
-                raise ValueError(f"{name.replace('_', '-')}: {why}")
-        for t in self.templates:
-            try:
-                resolve_template(t)
-            except ValueError as err:
-                raise ValueError(f"templates: {str(err).split(': ', 1)[1]}") from None
-        self.data = Path(self.data) if self.data is not None else None
-        self.output = Path(self.output) if self.output is not None else None
 
 
 # ------------------------------------------------------------------------------------------------ examples, scoring
@@ -147,14 +70,6 @@ def load_probe_examples(cfg: ProbeConfig) -> tuple[list[Example], Callable[[Exam
         return examples, lambda ex, out: fn(out, ex.answer), cfg.scorer, 128
     # Without a reference answer the demonstration is the reference: overlap with it stands in for accuracy.
     return examples, lambda ex, out: token_f1(out, ex.completion), "token_f1", 128
-
-
-def mean_se(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and its standard error (sample std / sqrt(n)); no mean when empty, no SE below 2 values."""
-    if (n := len(values)) == 0:
-        return None, None
-    mean = math.fsum(values) / n
-    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None
 
 
 # ------------------------------------------------------------------------------------------------- measurements
@@ -228,10 +143,10 @@ def greedy(model, tok, examples, prompts, score: Callable, max_new: int, cfg: Pr
 
 def template_row(scores, student_scores, kl, demo_lp, student_lp, truncated: int) -> dict:
     """Means and standard errors; the gap's SE is paired (per-example differences): both saw the same items."""
-    (t, t_se), (k, k_se) = mean_se(scores), mean_se(kl)
-    gap, gap_se = mean_se([a - b for a, b in zip(scores, student_scores, strict=True)])
+    (t, t_se), (k, k_se) = mean_stderr(scores), mean_stderr(kl)
+    gap, gap_se = mean_stderr([a - b for a, b in zip(scores, student_scores, strict=True)])
     row = {"teacher": t, "teacher_stderr": t_se, "gap": gap, "gap_stderr": gap_se, "kl": k, "kl_stderr": k_se}
-    row |= {"demo_logp_student": mean_se(student_lp)[0], "demo_logp_teacher": mean_se(demo_lp)[0]}
+    row |= {"demo_logp_student": mean_stderr(student_lp)[0], "demo_logp_teacher": mean_stderr(demo_lp)[0]}
     return row | {"truncated_demonstrations": truncated}
 
 
@@ -305,8 +220,8 @@ def run_probe(cfg: ProbeConfig) -> dict:
         rows[name] = template_row(scores, student_scores, kl[name], demo_lp, student_lp, truncated[name])
         teacher_items[name] = (out, scores)
 
-    s, s_se = mean_se(student_scores)
-    student = {"score": s, "stderr": s_se, "demo_logp": mean_se(student_lp)[0], "kl_samples": len(kl[name])}
+    s, s_se = mean_stderr(student_scores)
+    student = {"score": s, "stderr": s_se, "demo_logp": mean_stderr(student_lp)[0], "kl_samples": len(kl[name])}
     source = f"task {cfg.task}" if cfg.task else str(cfg.data)
     report = {"source": source, "model": cfg.model, "metric": metric, "n": len(examples), "student": student}
     report |= {"templates": rows, "verdict": verdict(metric, student, rows)}
@@ -315,14 +230,12 @@ def run_probe(cfg: ProbeConfig) -> dict:
         | {name: {"output": out[i], "score": sc[i]} for name, (out, sc) in teacher_items.items()}
         for i, ex in enumerate(examples)
     ]
-    report["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    report["config"] = config_dict(cfg)
     report["seconds"] = round(time.perf_counter() - start, 1)
     print(format_table(report))
     if cfg.output:
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cfg.output.with_name(f".{cfg.output.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, cfg.output)
+        write_json_atomic(cfg.output, report)
         log.info("wrote %s", cfg.output)
     if engine is not None:
         engine.close()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from selfdistill.config import ConfigError, TrackerName
+from selfdistill.markdown import table
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
     def cell(value: Any) -> str:
         return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+    return "\n".join(table(columns, [[cell(v) for v in row] for row in rows]))
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
