@@ -18,21 +18,25 @@ gradients, AdamW's two moments and the EMA teacher: five copies of the parameter
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+import tyro
 
 CHILD = """
 import json, math, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from selfdistill.training.loop import TrainConfig, train
-from vs_trl import vm_hwm_mib
+from measure import vm_hwm_mib
 spec = json.loads(sys.argv[1])
-out = train(TrainConfig(**{**spec, "output": Path(spec["output"])}))
+out = train(TrainConfig.from_mapping({**spec, "output": Path(spec["output"])}))
 hwm = vm_hwm_mib()
 from safetensors import safe_open
 with safe_open(str(Path(out) / "model.safetensors"), "pt") as f:
@@ -44,7 +48,7 @@ LOSS_CHILD = """
 import json, sys, torch
 sys.path.insert(0, sys.argv[2])
 from selfdistill.training import losses
-from vs_trl import vm_hwm_mib
+from measure import vm_hwm_mib
 spec = json.loads(sys.argv[1])
 B, C, H, V = spec["batch_size"], spec["length"], 576, spec["vocab"]
 torch.manual_seed(0)
@@ -68,6 +72,39 @@ print(json.dumps({"peak_over_start_mib": vm_hwm_mib() - start}))
 """
 
 
+@dataclass
+class Args:
+    """Peak memory of SDFT training against completion length: one fresh process per length."""
+
+    model: str = "smollm2-135m-instruct"
+    """The model to train."""
+    data: str = "record_json"
+    """A data file or registered task."""
+    lengths: list[int] = field(default_factory=lambda: [32, 128])
+    """Completion lengths, each exact (min_new_tokens = max_new_tokens)."""
+    steps: int = 2
+    """Training steps per run."""
+    batch_size: int = 8
+    """Prompts per step."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Training precision."""
+    head: list[Literal["fused", "materialized"]] = field(default_factory=lambda: ["fused"])
+    """fused: the LM heads inside the loss chunk by chunk; materialized: --no-fused-head, the whole batch's logits."""
+    gradient_checkpointing: bool = False
+    """Train with --gradient-checkpointing."""
+    loss_only: bool = False
+    """The loss alone on random hidden states."""
+    vocab: list[int] = field(default_factory=lambda: [49152, 151936])
+    """With --loss-only: the vocabulary sizes."""
+    json: Path | None = None
+    """Also write the results to this file."""
+
+
+def settings(args: Args) -> dict:
+    """The command line as the results file records it."""
+    return dataclasses.asdict(args) | {"json": str(args.json)}
+
+
 def run_child(script: str, spec: dict, what: str) -> dict:
     """``script`` in a fresh process (so its peak RSS is its own) given ``spec``; the JSON of its last line."""
     child = [sys.executable, "-c", script, json.dumps(spec), str(Path(__file__).resolve().parent)]
@@ -77,7 +114,7 @@ def run_child(script: str, spec: dict, what: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def loss_only(args: argparse.Namespace) -> None:
+def loss_only(args: Args) -> None:
     rows = []
     for vocab in args.vocab:
         for length in args.lengths:
@@ -100,25 +137,11 @@ def loss_only(args: argparse.Namespace) -> None:
                 )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"settings": vars(args) | {"json": str(args.json)}, "loss_only": rows}, indent=1) + "\n"
-        )
+        args.json.write_text(json.dumps({"settings": settings(args), "loss_only": rows}, indent=1) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--data", default="record_json")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128])
-    parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--head", nargs="+", choices=["fused", "materialized"], default=["fused"])
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="train with --gradient-checkpointing")
-    parser.add_argument("--loss-only", action="store_true", help="the loss alone on random hidden states")
-    parser.add_argument("--vocab", type=int, nargs="+", default=[49152, 151936], help="with --loss-only")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
     if args.loss_only:
         return loss_only(args)
 
@@ -168,10 +191,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
-            json.dumps(
-                {"cpu": cpu_model(), "settings": vars(args) | {"json": str(args.json)}, "runs": results}, indent=1
-            )
-            + "\n"
+            json.dumps({"cpu": cpu_model(), "settings": settings(args), "runs": results}, indent=1) + "\n"
         )
 
 

@@ -3,12 +3,11 @@
 On 2 cores, `--rollout vllm` sampled faster than the hf engine but made every other phase of the step slower
 (docs/performance.md: student forward + backward 4.19 s against 2.90 s). One candidate cause is OpenMP workers that
 keep spinning after a parallel region and compete with the next phase's threads. ``OMP_WAIT_POLICY=PASSIVE`` makes
-them sleep at once instead. This runs vs_trl.py's selfdistill SDFT step (fp32, fixed-length completions, the
-paper template) with each engine, with and without that setting, alternating the variants in every round, and
-prints per-variant median seconds per step and per phase.
+them sleep at once instead. This runs vs_trl.py's selfdistill SDFT step (step_harness.py: fp32, fixed-length
+completions, the paper template) with each engine, with and without that setting, alternating the variants in every
+round, and prints per-variant median seconds per step and per phase.
 
-    .venv/bin/python benchmarks/vllm_threads.py            # the embedded model, 2 rounds x 6 steps (13 min on an AMX
-    Xeon)
+    .venv/bin/python benchmarks/vllm_threads.py            # the embedded model, 2 rounds x 6 steps (13 min, AMX Xeon)
     .venv/bin/python benchmarks/vllm_threads.py --quick    # tiny-random, 1 round x 3 steps
 
 Needs `.venv-vllm` (`make setup-vllm`). Writes ``benchmarks/results/vllm_threads.json`` (resumes from it).
@@ -16,14 +15,16 @@ Needs `.venv-vllm` (`make setup-vllm`). Writes ``benchmarks/results/vllm_threads
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import vs_trl
+import tyro
+from common import usage_error
+from measure import git_commit, previous_runs, summarize_runs
+from step_harness import VLLM_PYTHON, prepare_model, run_child
 
 HERE = Path(__file__).resolve().parent
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -40,7 +41,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
     for name in VARIANTS:
         mine = [r for r in runs if r["variant"] == name]
         if mine:
-            out[name] = vs_trl.summarize_runs(mine) | {"torch_threads_at_end": sorted({r["threads"] for r in mine})}
+            out[name] = summarize_runs(mine) | {"torch_threads_at_end": sorted({r["threads"] for r in mine})}
     return out
 
 
@@ -59,21 +60,36 @@ def report(result: dict) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny-random, 1 round x 3 steps: the harness runs")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--new-tokens", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data", type=Path, default=HERE.parent / "examples" / "capitals.jsonl")
-    parser.add_argument("--model", type=Path, default=None, help="a local HF model directory")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--fresh", action="store_true", help="ignore the JSON file's finished runs")
-    args = parser.parse_args()
-    if not vs_trl.VLLM_PYTHON.is_file():
-        sys.exit(f"{vs_trl.VLLM_PYTHON} is missing; build it with `make setup-vllm`")
+@dataclass
+class Args:
+    """vLLM's in-process CPU engine beside the trainer, with and without OMP_WAIT_POLICY=PASSIVE."""
+
+    quick: bool = False
+    """tiny-random, 1 round x 3 steps: the harness runs."""
+    rounds: int | None = None
+    """Rounds, each running every variant once (None: 2, or 1 with --quick)."""
+    steps: int | None = None
+    """Steps per run, the first dropped (None: 6, or 3 with --quick)."""
+    new_tokens: int | None = None
+    """Completion length, fixed (None: 64, or 16 with --quick)."""
+    batch_size: int = 8
+    """Prompts per step."""
+    threads: int = 2
+    """torch threads in every run."""
+    data: Path = HERE.parent / "examples" / "capitals.jsonl"
+    """The demonstrations."""
+    model: Path | None = None
+    """A local HF model directory (default: the embedded model; quick: tiny-random)."""
+    json: Path | None = None
+    """Results file (default benchmarks/results/vllm_threads[_quick].json)."""
+    fresh: bool = False
+    """Ignore the JSON file's finished runs."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    if not VLLM_PYTHON.is_file():
+        usage_error("vllm_threads.py", f"{VLLM_PYTHON} is missing; build it with `make setup-vllm`")
     rounds = args.rounds or (1 if args.quick else 2)
     steps = args.steps or (3 if args.quick else 6)
     new_tokens = args.new_tokens or (16 if args.quick else 64)
@@ -87,15 +103,13 @@ def main() -> None:
         "threads": args.threads,
         "variants": list(VARIANTS),
     }
-    runs = vs_trl.previous_runs(path, settings, args.fresh)
+    runs = previous_runs(path, settings, args.fresh)
     from selfdistill.environment import cpu_model
 
-    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    result = {"cpu": cpu_model(), "commit": commit.stdout.strip(), "settings": settings, "rounds": rounds, "runs": runs}
-    ns = argparse.Namespace(quick=args.quick, model=args.model)
+    result = {"cpu": cpu_model(), "commit": git_commit(HERE), "settings": settings, "rounds": rounds, "runs": runs}
     with tempfile.TemporaryDirectory(prefix="vllm-threads-") as tmp_name:
         tmp = Path(tmp_name)
-        model_dir = vs_trl.prepare_model(ns, tmp)
+        model_dir = prepare_model(args.model, args.quick, tmp)
         spec = {
             "model": str(model_dir),
             "data": str(args.data),
@@ -113,8 +127,8 @@ def main() -> None:
                     continue
                 rollout, env = VARIANTS[name]
                 side = "selfdistill-vllm" if rollout == "vllm" else "selfdistill-fp32"
-                python = vs_trl.VLLM_PYTHON if rollout == "vllm" else Path(sys.executable)
-                run = vs_trl.run_child(python, side, spec | {"rollout": rollout}, tmp, env) | {
+                python = VLLM_PYTHON if rollout == "vllm" else Path(sys.executable)
+                run = run_child(python, side, spec | {"rollout": rollout}, tmp, env) | {
                     "round": rnd,
                     "variant": name,
                 }
