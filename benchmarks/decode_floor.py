@@ -25,15 +25,16 @@ Prints a table and writes ``--json FILE``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import tyro
 from torch import nn
 
 from selfdistill.environment import cpu_model
@@ -50,6 +51,24 @@ PROFILE_GROUPS = {  # op-name fragment → group; the first fragment found in an
     "attention": "attention",
     "aten::cat": "KV-cache concatenation",
 }
+
+
+@dataclass
+class Args:
+    """The floor under an hf rollout on this CPU, beside the rollout itself."""
+
+    model: str = "smollm2-135m-instruct"
+    """The model to sample from."""
+    rows: int = 8
+    """Rows per rollout (the batch size)."""
+    new_tokens: int = 64
+    """Tokens sampled per row, exactly."""
+    rounds: int = 5
+    """Repeats of every timing (their median is reported)."""
+    variants: bool = False
+    """Also time a bf16 weight copy, compiled or not."""
+    json: Path | None = None
+    """Also write the summary to this file."""
 
 
 def median_seconds(fn: Callable[[], object], rounds: int) -> float:
@@ -146,37 +165,10 @@ def variants(model: nn.Module, tok, prompts: list[list[int]], new_tokens: int, r
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--rows", type=int, default=8, help="rows per rollout (the batch size)")
-    parser.add_argument("--new-tokens", type=int, default=64, help="tokens sampled per row, exactly")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--variants", action="store_true", help="also time a bf16 weight copy, compiled or not")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-
-    model, tok = load_model(args.model)
-    model.eval()
-    prompts = [
-        tok(f"Question {i}: what is the capital of country number {i}? Answer briefly.")["input_ids"]
-        for i in range(args.rows)
-    ]
-    bandwidth = read_bandwidth(args.rounds)
-    summary: dict = {
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-        "model": args.model,
-        "rows": args.rows,
-        "new_tokens": args.new_tokens,
-        "read_bandwidth_gb_s": bandwidth / 1e9,
-    }
-    print(
-        f"cpu {summary['cpu']}, {summary['threads']} threads; {args.model}, {args.rows} rows, "
-        f"{args.new_tokens} new tokens; read bandwidth {bandwidth / 1e9:.1f} GB/s"
-    )
-    print("| precision | weights read per token | floor | linears alone (GB/s) | sample | sample / floor |")
-    print("|---|---|---|---|---|---|")
+def sample_vs_floor(model: nn.Module, tok, prompts: list[list[int]], args: Args, bandwidth: float) -> dict:
+    """Per precision (bf16 autocast, fp32): the weights a token reads, its floor, the linears alone and ``sample``;
+    printed as table rows. Also returns the bf16 ``sample`` call under ``"profiled"`` (for the profile)."""
+    summary: dict = {}
     for name, bf16 in (("bf16 autocast", True), ("fp32", False)):
         nbytes, pass_s = linear_pass(model, args.rows, bf16, args.rounds)
         floor_s = nbytes * args.new_tokens / bandwidth
@@ -206,8 +198,35 @@ def main() -> None:
             f"{sample_s:.2f} s | {sample_s / floor_s:.1f}x |"
         )
         if bf16:
-            profiled = run
-    groups = summary["bf16_profile_s"] = profile_groups(profiled)
+            summary["profiled"] = run
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    model, tok = load_model(args.model)
+    model.eval()
+    prompts = [
+        tok(f"Question {i}: what is the capital of country number {i}? Answer briefly.")["input_ids"]
+        for i in range(args.rows)
+    ]
+    bandwidth = read_bandwidth(args.rounds)
+    summary: dict = {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "model": args.model,
+        "rows": args.rows,
+        "new_tokens": args.new_tokens,
+        "read_bandwidth_gb_s": bandwidth / 1e9,
+    }
+    print(
+        f"cpu {summary['cpu']}, {summary['threads']} threads; {args.model}, {args.rows} rows, "
+        f"{args.new_tokens} new tokens; read bandwidth {bandwidth / 1e9:.1f} GB/s"
+    )
+    print("| precision | weights read per token | floor | linears alone (GB/s) | sample | sample / floor |")
+    print("|---|---|---|---|---|---|")
+    summary |= sample_vs_floor(model, tok, prompts, args, bandwidth)
+    groups = summary["bf16_profile_s"] = profile_groups(summary.pop("profiled"))
     total = sum(groups.values())
     print(
         "bf16 sample, self CPU time by op group: "

@@ -13,15 +13,17 @@ writes it to ``--json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
+import tyro
 
 SHAPES = {
     # SmolLM2-135M-Instruct's config
@@ -51,6 +53,29 @@ SHAPES = {
         tie_word_embeddings=True,
     ),
 }
+
+
+Shape = Literal[tuple(SHAPES)]
+
+
+@dataclass
+class Args:
+    """GPU check: SDFT steps in bf16 on random-initialised models of real shapes, on one CUDA GPU, offline."""
+
+    device: str = "cuda"
+    """The torch device to train on."""
+    shapes: list[Shape] = field(default_factory=lambda: ["smollm2-135m", "llama-1.5b"])
+    """The model shapes to build and train."""
+    steps: int = 6
+    """SDFT steps per run (the first is dropped)."""
+    batch_size: int = 16
+    """Prompts per step."""
+    new_tokens: int = 128
+    """Completion budget per prompt."""
+    quick: bool = False
+    """Tiny shape, 3 steps, batch 4, 16 tokens."""
+    json: Path = Path("gpu_check.json")
+    """Where the summary goes."""
 
 
 def build(shape: str, out: Path, vocab: int) -> int:
@@ -89,28 +114,30 @@ def data_file(path: Path, n: int) -> Path:
     return path
 
 
-def run(model_dir: Path, data: Path, out: Path, args, rollout: str) -> dict:
+def run(model_dir: Path, data: Path, out: Path, args: Args, rollout: str) -> dict:
     from selfdistill.config import TrainConfig
     from selfdistill.training.loop import train
 
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    cfg = TrainConfig(
-        data=str(data),
-        model=str(model_dir),
-        method="sdft",
-        output=out,
-        overwrite=True,
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_new_tokens=args.new_tokens,
-        precision="bf16" if args.device.startswith("cuda") else "auto",
-        device=args.device,
-        save_every=0,
-        progress=False,
-        lr=1e-5,
-        rollout=rollout,
+    cfg = TrainConfig.from_mapping(
+        dict(
+            data=str(data),
+            model=str(model_dir),
+            method="sdft",
+            output=out,
+            overwrite=True,
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            max_new_tokens=args.new_tokens,
+            precision="bf16" if args.device.startswith("cuda") else "auto",
+            device=args.device,
+            save_every=0,
+            progress=False,
+            lr=1e-5,
+            rollout=rollout,
+        )
     )
     train(cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
@@ -129,16 +156,8 @@ def run(model_dir: Path, data: Path, out: Path, args, rollout: str) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--shapes", nargs="+", default=["smollm2-135m", "llama-1.5b"], choices=list(SHAPES))
-    parser.add_argument("--steps", type=int, default=6, help="SDFT steps per run (the first is dropped)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--quick", action="store_true", help="tiny shape, 3 steps, batch 4, 16 tokens")
-    parser.add_argument("--json", type=Path, default=Path("gpu_check.json"))
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
     if args.quick:
         args.shapes, args.steps, args.batch_size, args.new_tokens = ["tiny"], 3, 4, 16
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -15,7 +15,6 @@ once. Prints ``identical K/N``; exits 1 unless every trial is identical and ever
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import tyro
 from safetensors.torch import load_file
 
 from selfdistill.training.checkpoint import CHECKPOINTS, list_checkpoints, read_checkpoint
@@ -247,17 +247,28 @@ def estimates(ref: Path, steps: int, save_every: int, run_s: float) -> Estimate:
     return Estimate(ref, steps, save_every, run_s, step_s)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--save-every", type=int, default=3)
-    parser.add_argument("--max-kills", type=int, default=3, help="kills per trial: 1..max, drawn at random")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (not of training)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="OMP threads per run")
-    parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory, removed")
-    args = parser.parse_args(argv)
+@dataclass
+class Args:
+    """Kill-and-resume harness: SIGKILL tiny-random SDFT runs at random moments, resume them, compare bit for bit."""
 
+    trials: int = 20
+    """Trials, each killed one or more times and resumed to the end."""
+    steps: int = 30
+    """Training steps of every run."""
+    save_every: int = 3
+    """Checkpoint every this many steps."""
+    max_kills: int = 3
+    """Kills per trial: 1..max, drawn at random."""
+    seed: int = 0
+    """Seed of the kill schedule (not of training)."""
+    threads: int = field(default_factory=torch.get_num_threads)
+    """OMP threads per run (default: torch's)."""
+    workdir: Path | None = None
+    """Where the runs go (default: a temporary directory, removed when every trial is identical)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
     work = args.workdir or Path(tempfile.mkdtemp(prefix="kill_resume-"))
     work.mkdir(parents=True, exist_ok=True)
     env = child_env(args.threads)

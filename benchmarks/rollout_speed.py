@@ -11,14 +11,15 @@ under bf16 autocast as training does; vllm runs in fp32 (and bf16 with ``--vllm-
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
+import tyro
 
 from selfdistill.environment import cpu_model
 from selfdistill.evaluation.tasks import get_task
@@ -28,51 +29,68 @@ from selfdistill.training.prompts import student_prompt_ids
 from selfdistill.training.setup import autocast, bf16_supported
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--task", default="record_json", help="registered task whose training prompts are used")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--vllm-bf16", action="store_true")
-    parser.add_argument(
-        "--hf-only",
-        action="store_true",
-        help="leave vllm out (to time hf in another environment, e.g. .venv beside .venv-vllm)",
-    )
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+@dataclass
+class Args:
+    """Rollout throughput of the hf and vllm engines on the same model and batch, side by side."""
 
+    model: str = "smollm2-135m-instruct"
+    """The model to sample from."""
+    task: str = "record_json"
+    """Registered task whose training prompts are used."""
+    rounds: int = 3
+    """Rounds, each calling every engine once in alternating order."""
+    batch_size: int = 8
+    """Prompts per rollout."""
+    new_tokens: int = 64
+    """Tokens sampled per row, exactly."""
+    vllm_bf16: bool = False
+    """Also run vllm in bf16."""
+    hf_only: bool = False
+    """Leave vllm out (to time hf in another environment, e.g. .venv beside .venv-vllm)."""
+    json: Path | None = None
+    """Also write the summary to this file."""
+
+
+def start_engines(args: Args, model, tok) -> tuple[dict, dict[str, float]]:
+    """The engines to compare (name → engine) and the seconds each vllm engine took to start."""
     device = torch.device("cpu")
-    model, tok = load_model(args.model, device=device)
-    model.eval()
-    examples = get_task(args.task).train_examples()[: args.batch_size]
-    prompts = [student_prompt_ids(tok, ex) for ex in examples]
-    spec = Sampling(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, temperature=1.0)
     engines = {"hf fp32": make_engine("hf", model, tok)}
     if bf16_supported(device):
         engines["hf bf16 autocast"] = make_engine("hf", model, tok, autocast=lambda: autocast("bf16", device))
     start_seconds = {}
-    if not args.hf_only:
-        t0 = time.perf_counter()
-        engines["vllm fp32"] = make_engine("vllm", model, tok)
-        start_seconds["vllm fp32"] = time.perf_counter() - t0
-    if args.vllm_bf16 and not args.hf_only:
-        t0 = time.perf_counter()
-        engines["vllm bf16"] = make_engine("vllm", model, tok, dtype="bfloat16")
-        start_seconds["vllm bf16"] = time.perf_counter() - t0
+    for name, dtype, wanted in (("vllm fp32", None, True), ("vllm bf16", "bfloat16", args.vllm_bf16)):
+        if wanted and not args.hf_only:
+            t0 = time.perf_counter()
+            engines[name] = make_engine("vllm", model, tok, **({"dtype": dtype} if dtype else {}))
+            start_seconds[name] = time.perf_counter() - t0
+    return engines, start_seconds
+
+
+def time_engines(engines: dict, prompts: list[list[int]], spec: Sampling, rounds: int) -> tuple[dict, dict]:
+    """Seconds and completion tokens of every call after a dropped warm-up, the order alternating each round."""
     seconds: dict[str, list[float]] = {name: [] for name in engines}
     tokens: dict[str, list[int]] = {name: [] for name in engines}
     for engine in engines.values():
         engine.generate(prompts, spec)  # warm-up, dropped
-    for r in range(args.rounds):
+    for r in range(rounds):
         order = list(engines) if r % 2 == 0 else list(reversed(engines))
         for name in order:
             t = time.perf_counter()
             ro = engines[name].generate(prompts, spec)
             seconds[name].append(time.perf_counter() - t)
             tokens[name].append(sum(len(c) for c in ro.completions))
+    return seconds, tokens
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    model, tok = load_model(args.model, device=torch.device("cpu"))
+    model.eval()
+    examples = get_task(args.task).train_examples()[: args.batch_size]
+    prompts = [student_prompt_ids(tok, ex) for ex in examples]
+    spec = Sampling(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, temperature=1.0)
+    engines, start_seconds = start_engines(args, model, tok)
+    seconds, tokens = time_engines(engines, prompts, spec, args.rounds)
     summary = {
         "cpu": cpu_model(),
         "transformers": transformers.__version__,

@@ -6,34 +6,45 @@
 Loads ``smollm2-135m-instruct``, generates greedily for every candidate with the project's evaluation engine
 (``evaluate_tasks``, the task's own ``max_new_tokens`` and scorer), and writes the indices of the candidates scored
 1.0, with each pool's size and fingerprint, to ``src/selfdistill/evaluation/tasks/near_prior.json`` (``--tasks``
-replaces
-only those tasks' entries). Prints the CPU model, and kept/candidates per task.
+replaces only those tasks' entries). Prints the CPU model, and kept/candidates per task.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
+import tyro
 
 from selfdistill.environment import cpu_model
 from selfdistill.evaluation.evaluate import evaluate_tasks
 from selfdistill.evaluation.tasks.prior import NEAR_PRIOR_FILE, NEAR_TASKS, pool_fingerprint
 from selfdistill.models import DEFAULT_MODEL, load_model
 
+NearTask = Literal[tuple(sorted(NEAR_TASKS))]
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=sorted(NEAR_TASKS), choices=sorted(NEAR_TASKS))
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--output", type=Path, default=NEAR_PRIOR_FILE)
-    parser.add_argument("--show-misses", type=int, default=0, help="print this many wrong answers per task")
-    args = parser.parse_args()
 
+@dataclass
+class Args:
+    """Choose the near-prior items: the candidates of each near task that the embedded base model answers right."""
+
+    tasks: list[NearTask] = field(default_factory=lambda: sorted(NEAR_TASKS))
+    """The near tasks to select (the others keep their entries)."""
+    batch_size: int = 16
+    """Prompts per generation batch."""
+    output: Path = NEAR_PRIOR_FILE
+    """The file the kept indices go to."""
+    show_misses: int = 0
+    """Print this many wrong answers per task."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"cpu: {cpu_model()}; device: {device}; torch threads: {torch.get_num_threads()}")
     model, tok = load_model(DEFAULT_MODEL, dtype=torch.float32, device=device)

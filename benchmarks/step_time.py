@@ -19,116 +19,132 @@ trains on the demonstrations, SDFT on its own samples: the mean completion lengt
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
+import tyro
 
 from selfdistill.environment import cpu_model
 from selfdistill.training.loop import TrainConfig, train
 from selfdistill.training.setup import bf16_supported
 
 
-def one_run(args: argparse.Namespace, method: str, precision: str, options: dict, out: Path) -> list[dict]:
-    cfg = TrainConfig(
-        data=args.data,
-        model=args.model,
-        method=method,
-        output=out,
-        overwrite=True,
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        precision=precision,
-        save_every=0,
-        teacher_template="chat-turn",
-        progress=False,
-        lr=1e-5,
-        **options,
+@dataclass
+class Args:
+    """Seconds per optimizer step of the real training loop, two arms measured side by side."""
+
+    compare: Literal["precision", "methods", "head", "checkpointing", "prepack"] = "precision"
+    """precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision; head: sdft with the LM
+    head inside the loss vs materialized logits, at --precision; checkpointing: sdft with --gradient-checkpointing vs
+    without, at --precision; prepack: sdft with --prepack on vs off, at --precision."""
+    model: str = "smollm2-135m-instruct"
+    """The model to train."""
+    data: str = "record_json"
+    """A data file or registered task."""
+    method: Literal["sdft", "sft", "seqkd"] = "sdft"
+    """With --compare precision: the method."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """With every --compare but precision: the precision of both arms."""
+    rounds: int = 3
+    """Rounds, each running both arms once in alternating order."""
+    steps: int = 4
+    """Steps per run (the first is dropped)."""
+    batch_size: int = 8
+    """Prompts per step."""
+    max_new_tokens: int = 40
+    """Completion budget per prompt."""
+    json: Path | None = None
+    """Also write the summary to this file."""
+
+
+def arms_of(args: Args) -> tuple[dict[str, tuple[str, str, dict]], str]:
+    """The two arms of ``--compare`` (name → (method, precision, extra config)) and what they share."""
+    p = args.precision
+    if args.compare == "precision":
+        return {"fp32": (args.method, "fp32", {}), "bf16": (args.method, "bf16", {})}, args.method
+    if args.compare == "methods":
+        return {"sdft": ("sdft", p, {}), "sft": ("sft", p, {})}, f"precision {p}"
+    arms = {
+        "head": {"fused": {}, "materialized": {"fused_head": False}},
+        "prepack": {"prepack": {"prepack": "on"}, "stock": {"prepack": "off"}},
+        "checkpointing": {"checkpointing": {"gradient_checkpointing": True}, "plain": {}},
+    }[args.compare]
+    return {name: ("sdft", p, extra) for name, extra in arms.items()}, f"sdft, precision {p}"
+
+
+def one_run(args: Args, method: str, precision: str, options: dict, out: Path) -> list[dict]:
+    cfg = TrainConfig.from_mapping(
+        dict(
+            data=args.data,
+            model=args.model,
+            method=method,
+            output=out,
+            overwrite=True,
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            precision=precision,
+            save_every=0,
+            teacher_template="chat-turn",
+            progress=False,
+            lr=1e-5,
+            **options,
+        )
     )
     train(cfg)
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--compare",
-        default="precision",
-        choices=["precision", "methods", "head", "checkpointing", "prepack"],
-        help="precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision; "
-        "head: sdft with the LM head inside the loss vs materialized logits, at --precision; "
-        "checkpointing: sdft with --gradient-checkpointing vs without, at --precision; "
-        "prepack: sdft with --prepack on vs off, at --precision",
-    )
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--data", default="record_json", help="a data file or registered task")
-    parser.add_argument("--method", default="sdft", choices=["sdft", "sft", "seqkd"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="with --compare methods")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=4, help="steps per run (the first is dropped)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+def run_arms(args: Args, arms: dict[str, tuple[str, str, dict]]) -> dict[str, list[dict]]:
+    """Each arm's metrics.jsonl rows over ``--rounds`` runs, the first step of every run dropped; the arms alternate
+    their order each round, so drift in machine load hits both."""
+    rows: dict[str, list[dict]] = {name: [] for name in arms}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for name in list(arms) if r % 2 == 0 else list(arms)[::-1]:
+                kept = one_run(args, *arms[name], Path(tmp) / f"{name}-{r}")[1:]
+                rows[name] += kept
+                print(f"round {r + 1} {name}: " + " ".join(f"{row['seconds_per_step']:.2f}" for row in kept))
+    return rows
 
+
+def arm_summary(rows: list[dict], batch_size: int) -> dict:
+    """Median, min and max seconds per step, per example, the mean completion length and each phase's median."""
+    v = [row["seconds_per_step"] for row in rows]
+    phases: dict[str, list[float]] = {}
+    for row in rows:
+        for key in (k for k in row if k.startswith("seconds_") and k != "seconds_per_step"):
+            phases.setdefault(key.removeprefix("seconds_"), []).append(row[key])
+    return {
+        "median_s": statistics.median(v),
+        "min_s": min(v),
+        "max_s": max(v),
+        "n": len(v),
+        "median_s_per_example": statistics.median(v) / batch_size,
+        "mean_completion_length": statistics.mean(row["completion_length"] for row in rows),
+        "median_phase_s": {phase: statistics.median(t) for phase, t in phases.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    arms, subject = arms_of(args)
     device = torch.device("cpu")
-    if args.compare == "precision":
-        arms = {"fp32": (args.method, "fp32", {}), "bf16": (args.method, "bf16", {})}
-        subject = args.method
-    elif args.compare == "methods":
-        arms = {"sdft": ("sdft", args.precision, {}), "sft": ("sft", args.precision, {})}
-        subject = f"precision {args.precision}"
-    elif args.compare == "head":
-        arms = {"fused": ("sdft", args.precision, {}), "materialized": ("sdft", args.precision, {"fused_head": False})}
-        subject = f"sdft, precision {args.precision}"
-    elif args.compare == "prepack":
-        arms = {
-            "prepack": ("sdft", args.precision, {"prepack": "on"}),
-            "stock": ("sdft", args.precision, {"prepack": "off"}),
-        }
-        subject = f"sdft, precision {args.precision}"
-    else:
-        arms = {
-            "checkpointing": ("sdft", args.precision, {"gradient_checkpointing": True}),
-            "plain": ("sdft", args.precision, {}),
-        }
-        subject = f"sdft, precision {args.precision}"
     print(
         f"cpu {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, "
         f"bf16 used by 'auto': {bf16_supported(device)}"
     )
     print(f"threads {torch.get_num_threads()}, {subject}, {args.data}, batch {args.batch_size}")
-    times: dict[str, list[float]] = {name: [] for name in arms}
-    lengths: dict[str, list[float]] = {name: [] for name in arms}
-    phases: dict[str, dict[str, list[float]]] = {name: {} for name in arms}
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            order = list(arms) if r % 2 == 0 else list(arms)[::-1]
-            for name in order:
-                rows = one_run(args, *arms[name], Path(tmp) / f"{name}-{r}")[1:]
-                times[name] += [row["seconds_per_step"] for row in rows]
-                lengths[name] += [row["completion_length"] for row in rows]
-                for row in rows:
-                    for key in (k for k in row if k.startswith("seconds_") and k != "seconds_per_step"):
-                        phases[name].setdefault(key.removeprefix("seconds_"), []).append(row[key])
-                print(f"round {r + 1} {name}: " + " ".join(f"{row['seconds_per_step']:.2f}" for row in rows))
+    rows = run_arms(args, arms)
     summary: dict = {"cpu": cpu_model(), "compare": args.compare, "batch_size": args.batch_size}
-    for name, v in times.items():
-        summary[name] = {
-            "median_s": statistics.median(v),
-            "min_s": min(v),
-            "max_s": max(v),
-            "n": len(v),
-            "median_s_per_example": statistics.median(v) / args.batch_size,
-            "mean_completion_length": statistics.mean(lengths[name]),
-            "median_phase_s": {phase: statistics.median(t) for phase, t in phases[name].items()},
-        }
+    summary |= {name: arm_summary(rows[name], args.batch_size) for name in arms}
     first, second = arms
     ratio_key = f"{first}_over_{second}"
     summary[ratio_key] = summary[first]["median_s"] / summary[second]["median_s"]
