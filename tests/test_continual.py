@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,10 +221,12 @@ def test_demo_plan_is_the_example_file_and_runs_offline(tmp_path):
     assert all(s.steps == 2 and s.test.limit == 8 for s in quick.stages)
 
 
-def test_demo_is_a_sequence_of_the_forgetting_benchmark():
+def test_demo_is_a_sequence_of_the_forgetting_benchmark(monkeypatch):
     """The demo shows one of the benchmark's pre-registered sequences, with the benchmark's method options."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the scripts import their shared module as a script would
     spec = importlib.util.spec_from_file_location("forgetting", ROOT / "benchmarks" / "forgetting.py")
     bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "forgetting", bench)  # its dataclasses look their module up there
     spec.loader.exec_module(bench)
     plan = demo_plan(DemoConfig(data_dir=ROOT / "nonexistent"))
     assert tuple(s.name for s in plan.stages) in bench.SEQUENCES.values()
