@@ -22,7 +22,11 @@ def _front_matter(text: str) -> dict:
 
 
 def test_training_writes_a_card_naming_base_model_method_and_data(tmp_path, small_jsonl):
-    out = train(TrainConfig(data=str(small_jsonl), output=tmp_path / "run", method="sft", precision="fp32", **FAST))
+    out = train(
+        TrainConfig.from_mapping(
+            dict(data=str(small_jsonl), output=tmp_path / "run", method="sft", precision="fp32", **FAST)
+        )
+    )
     text = (out / "README.md").read_text()
     meta = _front_matter(text)
     assert meta["base_model"] == "tiny-random" and meta["library_name"] == "selfdistill"
@@ -37,7 +41,9 @@ def test_training_writes_a_card_naming_base_model_method_and_data(tmp_path, smal
 
 
 def test_merged_lora_output_has_its_own_card_and_eval_adds_scores(tmp_path, small_jsonl):
-    out = train(TrainConfig(data=str(small_jsonl), output=tmp_path / "run", lora=True, merge=True, **FAST))
+    out = train(
+        TrainConfig.from_mapping(dict(data=str(small_jsonl), output=tmp_path / "run", lora=True, merge=True, **FAST))
+    )
     merged = _front_matter((out / "merged" / "README.md").read_text())
     assert merged["base_model"] == "tiny-random" and "lora" in merged["tags"]
     assert main(["eval", "--model", str(out), "--tasks", "record_json", "--limit", "3"]) == 0

@@ -12,14 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfdistill.config import TrainConfig
+from selfdistill import DEFAULT_MODEL
+from selfdistill.config import AdapterConfig, TrainConfig
 from selfdistill.data import DataError, Example
 from selfdistill.evaluation.tasks import SUITES, get_task
 from selfdistill.evaluation.tasks.anchors import ANCHOR_POOLS, general_chat
 from selfdistill.evaluation.tasks.base import user_turn
 from selfdistill.training.anchor import anchor_reference, load_anchor
-from selfdistill.training.loop import _joint, mix_fraction, teacher_rows, train
+from selfdistill.training.completions import mix_fraction, teacher_rows
+from selfdistill.training.loop import train
 from selfdistill.training.losses import distill_loss, masked_mean
+from selfdistill.training.objectives import joint_forward
 from selfdistill.training.rollout import completion_hidden, completion_logits, output_head, pack
 from selfdistill.training.setup import wrap_lora
 from selfdistill.training.teacher import Teacher
@@ -37,10 +40,8 @@ def test_teacher_rows_take_the_fraction_in_expectation():
 
 
 def test_mix_fraction_constant_or_falling_to_zero():
-    constant = TrainConfig(data="x", teacher_mix=0.6)
-    assert [mix_fraction(constant, s, 10) for s in (0, 5, 9)] == [0.6, 0.6, 0.6]
-    falling = TrainConfig(data="x", teacher_mix=0.6, teacher_mix_until=0.5)
-    got = [mix_fraction(falling, s, 10) for s in range(10)]
+    assert [mix_fraction(0.6, None, s, 10) for s in (0, 5, 9)] == [0.6, 0.6, 0.6]
+    got = [mix_fraction(0.6, 0.5, s, 10) for s in range(10)]
     assert got[:6] == pytest.approx([0.6, 0.48, 0.36, 0.24, 0.12, 0.0])
     assert got[6:] == [0.0] * 4
 
@@ -69,7 +70,7 @@ def test_joint_forward_equals_separate_forwards(tiny):
     model.eval()
     with torch.no_grad():
         for per_position in (completion_logits, completion_hidden):
-            task_BC_, anchor_AC_ = _joint(
+            task_BC_, anchor_AC_ = joint_forward(
                 per_position, model, [task_rows, anchor_rows], tok.pad_token_id, torch.device("cpu")
             )
             torch.testing.assert_close(task_BC_, per_position(model, task), atol=1e-5, rtol=1e-4)
@@ -95,7 +96,7 @@ def test_anchor_reference_stays_the_start_model(tiny):
     torch.testing.assert_close(reference(batch), start)
     assert not torch.allclose(completion_logits(full, batch), start)
 
-    lora = wrap_lora(copy.deepcopy(base), TrainConfig(data="x", lora=True))
+    lora = wrap_lora(copy.deepcopy(base), AdapterConfig(lora=True), DEFAULT_MODEL)
     reference = anchor_reference(lora, Teacher(lora, "ema"))
     _nudge(lora)  # moves the adapters (the only trainable weights)
     lora.train()
@@ -178,7 +179,9 @@ def _rows(path: Path) -> list[dict]:
     ids=["sdft+anchor", "sft+anchor", "corrected", "teacher-mix", "filtered-seqkd"],
 )
 def test_recipe_trains_and_logs(options, logged, small_jsonl, tmp_path):
-    cfg = TrainConfig(**{"data": str(small_jsonl), **TINY, **options, "max_steps": 2, "output": tmp_path / "out"})
+    cfg = TrainConfig.from_mapping(
+        {"data": str(small_jsonl), **TINY, **options, "max_steps": 2, "output": tmp_path / "out"}
+    )
     train(cfg)
     rows = _rows(tmp_path / "out" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]

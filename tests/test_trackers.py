@@ -28,7 +28,11 @@ def _scalar_keys(rows: list[dict]) -> set[str]:
 def test_tensorboard_events_hold_every_metrics_key(tmp_path, small_jsonl):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = train(TrainConfig(data=str(small_jsonl), output=tmp_path / "run", report_to=["tensorboard"], **FAST))
+    out = train(
+        TrainConfig.from_mapping(
+            dict(data=str(small_jsonl), output=tmp_path / "run", report_to=["tensorboard"], **FAST)
+        )
+    )
     rows = _metrics(out)
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
@@ -50,7 +54,9 @@ def test_trackio_local_store_holds_every_metrics_key(tmp_path, small_jsonl, monk
     monkeypatch.setattr(
         SQLiteStorage, "get_project_db_path", staticmethod(lambda project: tmp_path / "trackio" / f"{project}.db")
     )
-    out = train(TrainConfig(data=str(small_jsonl), output=tmp_path / "tk-run", report_to=["trackio"], **FAST))
+    out = train(
+        TrainConfig.from_mapping(dict(data=str(small_jsonl), output=tmp_path / "tk-run", report_to=["trackio"], **FAST))
+    )
     logs = SQLiteStorage.get_logs("selfdistill-test", "tk-run")
     assert [entry["step"] for entry in logs] == [1, 2]
     rows = _metrics(out)
@@ -73,7 +79,11 @@ def test_a_failing_tracker_warns_once_and_training_goes_on(tmp_path, small_jsonl
 
     monkeypatch.setitem(trackers.TRACKERS, "tensorboard", Broken)
     monkeypatch.setattr(trackers, "require", lambda names: None)
-    out = train(TrainConfig(data=str(small_jsonl), output=tmp_path / "run", report_to=["tensorboard"], **FAST))
+    out = train(
+        TrainConfig.from_mapping(
+            dict(data=str(small_jsonl), output=tmp_path / "run", report_to=["tensorboard"], **FAST)
+        )
+    )
     assert [r["step"] for r in _metrics(out)] == [1, 2]
     warnings = [r.message for r in caplog.records if "report-to tensorboard" in r.message]
     assert len(warnings) == 1 and "no network" in warnings[0]

@@ -20,7 +20,7 @@ FAST = {"model": "tiny-random", "batch_size": 2, "max_new_tokens": 8, "progress"
 
 
 def _run(tmp_path: Path, data: Path, name: str, **overrides) -> Path:
-    cfg = TrainConfig(data=str(data), output=tmp_path / name, **{**FAST, **overrides})
+    cfg = TrainConfig.from_mapping({"data": str(data), "output": tmp_path / name, **FAST, **overrides})
     return train(cfg)
 
 

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -131,9 +131,12 @@ def generate(cfg: GenerateConfig) -> str:
     return text
 
 
-def _config_args(path: Path, config_cls: type) -> list[str]:
-    """Turn a YAML/JSON config file into flags placed before the command line's own (which then win)."""
+def _config_default(path: Path, config_cls: type) -> Any:
+    """A YAML/JSON config file as the instance tyro starts from (the command line's flags then win). Its keys go
+    through the same mapping as a plan's; a required option it lacks stays required on the command line."""
     import yaml
+
+    from selfdistill.config_mapping import ConfigError, build
 
     if not path.is_file():
         raise ValueError(f"{path}: config file not found")
@@ -143,22 +146,10 @@ def _config_args(path: Path, config_cls: type) -> list[str]:
         raise ValueError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values")
-    known = {f.name for f in fields(config_cls)}
-    args: list[str] = []
-    for key, value in values.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            raise ValueError(f"{path}: unknown option {key!r}")
-        flag = _flag(name)
-        if isinstance(value, bool):
-            args.append(flag if value else _flag(f"no_{name}"))
-        elif isinstance(value, list):
-            args += [flag, *map(str, value)]
-        elif value is None:
-            args += [flag, "None"]
-        else:
-            args += [flag, str(value)]
-    return args
+    try:
+        return build(config_cls, values, missing=tyro.MISSING)
+    except ConfigError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def _flag(field_name: str) -> str:
@@ -182,40 +173,22 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _validation_errors_as_value_errors() -> contextlib.AbstractContextManager:
-    """tyro draws a multi-line box around a ValueError from a config's ``__post_init__``; re-raise it instead, so
-    it prints as our one line. Uses tyro's private parse-error hook; where that is missing, tyro's box stays."""
-    errors = getattr(tyro, "_errors", None)
-    on_parse_error = getattr(errors, "on_parse_error", None)
-    failure = getattr(errors, "InstantiationFailure", None)
-    if on_parse_error is None or failure is None:
-        return contextlib.nullcontext()
-
-    def hook(event: Any) -> None:
-        if isinstance(event, failure):
-            message = str(getattr(event, "message", event))
-            # a value tyro could not convert ("abc" for a float) names its flag; __post_init__ messages already do
-            display = getattr(getattr(event, "argument", None), "display_name", None)
-            raise ValueError(f"{display()}: {message}" if callable(display) else message)
-
-    return on_parse_error(hook)
-
-
 @contextlib.contextmanager
-def _docstrings_rewrapped() -> Iterator[None]:
-    """tyro 1.0 joins a field docstring's lines before it dedents them, so each indented continuation line starts
-    a new line in ``--help`` and sentences break mid-way; strip the lines first. Uses tyro's private string helper;
-    where that is missing, help prints as tyro makes it."""
-    strings = getattr(tyro, "_strings", None)
-    join = getattr(strings, "remove_single_line_breaks", None)
-    if join is None:
-        yield
-        return
-    strings.remove_single_line_breaks = lambda text: join("\n".join(line.strip() for line in text.split("\n")))
+def _checks_deferred(config_cls: type) -> Iterator[None]:
+    """Build a config (and its groups) without running their checks: tyro would draw a multi-line box around a
+    ValueError raised while it builds one. The caller runs the checks afterwards (``run_checks``), so a bad value
+    reaches the user as our one line. Only our own classes are touched, through no tyro internals."""
+    from selfdistill.config_mapping import groups
+
+    classes = [config_cls, *groups(config_cls).values()]
+    saved = {cls: cls.__dict__["__post_init__"] for cls in classes if "__post_init__" in cls.__dict__}
+    for cls in saved:
+        cls.__post_init__ = lambda self: None
     try:
         yield
     finally:
-        strings.remove_single_line_breaks = join
+        for cls, post_init in saved.items():
+            cls.__post_init__ = post_init
 
 
 @contextlib.contextmanager
@@ -245,17 +218,20 @@ def _box_message(text: str) -> str | None:
         if not inner or set(inner) <= set("─ "):
             break
         words += inner.split()
-    return " ".join(words).rstrip(".") + " (see --help)" if words else None
+    text = " ".join(words).rstrip(".").removeprefix("Error parsing ")  # tyro's "Error parsing --lr: ..."
+    return text + " (see --help)" if words else None
 
 
 def _check_flags(args: list[str], config_cls: type) -> None:
     """An unknown ``--flag`` is a ValueError naming it (and the closest real one) in one line, before tyro would
     print its multi-line box. Flags are the config's fields, hyphenated, plus ``--no-`` forms of booleans."""
+    from selfdistill.config_mapping import option_types
+
     known = {"-h", "--help"}
-    for f in fields(config_cls):
-        known.add(_flag(f.name))
-        if f.type in (bool, "bool"):
-            known.add(_flag(f"no_{f.name}"))
+    for name, hint in option_types(config_cls).items():
+        known.add(_flag(name))
+        if hint is bool:
+            known.add(_flag(f"no_{name}"))
     for arg in args:
         if arg == "--":
             break
@@ -276,6 +252,31 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _parse(name: str, config_cls: type, args: list[str]) -> Any:
+    """The command's config from ``--config FILE`` (if given) overlaid by the flags, then checked; ValueError
+    (one line) on any mistake. Groups of a config take flat flags: ``--temperature``, not ``--sampling.temperature``."""
+    from selfdistill.config_mapping import run_checks
+
+    default = None
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise ValueError("--config: expected a file path")
+        with _checks_deferred(config_cls):
+            default = _config_default(Path(args[i + 1]), config_cls)
+        args = args[:i] + args[i + 2 :]
+    _check_flags(args, config_cls)
+    with _checks_deferred(config_cls), _tyro_box_as_value_error():
+        cfg = tyro.cli(
+            tyro.conf.OmitArgPrefixes[config_cls],
+            args=args,
+            default=default,
+            prog=f"selfdistill {name}",
+            description=config_cls.__doc__,
+        )
+    return run_checks(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -293,14 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     debug = bool(os.environ.get("SELFDISTILL_DEBUG"))
     try:
-        if "--config" in rest:
-            i = rest.index("--config")
-            if i + 1 >= len(rest):
-                return _fail("--config: expected a file path")
-            rest = _config_args(Path(rest[i + 1]), config_cls) + rest[:i] + rest[i + 2 :]
-        _check_flags(rest, config_cls)
-        with _validation_errors_as_value_errors(), _tyro_box_as_value_error(), _docstrings_rewrapped():
-            cfg = tyro.cli(config_cls, args=rest, prog=f"selfdistill {name}", description=config_cls.__doc__)
+        cfg = _parse(name, config_cls, rest)
     except ValueError as err:
         if debug:
             raise

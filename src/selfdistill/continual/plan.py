@@ -33,15 +33,15 @@ naming the field path.
 from __future__ import annotations
 
 import re
-import types
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from selfdistill.config import DEFAULT_MODEL, Method, TrainConfig
+from selfdistill.config import DEFAULT_MODEL, TRAIN_OPTIONS, Method, TrainConfig
+from selfdistill.config_mapping import coerce, flat_items, float_or_text, unknown_key
 from selfdistill.errors import UserError
 from selfdistill.evaluation.tasks import SUITES, TASKS
 
@@ -197,7 +197,7 @@ class _Fields:
             return default
         value = self.value[key]
         if kind is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-            value = _float_or_none(value)
+            value = float_or_text(value)
         if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
             self.fail(self.sub(key), f"expected {_name(kind)}, got {value!r}")
         if not isinstance(value, kind if kind is not float else (int, float)):
@@ -205,13 +205,6 @@ class _Fields:
         if check is not None and not check(value):
             self.fail(self.sub(key), why)
         return value
-
-
-def _float_or_none(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def _kind(value: Any) -> str:
@@ -235,63 +228,33 @@ def _name(kind: type | tuple[type, ...]) -> str:
     )
 
 
-_TRAIN_HINTS = typing.get_type_hints(TrainConfig)
-TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
+_TRAIN_HINTS = TRAIN_OPTIONS
+TRAIN_FIELDS = tuple(TRAIN_OPTIONS)
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    """``value`` as type ``hint`` (a TrainConfig annotation), or raise TypeError saying what was expected."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg)
-            except TypeError as err:
-                errors.append(str(err))
-        raise TypeError(" or ".join(errors))
-    if origin is Literal:
-        if value not in args:
-            raise TypeError(f"one of {', '.join(map(str, args))}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise TypeError("a list")
-        return [_coerce(item, args[0]) for item in value]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise TypeError("true/false")
-        return value
-    if hint is float:
-        value = _float_or_none(value) if isinstance(value, str) else value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError("a number")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError("an integer")
-        return value
-    if hint in (str, Path):
-        if not isinstance(value, str):
-            raise TypeError("a string")
-        return value
-    raise TypeError(f"a {hint}")
+def _option_names(value: Any) -> set[str]:
+    """The TrainConfig fields a mapping sets (flat or in groups; unknown keys left out)."""
+    if not isinstance(value, dict):
+        return set()
+    return {name for _, name, _ in flat_items(TrainConfig, value) if name is not None}
 
 
 def _train_overrides(f: _Fields, path: str, value: Any, allow_method: bool) -> dict[str, Any]:
     """TrainConfig overrides at ``path``, typed and checked alone (so a bad value is blamed on where it was set)."""
     section = _Fields(f.where, path, value)
     out: dict[str, Any] = {}
-    for key, item in section.value.items():
-        name = key.replace("-", "_")
+    for key, name, item in flat_items(TrainConfig, section.value):
+        if name is None:
+            hint = unknown_key(TrainConfig, key).partition(" (")[2]
+            section.fail(section.sub(key), "unknown training option" + (f" ({hint}" if hint else ""))
         if name in MANAGED:
             section.fail(section.sub(key), _managed_why(name))
-        if name not in TRAIN_FIELDS or (name == "method" and not allow_method):
-            section.fail(section.sub(key), "unknown training option" + ("" if name != "method" else " here"))
+        if name == "method" and not allow_method:
+            section.fail(section.sub(key), "unknown training option here")
+        if name in out:
+            section.fail(section.sub(key), "set twice (flat and in its group)")
         try:
-            out[name] = _coerce(item, _TRAIN_HINTS[name])
+            out[name] = coerce(item, _TRAIN_HINTS[name])
         except TypeError as err:
             section.fail(section.sub(key), f"expected {err}, got {item!r}")
     _check_train(f, path, out)
@@ -302,10 +265,10 @@ def _check_train(f: _Fields, path: str, overrides: dict[str, Any], blame: str | 
     """Run TrainConfig's own validation on ``overrides``; its message names the option. With ``blame`` (a field
     name, or "" for none) the error is put on ``path`` itself when it is about that field."""
     try:
-        TrainConfig(data="-", **overrides)
-    except ValueError as err:
+        TrainConfig.from_mapping({"data": "-", **overrides})
+    except ValueError as err:  # ConfigError, or a template or --columns error: each starts with what it is about
         option, _, why = str(err).partition(": ")
-        name = option.replace("-", "_")
+        name = option.lstrip("-").replace("-", "_")
         if blame is not None:
             f.fail(path, (why or str(err)) if name == blame else str(err))
         f.fail(f"{path}.{name}" if name in overrides else path, why or str(err))
@@ -389,18 +352,18 @@ def _sweep(f: _Fields, path: str, value: Any, base: dict[str, Any]) -> list[tupl
     if not section.value:
         section.fail(path, "must name at least one training option with a list of values")
     points: list[tuple[str, dict[str, Any]]] = [("", {})]
-    for key, values in section.value.items():
-        name, where = key.replace("-", "_"), section.sub(key)
+    for key, name, values in flat_items(TrainConfig, section.value):
+        where = section.sub(key)
         if name in MANAGED:
             section.fail(where, _managed_why(name) + "; not sweepable")
-        if name not in TRAIN_FIELDS or name == "method":
+        if name is None or name == "method":
             section.fail(where, "unknown training option")
         if not isinstance(values, list) or not values:
             section.fail(where, f"expected a non-empty list of values, got {_kind(values)} {values!r}")
         typed = []
         for i, item in enumerate(values):
             try:
-                typed.append(_coerce(item, _TRAIN_HINTS[name]))
+                typed.append(coerce(item, _TRAIN_HINTS[name]))
             except TypeError as err:
                 section.fail(f"{where}[{i}]", f"expected {err}, got {item!r}")
             _check_train(f, f"{where}[{i}]", {**base, name: typed[-1]}, blame=name)
@@ -436,7 +399,7 @@ def _report_to(f: _Fields) -> tuple[str, ...]:
     """The plan's trackers: a list of names (or one name), each checked against the known trackers."""
     raw = f.value.get("report_to") or []
     try:
-        return tuple(_coerce([raw] if isinstance(raw, str) else raw, _TRAIN_HINTS["report_to"]))
+        return tuple(coerce([raw] if isinstance(raw, str) else raw, _TRAIN_HINTS["report_to"]))
     except TypeError as err:
         f.fail("report_to", f"expected {err}, got {raw!r}")
 
@@ -491,7 +454,7 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
         setting = {"method": overrides.pop("method"), **common, **overrides}
         _check_train(f, m.sub(label), setting)
         points = [("", {})] if sweep is None else _sweep(f, m.sub(label) + ".sweep", sweep, setting)
-        for swept in {k.replace("-", "_") for k in (sweep or {}) if isinstance(sweep, dict)} & set(overrides):
+        for swept in _option_names(sweep) & set(overrides):
             m.fail(f"{m.sub(label)}.{swept}", "also swept in this method's 'sweep'; set it in one place")
         for suffix, swept in points:
             name = f"{label}[{suffix}]" if suffix else label
@@ -519,9 +482,8 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
     for k, stage in enumerate(stages):  # a stage override would silently flatten a sweep
         for setting, values in m.value.items():
             swept = (values or {}).get("sweep") if isinstance(values, dict) else None
-            for key in swept or {}:
-                if key.replace("-", "_") in stage.train:
-                    f.fail(f"stages[{k}].train.{key}", f"overrides the sweep of methods.{setting}; set it in one place")
+            for name in sorted(_option_names(swept) & set(stage.train)):
+                f.fail(f"stages[{k}].train.{name}", f"overrides the sweep of methods.{setting}; set it in one place")
     _check_run_names(f, seeds, seeded, methods)
     names = [s.name for s in stages] + [t.name for t in near] + [t.name for t in prior]
     if len(set(names)) != len(names):

@@ -1,6 +1,7 @@
 """Setup pieces of the training loop kept out of train.py: data source, output dir, device, precision, LoRA, saving.
 
-examples = load_training_examples(cfg); prepare_output(cfg, config); model = wrap_lora(model, cfg)
+examples = load_training_examples(cfg.data, cfg.source); prepare_output(cfg.run, config)
+model = wrap_lora(model, cfg.adapter, cfg.model)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from selfdistill.errors import UserError
 from selfdistill.fileio import write_text_atomic
 
 if TYPE_CHECKING:
-    from selfdistill.config import TrainConfig
+    from selfdistill.config import AdapterConfig, RunConfig, SourceConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +31,29 @@ class OutputDirError(UserError):
     """An output directory that would be overwritten, or a resume of something that is not a training run."""
 
 
-def load_training_examples(cfg: TrainConfig) -> list[Example]:
+def _whole_config(cfg: object) -> bool:
+    # TEMPORARY (issue 27): training/loop.py still passes the whole TrainConfig to these helpers until
+    # /work/tools/rename_cfg.py rewrites its calls; then delete this and the lines that call it.
+    return type(cfg).__name__ == "TrainConfig"
+
+
+def load_training_examples(data: str | TrainConfig, source: SourceConfig | None = None) -> list[Example]:
     """Examples from a JSONL file / HF dataset dir, or the train split of a registered task."""
-    path = Path(cfg.data)
-    columns = parse_columns(cfg.columns)
-    if path.exists() or is_hub_name(cfg.data):
-        return read_examples(cfg.data, columns=columns)
+    if _whole_config(data):
+        data, source = data.data, data.source
+    assert isinstance(data, str) and source is not None
+    columns = parse_columns(source.columns)
+    if Path(data).exists() or is_hub_name(data):
+        return read_examples(data, columns=columns)
     from selfdistill.evaluation.tasks import TASKS, get_task
 
-    if cfg.data in TASKS:
-        task = get_task(cfg.data, cfg.data_dir)
+    if data in TASKS:
+        task = get_task(data, source.data_dir)
         examples = task.train_examples() if task.kind == "generate" else []
         if not examples:
-            raise DataError(f"task {cfg.data!r} has no training split with demonstrations")
+            raise DataError(f"task {data!r} has no training split with demonstrations")
         return examples
-    raise DataError(f"{cfg.data}: no such file, dataset directory or task")
+    raise DataError(f"{data}: no such file, dataset directory or task")
 
 
 _OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged", SCORES, DATA_INFO, ENVIRONMENT)
@@ -53,17 +62,18 @@ TRAIN_CONFIG = "train_config.json"
 takes that name and carries the training config under the key ``selfdistill``."""
 
 
-def prepare_output(cfg: TrainConfig, config: dict) -> None:
+def prepare_output(run: RunConfig | TrainConfig, config: dict) -> None:
     """Create the output dir and write config.json; refuse to clobber a non-empty dir without --overwrite.
 
     With --resume, a missing or empty output dir starts a new run: a run killed before it wrote anything is
     continued by the same command, and `--resume` can always be passed when rerunning after a crash.
     """
-    out = cfg.output
+    run = run.run if _whole_config(run) else run
+    out = run.output
     # (a hidden .tmp file is what a kill during the very first write leaves; it does not make a run)
-    if cfg.resume and not (out.is_dir() and any(not p.name.endswith(".tmp") for p in out.iterdir())):
+    if run.resume and not (out.is_dir() and any(not p.name.endswith(".tmp") for p in out.iterdir())):
         log.info("%s: nothing to resume yet; starting a new run", out)
-    elif cfg.resume:
+    elif run.resume:
         if not (out / TRAIN_CONFIG).is_file():
             raise OutputDirError(f"{out}: not a training run (no {TRAIN_CONFIG}); nothing to resume there")
         try:
@@ -75,7 +85,7 @@ def prepare_output(cfg: TrainConfig, config: dict) -> None:
         if changed:
             log.warning("resuming with changed settings: %s", ", ".join(changed))
     elif out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
+        if not run.overwrite:
             raise OutputDirError(f"{out}: output directory exists and is not empty (use --overwrite or --resume)")
         for name in _OWN_OUTPUTS:
             target = out / name
@@ -87,7 +97,7 @@ def prepare_output(cfg: TrainConfig, config: dict) -> None:
     text = json.dumps(config, indent=2) + "\n"
     # atomic: a kill mid-write must not leave a torn file that a later --resume cannot parse
     write_text_atomic(out / TRAIN_CONFIG, text)
-    if not (cfg.resume and (out / "config.json").is_file()):
+    if not (run.resume and (out / "config.json").is_file()):
         write_text_atomic(out / "config.json", text)
 
 
@@ -117,41 +127,56 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def wrap_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+def wrap_lora(
+    model: torch.nn.Module, adapter: AdapterConfig | TrainConfig, base_model: str | None = None
+) -> torch.nn.Module:
+    """``model`` with a LoRA adapter (peft) on its ``adapter.lora_target_modules``; ``base_model`` is the spec it
+    was loaded from, recorded so that the output directory finds its base again."""
     from peft import LoraConfig, get_peft_model
 
-    targets = cfg.lora_target_modules
+    if _whole_config(adapter):
+        adapter, base_model = adapter.adapter, adapter.model
+    targets = adapter.lora_target_modules
     lora_config = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
+        r=adapter.lora_r,
+        lora_alpha=adapter.lora_alpha,
+        lora_dropout=adapter.lora_dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora_config)
     # Record the spec we loaded from, so `load_model(OUTPUT)` can find the base again (e.g. the embedded model).
-    model.peft_config["default"].base_model_name_or_path = cfg.model
+    model.peft_config["default"].base_model_name_or_path = base_model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("LoRA r=%d on %s: %.2f M trainable parameters", cfg.lora_r, targets, trainable / 1e6)
+    log.info("LoRA r=%d on %s: %.2f M trainable parameters", adapter.lora_r, targets, trainable / 1e6)
     return model
 
 
 def save_final(
-    model: torch.nn.Module, tok, cfg: TrainConfig, config: dict, rows: int, weights: dict | None = None
+    model: torch.nn.Module,
+    tok,
+    out: Path | TrainConfig,
+    config: dict,
+    rows: int,
+    merge: bool = False,
+    weights: dict | None = None,
 ) -> None:
-    """HF format: the full model, or the LoRA adapter (plus OUTPUT/merged with --merge), each with its card.
-    ``weights``: a sharded model's full weights, gathered to this rank (--fsdp)."""
+    """HF format into ``out``: the full model, or the LoRA adapter (plus OUTPUT/merged with ``merge``), each with
+    its card. ``config``: the run's config_dict; ``rows``: examples trained on; ``weights``: a sharded model's full
+    weights, gathered to this rank (--fsdp)."""
+    if _whole_config(out):
+        out, merge = out.run.output, out.adapter.merge  # --merge needs --lora: the adapter's own check
     if weights is not None:
         from selfdistill.training.sharding import unsharded
 
         model = unsharded(model, weights)
-    write_data_info(cfg.output, cfg.data, rows)
+    write_data_info(out, config["data"], rows)
     model.config.selfdistill = config  # unknown keys round-trip through HF configs
-    model.save_pretrained(cfg.output)
-    tok.save_pretrained(cfg.output)
-    if cfg.lora and cfg.merge:
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    if merge:
         merged = copy.deepcopy(model).merge_and_unload()
-        merged.save_pretrained(cfg.output / "merged")
-        tok.save_pretrained(cfg.output / "merged")
-        render_card(cfg.output / "merged", merged=True)
-    render_card(cfg.output)
+        merged.save_pretrained(out / "merged")
+        tok.save_pretrained(out / "merged")
+        render_card(out / "merged", merged=True)
+    render_card(out)
