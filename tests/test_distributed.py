@@ -31,9 +31,11 @@ COMMON = [
 ]
 
 
-def _run(args: list[str], tmp_path: Path, ranks: int, digest: Path | None = None) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], tmp_path: Path, ranks: int, digest: Path | None = None, script_name: str = "digest_run.py"
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = [str(HERE / "dist" / "digest_run.py")] if digest else ["-m", "selfdistill"]
+    script = [str(HERE / "dist" / script_name)] if digest else ["-m", "selfdistill"]
     if digest:
         digest.mkdir(exist_ok=True)
         env["DIGEST_DIR"] = str(digest)
@@ -127,6 +129,24 @@ def test_sdft_ranks_hold_identical_student_and_teacher_after_every_step(tmp_path
     rank1 = (digest / "rank1.jsonl").read_text().splitlines()
     assert len(rank0) == 3 and rank0 == rank1
     assert len({json.loads(r)["student"] for r in rank0}) == 3, "the student must move every step"
+
+
+def test_micro_batches_before_the_last_skip_the_all_reduce(tmp_path, small_jsonl):
+    """--grad-accum 2 under DDP: the first micro-batch keeps its gradients local (no_sync), so each gradient bucket
+    is all-reduced once per optimizer step, not once per micro-batch; the run still equals one process."""
+    digest = tmp_path / "reduced"
+    data = ["--data", str(small_jsonl), "--method", "sft", "--max-steps", "2", "--precision", "fp32"]
+    data += ["--grad-accum", "2"]
+    _run([*data, "--output", str(tmp_path / "one")], tmp_path, ranks=1)
+    _run(
+        [*data, "--output", str(tmp_path / "two")], tmp_path, ranks=2, digest=digest, script_name="count_reductions.py"
+    )
+    for rank in (0, 1):
+        reduced = json.loads((digest / f"rank{rank}.json").read_text())
+        assert reduced and set(reduced.values()) == {2}, reduced  # 2 steps x 2 micro-batches: 2 all-reduces, not 4
+    for a, b in zip(_rows(tmp_path / "one"), _rows(tmp_path / "two"), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)  # the accumulated sum was averaged once
 
 
 def test_resume_at_two_ranks_continues_the_same_run(tmp_path, small_jsonl):
