@@ -131,11 +131,3 @@ def test_plans_take_nested_keys_into_the_same_flat_overrides(tmp_path):
 
 def test_cli_uses_no_private_tyro_api():
     assert not re.search(r"tyro\._", inspect.getsource(cli))
-
-
-def test_flat_reads_still_forward_to_groups_for_now():
-    """TEMPORARY (issue 27): goes with TrainConfig.__getattr__ once training/loop.py reads groups."""
-    cfg = TrainConfig.from_mapping({"data": "d", "temperature": 0.5, "lora": True})
-    assert (cfg.temperature, cfg.lora, cfg.output) == (0.5, True, Path("runs/train"))
-    with pytest.raises(AttributeError):
-        cfg.no_such_field  # noqa: B018

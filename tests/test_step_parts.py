@@ -46,9 +46,9 @@ def test_the_objective_and_terms_are_chosen_once_from_the_config(
 ):
     cfg = _config({"data": str(small_jsonl), "output": tmp_path / "out", **FAST, **options})
     model, tok = load_model("tiny-random")
-    examples = load_training_examples(cfg)
-    anchor = load_anchor(cfg.anchor, None, examples) if cfg.anchor else []
-    teacher = Teacher(model, cfg.teacher if cfg.method != "sft" else "live", cfg.ema_rate)
+    examples = load_training_examples(cfg.data, cfg.source)
+    anchor = load_anchor(cfg.replay.anchor, None, examples) if cfg.replay.anchor else []
+    teacher = Teacher(model, cfg.teaching.teacher if cfg.method != "sft" else "live", cfg.teaching.ema_rate)
     parts = build_parts(
         cfg,
         tokenize(cfg, tok, model, examples, anchor),

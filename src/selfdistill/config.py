@@ -331,14 +331,6 @@ class TrainConfig:
             return "prefix" if self.engine.rollout != "hf" else "none"
         return self.engine.tis
 
-    def __getattr__(self, name: str) -> Any:
-        # TEMPORARY (issue 27): flat reads such as cfg.temperature, for training/loop.py and its new parts until
-        # /work/tools/rename_cfg.py has rewritten them to cfg.sampling.temperature; then delete this method.
-        group = GROUP_OF.get(name)
-        if group is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return getattr(object.__getattribute__(self, group), name)
-
 
 GROUPS: dict[str, type] = groups(TrainConfig)
 """Group attribute of TrainConfig → its dataclass."""

@@ -1,7 +1,7 @@
 """Replay anchor (learning without forgetting): on prompts that are not the task's, pull the student toward the model
 it started from.
 
-    prompts = load_anchor(cfg.anchor, cfg.data_dir, examples)       # DataError on an empty, bad or overlapping pool
+    prompts = load_anchor(cfg.replay.anchor, cfg.source.data_dir, examples)  # DataError: empty, bad, overlapping
     reference = anchor_reference(model, teacher)                      # before a checkpoint is loaded into the model
     ref_logits_ACV = reference(packed)                                # [anchor prompt | student sample], no grad
     ref_hidden_ACH = reference.hidden(packed)                         # what its LM head reads (reference.model's)

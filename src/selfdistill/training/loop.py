@@ -120,32 +120,34 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
     run after every optimizer step; one that returns True ends training there."""
     # ---------------------------------------------------------------- setup
     if cfg.method != "sft":
-        engines.require(cfg.rollout)  # a missing engine or tracker fails before anything loads or is written
-    trackers.require(cfg.report_to)
-    examples = load_training_examples(cfg)
-    anchor = load_anchor(cfg.anchor, cfg.data_dir, examples) if cfg.anchor else []
-    accept = make_acceptor(cfg.data, examples, cfg.data_dir) if cfg.seqkd_filter else None
-    _seed_everything(cfg.seed)
-    requested = resolve_device(cfg.device)
-    ranks = Ranks.setup(requested, cfg.fsdp, uses_bf16(cfg.precision, requested))  # one process, or a torchrun rank
+        engines.require(cfg.engine.rollout)  # a missing engine or tracker fails before anything loads or is written
+    trackers.require(cfg.run.report_to)
+    examples = load_training_examples(cfg.data, cfg.source)
+    anchor = load_anchor(cfg.replay.anchor, cfg.source.data_dir, examples) if cfg.replay.anchor else []
+    accept = make_acceptor(cfg.data, examples, cfg.source.data_dir) if cfg.teaching.seqkd_filter else None
+    _seed_everything(cfg.run.seed)
+    requested = resolve_device(cfg.compute.device)
+    ranks = Ranks.setup(
+        requested, cfg.compute.fsdp, uses_bf16(cfg.compute.precision, requested)
+    )  # one process, or a torchrun rank
     device = ranks.device
-    bf16 = uses_bf16(cfg.precision, device)  # compute in bf16 autocast over fp32 weights, or plain fp32
-    ranks.check_batch(cfg.batch_size, len(examples))
+    bf16 = uses_bf16(cfg.compute.precision, device)  # compute in bf16 autocast over fp32 weights, or plain fp32
+    ranks.check_batch(cfg.optim.batch_size, len(examples))
     if not ranks.is_main:
         logging.getLogger("selfdistill").setLevel(logging.WARNING)  # rank 0 speaks for all
     model, tok = _load_student(cfg, device)
     prompts = tokenize(cfg, tok, model, examples, anchor)
     if cfg.method != "sft":
-        engines.preflight(cfg.rollout, model)
+        engines.preflight(cfg.engine.rollout, model)
     if ranks.is_main:
-        prepare_output(cfg, config_dict(cfg))  # only now: bad data, model or prompts must leave nothing behind
+        prepare_output(cfg.run, config_dict(cfg))  # only now: bad data, model or prompts must leave nothing behind
         env = environment(device, bf16, ranks.world)
-        write_text_atomic(cfg.output / ENVIRONMENT, json.dumps(env, indent=2) + "\n")
+        write_text_atomic(cfg.run.output / ENVIRONMENT, json.dumps(env, indent=2) + "\n")
     ranks.barrier()
 
-    steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum))
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    teacher = Teacher(model, cfg.teacher if cfg.method != "sft" else "live", cfg.ema_rate)
+    steps_per_epoch = math.ceil(len(examples) / (cfg.optim.batch_size * cfg.optim.grad_accum))
+    total_steps = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * steps_per_epoch))
+    teacher = Teacher(model, cfg.teaching.teacher if cfg.method != "sft" else "live", cfg.teaching.ema_rate)
     # the start model, before a resume; with --fsdp its copy is sharded at once, as the student is next
     reference = anchor_reference(model, teacher, ranks.shard if ranks.fsdp else None) if anchor else None
     # DDP under torchrun (it averages gradients in backward); --fsdp: sharded in place, then the teacher likewise;
@@ -154,18 +156,18 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
     if ranks.fsdp:
         teacher.shard(ranks.shard)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(int(cfg.warmup_ratio * total_steps), total_steps)
+        optimizer, warmup_cosine(int(cfg.optim.warmup_ratio * total_steps), total_steps)
     )
     if ranks.world > 1:  # rollouts are seeded per row (below); what else draws (dropout) differs per rank
-        _seed_everything(cfg.seed + 7919 * ranks.rank)
+        _seed_everything(cfg.run.seed + 7919 * ranks.rank)
     step = _resume(cfg, model, optimizer, scheduler, teacher, ranks)
     checkpoint = functools.partial(
         _save_checkpoint, cfg, model, optimizer, scheduler, teacher, ranks, total_steps=total_steps
     )
 
-    mode = f"{device}, {'bf16 autocast' if bf16 else 'fp32'}{' | LoRA' if cfg.lora else ''}"
+    mode = f"{device}, {'bf16 autocast' if bf16 else 'fp32'}{' | LoRA' if cfg.adapter.lora else ''}"
     log.info("training %s | %s | %d examples | %d steps | %s", cfg.method, cfg.model, len(examples), total_steps, mode)
     timer = PhaseTimer(device)
     parts = build_parts(
@@ -184,17 +186,17 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
     )
     objective, pad_id = parts.objective, tok.pad_token_id
     state_at = functools.partial(StepState, total_steps=total_steps, model=model, tokenizer=tok, teacher=teacher)
-    state_at = functools.partial(state_at, output=cfg.output, ranks=ranks, save_checkpoint=checkpoint)
+    state_at = functools.partial(state_at, output=cfg.run.output, ranks=ranks, save_checkpoint=checkpoint)
     with (
         _signals_finish_the_step() as interrupted,
         StepLog.open(
-            cfg.output,
+            cfg.run.output,
             write=ranks.is_main,
             total_steps=total_steps,
             step=step,
             desc=cfg.method,
-            progress=cfg.progress,
-            report_to=cfg.report_to,
+            progress=cfg.run.progress,
+            report_to=cfg.run.report_to,
             config=config_dict(cfg),
         ) as step_log,
     ):
@@ -203,20 +205,20 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
         while step < total_steps and not finished:
             t0 = time.perf_counter()
             stats: dict[str, list[float]] = {}
-            for micro in range(cfg.grad_accum):
-                micro_index = step * cfg.grad_accum + micro
-                global_idx = batch_order(len(examples), cfg.batch_size, cfg.seed, micro_index)
+            for micro in range(cfg.optim.grad_accum):
+                micro_index = step * cfg.optim.grad_accum + micro
+                global_idx = batch_order(len(examples), cfg.optim.batch_size, cfg.run.seed, micro_index)
                 idx = ranks.share(global_idx)
                 # each row samples from its own stream: the rollouts are the same at any rank count, and on resume
-                seeds = ranks.share([seed_for(cfg.seed, micro_index, j) for j in range(len(global_idx))])
+                seeds = ranks.share([seed_for(cfg.run.seed, micro_index, j) for j in range(len(global_idx))])
                 # -------- completions: the task's (the source's), and each term's own rows
                 with timer("rollout"), ranks.gathered(parts.samplers):
                     batch = parts.source(idx, seeds, step, stats)
                     draws = [term.draw(micro_index, step) for term in parts.terms]
                 task = TaskBatch.of(batch, prompts.student, prompts.teacher, pad_id, device)
                 # -------- loss: targets (no grad), one student forward over every row, the objective + the terms
-                with _sync_gradients(trained, micro == cfg.grad_accum - 1):
-                    with autocast(cfg.precision, device):
+                with _sync_gradients(trained, micro == cfg.optim.grad_accum - 1):
+                    with autocast(cfg.compute.precision, device):
                         target = objective.target(task)
                         for draw in draws:
                             draw.reference()
@@ -231,7 +233,7 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
                             for draw, out in zip(draws, term_outs, strict=True):
                                 loss = loss + draw.loss(out)
                     with timer("student"):
-                        (loss / cfg.grad_accum).backward()
+                        (loss / cfg.optim.grad_accum).backward()
                 # -------- diagnostics (no grad)
                 with timer("diagnostics"), torch.no_grad():
                     collect(stats, "loss", loss.item())
@@ -242,8 +244,8 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
                     collect(stats, "hit_length_cap", float(np.mean(batch.hit_cap)))
             # ------------------------------------------------------------ step
             with timer("optimizer"):
-                grad_norm = ranks.clip_grad_norm(trainable, cfg.max_grad_norm)
-                _refuse_non_finite(grad_norm.item(), stats["loss"], step, cfg.output, ranks)
+                grad_norm = ranks.clip_grad_norm(trainable, cfg.optim.max_grad_norm)
+                _refuse_non_finite(grad_norm.item(), stats["loss"], step, cfg.run.output, ranks)
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
                 scheduler.step()
@@ -270,7 +272,7 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
                 any([hook(step, state_at(step=step, record=record)) for hook in hooks])
             )
             stop = ranks.any(bool(interrupted))  # a signal that reached one rank stops every rank here
-            if stop or (cfg.save_every and step % cfg.save_every == 0 and step < total_steps and not finished):
+            if stop or (cfg.run.save_every and step % cfg.run.save_every == 0 and step < total_steps and not finished):
                 checkpoint(step)
             if stop:
                 log.warning("interrupted at step %d; checkpoint saved; continue with --resume", step)
@@ -280,23 +282,31 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
     checkpoint(step)
     weights = full_parameters(model) if ranks.fsdp else None  # a collective: rank 0 gets the full weights
     if ranks.is_main:
-        save_final(model, tok, cfg, config_dict(cfg), rows=len(examples), weights=weights)
-        log.info("done: model saved to %s", cfg.output)
+        save_final(
+            model,
+            tok,
+            cfg.run.output,
+            merge=cfg.adapter.merge,
+            config=config_dict(cfg),
+            rows=len(examples),
+            weights=weights,
+        )
+        log.info("done: model saved to %s", cfg.run.output)
     ranks.barrier()
-    return cfg.output
+    return cfg.run.output
 
 
 def _load_student(cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
     """The model to train (LoRA-wrapped with --lora) in train mode, and its tokenizer."""
-    model, tok = load_model(cfg.model, device=device, trust_remote_code=cfg.trust_remote_code)
+    model, tok = load_model(cfg.model, device=device, trust_remote_code=cfg.source.trust_remote_code)
     check_model(cfg, model)
-    if cfg.gradient_checkpointing:  # transformers 5.24 renamed it; older releases have only the first name
+    if cfg.compute.gradient_checkpointing:  # transformers 5.24 renamed it; older releases have only the first name
         if hasattr(model, "activation_checkpointing_enable"):
             model.activation_checkpointing_enable({"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora:
-        model = wrap_lora(model, cfg)
+    if cfg.adapter.lora:
+        model = wrap_lora(model, cfg.adapter, cfg.model)
     model.train()
     return model, tok
 
@@ -334,7 +344,7 @@ def _resume(cfg: TrainConfig, model, optimizer, scheduler, teacher: Teacher, ran
     """Load the latest checkpoint into the run's state with --resume; the step to continue from (0: a new run).
     metrics.jsonl loses the lines past that step."""
     step = 0
-    if cfg.resume and (ckpt := latest_checkpoint(cfg.output)) is not None:
+    if cfg.run.resume and (ckpt := latest_checkpoint(cfg.run.output)) is not None:
         state = load_checkpoint(
             ckpt,
             model=model,
@@ -347,7 +357,7 @@ def _resume(cfg: TrainConfig, model, optimizer, scheduler, teacher: Teacher, ran
         step = state["step"]
         log.info("resumed from %s at step %d", ckpt, step)
     if ranks.is_main:
-        truncate_metrics(cfg.output / "metrics.jsonl", step)
+        truncate_metrics(cfg.run.output / "metrics.jsonl", step)
     return step
 
 
@@ -357,19 +367,19 @@ def _save_checkpoint(
     """A checkpoint of step ``at``. Every rank takes part (with --fsdp the full state is gathered to rank 0); rank 0
     writes."""
     save_checkpoint(
-        cfg.output,
+        cfg.run.output,
         at,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
         teacher=teacher,
         state={
-            "examples_seen": at * cfg.batch_size * cfg.grad_accum,
+            "examples_seen": at * cfg.optim.batch_size * cfg.optim.grad_accum,
             "total_steps": total_steps,
             "config": config_dict(cfg),
         },
         rng=ranks.gather(rng_state()),
-        keep=cfg.keep_checkpoints,
+        keep=cfg.run.keep_checkpoints,
         write=ranks.is_main,
     )
 

@@ -68,10 +68,10 @@ class Parts:
 def check_model(cfg: TrainConfig, model: torch.nn.Module) -> None:
     """Refuse options the model's vocabulary cannot take."""
     vocab = model.config.vocab_size
-    if cfg.support == "topk" and cfg.topk > vocab:
-        raise ConfigError(f"topk: {cfg.topk} is larger than the vocabulary ({vocab} tokens)")
-    if cfg.rollout_correction == "topk" and cfg.correction_k > vocab:
-        raise ConfigError(f"correction-k: {cfg.correction_k} is larger than the vocabulary ({vocab} tokens)")
+    if cfg.loss.support == "topk" and cfg.loss.topk > vocab:
+        raise ConfigError(f"topk: {cfg.loss.topk} is larger than the vocabulary ({vocab} tokens)")
+    if cfg.engine.rollout_correction == "topk" and cfg.engine.correction_k > vocab:
+        raise ConfigError(f"correction-k: {cfg.engine.correction_k} is larger than the vocabulary ({vocab} tokens)")
 
 
 def tokenize(cfg: TrainConfig, tok, model: torch.nn.Module, examples: list, anchor: list) -> Prompts:
@@ -84,9 +84,9 @@ def tokenize(cfg: TrainConfig, tok, model: torch.nn.Module, examples: list, anch
             ids, cut = teacher_prompt_ids(
                 tok,
                 ex,
-                cfg.teacher_template,
-                max_tokens=cfg.max_teacher_prompt_tokens,
-                truncate_demonstration=cfg.truncate_demonstration,
+                cfg.teaching.teacher_template,
+                max_tokens=cfg.teaching.max_teacher_prompt_tokens,
+                truncate_demonstration=cfg.teaching.truncate_demonstration,
             )
             teacher_prompts.append(ids)
             n_truncated += cut
@@ -103,11 +103,11 @@ def tokenize(cfg: TrainConfig, tok, model: torch.nn.Module, examples: list, anch
 
 def sampling(cfg: TrainConfig) -> Sampling:
     return Sampling(
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        num_generations=cfg.num_generations,
-        min_new_tokens=cfg.min_new_tokens,
+        max_new_tokens=cfg.sampling.max_new_tokens,
+        temperature=cfg.sampling.temperature,
+        top_p=cfg.sampling.top_p,
+        num_generations=cfg.sampling.num_generations,
+        min_new_tokens=cfg.sampling.min_new_tokens,
         logprobs=cfg.tis_mode != "none",  # only TIS reads the sampler's log-probs
     )
 
@@ -135,19 +135,19 @@ def build_parts(
             sampler,
             tok,
             version=step,
-            autocast=lambda: autocast(cfg.precision, ranks.device),
+            autocast=lambda: autocast(cfg.compute.precision, ranks.device),
             dtype="bfloat16" if bf16 else "float32",
-            seed=cfg.seed + ranks.rank,
+            seed=cfg.run.seed + ranks.rank,
             distributed=ranks.world > 1,
-            prepack=cfg.prepack,
+            prepack=cfg.engine.prepack,
         )
 
     student_engine = teacher_engine = None
     if cfg.method == "sdft" or reference:  # the anchor's samples come from hf unless the engine is the student's
-        student_engine = engine_for(cfg.rollout if cfg.method == "sdft" else "hf", model)
-    if cfg.method == "seqkd" or cfg.teacher_mix:
-        teacher_engine = engine_for(cfg.rollout, teacher.model)
-    corrector = _corrector(cfg, model, teacher, tok, ranks.device) if cfg.rollout_correction == "topk" else None
+        student_engine = engine_for(cfg.engine.rollout if cfg.method == "sdft" else "hf", model)
+    if cfg.method == "seqkd" or cfg.teaching.teacher_mix:
+        teacher_engine = engine_for(cfg.engine.rollout, teacher.model)
+    corrector = _corrector(cfg, model, teacher, tok, ranks.device) if cfg.engine.rollout_correction == "topk" else None
     synced = [(e, m) for e, m in ((student_engine, model), (teacher_engine, teacher.model)) if e is not None]
     samplers = [m for _, m in synced] + ([model, teacher.model] if corrector else [])
     source = _source(cfg, prompts, student_engine, teacher_engine, corrector, accept, tok, total_steps)
@@ -158,15 +158,15 @@ def build_parts(
         terms.append(
             ReplayAnchor(
                 prompts.anchor,
-                batch_size=cfg.anchor_batch_size or cfg.batch_size,
-                seed=cfg.seed,
+                batch_size=cfg.replay.anchor_batch_size or cfg.optim.batch_size,
+                seed=cfg.run.seed,
                 engine=student_engine,
                 sampling=dataclasses.replace(sampling(cfg), num_generations=1),
                 reference=reference,
                 student=model,
-                weight=cfg.anchor_weight,
+                weight=cfg.replay.anchor_weight,
                 fused=fused,
-                chunk_size=cfg.loss_chunk_size,
+                chunk_size=cfg.loss.loss_chunk_size,
                 ranks=ranks,
                 pad_id=tok.pad_token_id,
                 device=ranks.device,
@@ -181,17 +181,17 @@ def _corrector(cfg: TrainConfig, model, teacher: Teacher, tok, device: torch.dev
     as it is drawn (--rollout-correction topk)."""
 
     def corrector(student_ids, teacher_ids, seeds):
-        with autocast(cfg.precision, device):
+        with autocast(cfg.compute.precision, device):
             return corrected_sample(
                 model,
                 teacher.model,
                 tok,
                 student_ids,
                 teacher_ids,
-                k=cfg.correction_k,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                max_new_tokens=cfg.max_new_tokens,
+                k=cfg.engine.correction_k,
+                temperature=cfg.sampling.temperature,
+                top_p=cfg.sampling.top_p,
+                max_new_tokens=cfg.sampling.max_new_tokens,
                 seeds=seeds,
             )
 
@@ -211,11 +211,13 @@ def _source(cfg, prompts, student_engine, teacher_engine, corrector, accept, tok
     if corrector is None:
         source = completions.sampled(student_engine, prompts.student, how)
     else:
-        source = completions.corrected(corrector, prompts.student, prompts.teacher, cfg.num_generations)
-    if not cfg.teacher_mix:
+        source = completions.corrected(corrector, prompts.student, prompts.teacher, cfg.sampling.num_generations)
+    if not cfg.teaching.teacher_mix:
         return source
     by_teacher = completions.sampled(teacher_engine, prompts.teacher, how)
-    return completions.mixed(by_teacher, source, cfg.teacher_mix, cfg.teacher_mix_until, cfg.seed, total_steps)
+    return completions.mixed(
+        by_teacher, source, cfg.teaching.teacher_mix, cfg.teaching.teacher_mix_until, cfg.run.seed, total_steps
+    )
 
 
 def _fused(cfg, prompts, pad_id, model, teacher, reference, ranks, corrected: bool) -> bool:
@@ -224,17 +226,17 @@ def _fused(cfg, prompts, pad_id, model, teacher, reference, ranks, corrected: bo
     first_example = pack(prompts.student[:1], prompts.demos[:1], pad_id).to(ranks.device)
     fused = (
         cfg.method == "sdft"
-        and cfg.fused_head
+        and cfg.loss.fused_head
         and cfg.tis_mode == "none"
         and not corrected
         and not ranks.fsdp
-        and (cfg.divergence, cfg.support) == ("forward", "full")
+        and (cfg.loss.divergence, cfg.loss.support) == ("forward", "full")
         and all(
             head_is_separable(m, first_example)
             for m in {id(m): m for m in (model, teacher.model, reference and reference.model) if m}.values()
         )
     )
-    if cfg.method == "sdft" and cfg.fused_head and not fused:
+    if cfg.method == "sdft" and cfg.loss.fused_head and not fused:
         log.info("the LM head runs inside the model (logits materialized): the loss or the model needs them")
     return fused
 
@@ -245,21 +247,28 @@ def _objective(cfg: TrainConfig, model, teacher: Teacher, fused: bool, timer: Ti
     if cfg.tis_mode != "none":  # the engine sampled: weigh each position toward the model that did, as the trainer
         sampled_by_teacher = cfg.method == "seqkd"
         weighting = TISWeights(
-            cfg.tis_mode, cfg.tis_cap, cfg.temperature, teacher if sampled_by_teacher else None, timer
+            cfg.tis_mode, cfg.engine.tis_cap, cfg.sampling.temperature, teacher if sampled_by_teacher else None, timer
         )
     if cfg.method != "sdft":
         return NLL(weighting)
     if fused:
-        return HeadForwardKL(model, teacher, cfg.teacher_temperature, cfg.skip_first_tokens, cfg.loss_chunk_size, timer)
+        return HeadForwardKL(
+            model,
+            teacher,
+            cfg.teaching.teacher_temperature,
+            cfg.loss.skip_first_tokens,
+            cfg.loss.loss_chunk_size,
+            timer,
+        )
     return LogitsDivergence(
         teacher,
-        cfg.divergence,
-        cfg.support,
-        cfg.topk,
-        cfg.jsd_beta,
-        cfg.teacher_temperature,
-        cfg.skip_first_tokens,
-        cfg.loss_chunk_size,
+        cfg.loss.divergence,
+        cfg.loss.support,
+        cfg.loss.topk,
+        cfg.loss.jsd_beta,
+        cfg.teaching.teacher_temperature,
+        cfg.loss.skip_first_tokens,
+        cfg.loss.loss_chunk_size,
         timer,
         weighting,
     )

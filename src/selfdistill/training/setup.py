@@ -31,16 +31,8 @@ class OutputDirError(UserError):
     """An output directory that would be overwritten, or a resume of something that is not a training run."""
 
 
-def _whole_config(cfg: object) -> bool:
-    # TEMPORARY (issue 27): training/loop.py still passes the whole TrainConfig to these helpers until
-    # /work/tools/rename_cfg.py rewrites its calls; then delete this and the lines that call it.
-    return type(cfg).__name__ == "TrainConfig"
-
-
-def load_training_examples(data: str | TrainConfig, source: SourceConfig | None = None) -> list[Example]:
+def load_training_examples(data: str, source: SourceConfig | None = None) -> list[Example]:
     """Examples from a JSONL file / HF dataset dir, or the train split of a registered task."""
-    if _whole_config(data):
-        data, source = data.data, data.source
     assert isinstance(data, str) and source is not None
     columns = parse_columns(source.columns)
     if Path(data).exists() or is_hub_name(data):
@@ -68,7 +60,6 @@ def prepare_output(run: RunConfig | TrainConfig, config: dict) -> None:
     With --resume, a missing or empty output dir starts a new run: a run killed before it wrote anything is
     continued by the same command, and `--resume` can always be passed when rerunning after a crash.
     """
-    run = run.run if _whole_config(run) else run
     out = run.output
     # (a hidden .tmp file is what a kill during the very first write leaves; it does not make a run)
     if run.resume and not (out.is_dir() and any(not p.name.endswith(".tmp") for p in out.iterdir())):
@@ -134,8 +125,6 @@ def wrap_lora(
     was loaded from, recorded so that the output directory finds its base again."""
     from peft import LoraConfig, get_peft_model
 
-    if _whole_config(adapter):
-        adapter, base_model = adapter.adapter, adapter.model
     targets = adapter.lora_target_modules
     lora_config = LoraConfig(
         r=adapter.lora_r,
@@ -164,8 +153,6 @@ def save_final(
     """HF format into ``out``: the full model, or the LoRA adapter (plus OUTPUT/merged with ``merge``), each with
     its card. ``config``: the run's config_dict; ``rows``: examples trained on; ``weights``: a sharded model's full
     weights, gathered to this rank (--fsdp)."""
-    if _whole_config(out):
-        out, merge = out.run.output, out.adapter.merge  # --merge needs --lora: the adapter's own check
     if weights is not None:
         from selfdistill.training.sharding import unsharded
 
