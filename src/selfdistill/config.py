@@ -324,11 +324,12 @@ class TrainConfig:
 
     @property
     def tis_mode(self) -> str:
-        """The TIS weighting that runs: none unless an engine other than the trainer samples."""
+        """The TIS weighting that runs: none unless another program (vLLM) samples; the decode engine runs the
+        trainer's own weights and kernels, as hf does."""
         if self.method == "sft":
             return "none"
         if self.engine.tis == "auto":
-            return "prefix" if self.engine.rollout != "hf" else "none"
+            return "prefix" if self.engine.rollout == "vllm" else "none"
         return self.engine.tis
 
 
