@@ -22,6 +22,7 @@ from selfdistill.training.rollout import completion_logits, pack
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 ENGINE_NAMES = [
     "hf",
+    "decode",
     pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed")]),
 ]
 PROMPTS_TEXT = ["Hello there friend", "What is two plus", "The capital of France is"]
