@@ -15,7 +15,8 @@ import pytest
 from selfdistill.cli import COMMANDS, _parse, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = re.compile(r"(?:^|[\s`(])(?:\.venv[-\w]*/bin/)?(?:-m )?selfdistill ((?:%s)\b[^`#\n]*)" % "|".join(COMMANDS))
+NAMES = "|".join(COMMANDS)
+COMMAND = re.compile(rf"(?:^|[\s`(])(?:\.venv[-\w]*/bin/)?(?:-m )?selfdistill ((?:{NAMES})\b[^`#\n]*)")
 
 
 def _documented() -> list[tuple[str, str]]:
