@@ -17,19 +17,35 @@ from selfdistill.continual.plan import parse_plan
 
 BEFORE = json.loads((Path(__file__).parent / "fixtures" / "train_flags_619af6e.json").read_text())
 """The flags of ``selfdistill train --help`` and what tyro parsed from four argument lists, at 619af6e (flat)."""
+ADDED_KEYS = {  # issue 28: evaluation during training, and the loss at the rollout temperature
+    "eval_every": None,
+    "forgetting_budget": None,
+    "patience": None,
+    "keep": [],
+    "selection": None,
+    "drift": True,
+    "eval_limit": 24,
+    "guard_base": None,
+    "guard_stages": [],
+    "loss_temperature": "none",
+}
+ADDED_FLAGS = ["--" + k.replace("_", "-") for k in ADDED_KEYS] + ["--no-drift"]
 
 
 def test_every_flag_of_before_is_listed_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     flags = sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", capsys.readouterr().out)))
-    assert flags == BEFORE["flags"]
+    assert sorted(set(flags) - set(ADDED_FLAGS)) == BEFORE["flags"]
+    assert set(ADDED_FLAGS) <= set(flags)
 
 
 @pytest.mark.parametrize("case", BEFORE["cases"], ids=lambda c: " ".join(c["args"][2:6]))
 def test_every_flag_of_before_parses_to_the_same_value(case):
     cfg = _parse("train", TrainConfig, case["args"])
-    assert config_dict(cfg) == case["parsed"]
+    parsed = config_dict(cfg)
+    assert {k: v for k, v in parsed.items() if k not in ADDED_KEYS} == case["parsed"]
+    assert {k: parsed[k] for k in ADDED_KEYS} == ADDED_KEYS  # options added since keep their defaults
 
 
 def test_field_names_are_unique_across_groups_and_groups_are_not_fields():
@@ -58,7 +74,8 @@ def test_flat_nested_and_mixed_keys_make_the_same_config():
 
 def test_config_dict_is_flat_with_the_keys_of_before_and_reads_back():
     cfg = TrainConfig.from_mapping(BEFORE["cases"][0]["parsed"])
-    assert config_dict(cfg) == BEFORE["cases"][0]["parsed"]  # a config.json written before the groups loads
+    # a config.json written before the groups loads (options added since take their defaults)
+    assert config_dict(cfg) == BEFORE["cases"][0]["parsed"] | ADDED_KEYS
     assert list(config_dict(cfg)) == list(TRAIN_OPTIONS)
     assert TrainConfig.from_mapping(json.loads(json.dumps(config_dict(cfg)))) == cfg
 

@@ -32,6 +32,7 @@ TISChoice = Literal["auto", "none", "sequence", "prefix"]
 PrepackChoice = Literal["auto", "on", "off"]
 TrackerName = Literal["tensorboard", "trackio", "wandb"]
 Correction = Literal["none", "topk"]
+LossTemperature = Literal["none", "rollout"]
 
 
 @dataclass
@@ -172,6 +173,9 @@ class LossConfig:
     # else needs the logits (no TIS, corrected rollouts or --fsdp; the anchor's term runs the same way).
     fused_head: bool = True
     """Run the LM heads inside the loss chunk by chunk, from hidden states; --no-fused-head materializes logits."""
+    # The SDFT authors' code divides both logits by the rollout temperature T in the loss; at T = 1 the two agree.
+    loss_temperature: LossTemperature = "none"
+    """sdft at --temperature T != 1: none (default, the loss on untempered logits) or rollout (both logits / T)."""
 
     def __post_init__(self) -> None:
         bad("jsd_beta", 0 <= self.jsd_beta <= 1, "must be in [0, 1]")
@@ -249,6 +253,43 @@ class AdapterConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """Evaluation during training: the selection split, the guards, the forgetting budget and early stopping."""
+
+    eval_every: int | None = None
+    """Score the selection split and the guard tasks every N optimizer steps (and at step 0 and the last step)."""
+    forgetting_budget: float | None = None
+    """Save the evaluated step with the best selection score whose guard drop is at most D (0.05 = five points)."""
+    patience: int | None = None
+    """Stop once K evaluations in a row broke the budget or did not improve the best score (needs a budget)."""
+    keep: list[str] = field(default_factory=list)
+    """Also guard these: a task, a suite (prior) or FILE.jsonl[:scorer]; the prior quick suite always guards."""
+    selection: str | None = None
+    """Selection items, FILE.jsonl[:scorer] (default: the task's validation split, or 10% of the user rows)."""
+    drift: bool = True
+    """Guard the mean log-likelihood of fixed general text (label-free; --no-drift leaves it out)."""
+    eval_limit: int = 24
+    """At most this many items of each task at every evaluation point (and on the test side)."""
+    guard_base: Path | None = None
+    """Internal (plans): JSON of guard references {guards, test, drift_loglik} replacing the start model's."""
+    guard_stages: list[str] = field(default_factory=list)
+    """Internal (plans): earlier stages' tasks or FILE.jsonl[:scorer], guarded as stages."""
+
+    def __post_init__(self) -> None:
+        self.guard_base = Path(self.guard_base) if self.guard_base is not None else None
+        every, budget, patience = self.eval_every, self.forgetting_budget, self.patience
+        bad("eval_every", every is None or every > 0, "must be > 0")
+        why = "must be in [0, 1) (a drop in score: 0.05 = five points)"
+        bad("forgetting_budget", budget is None or 0 <= budget < 1, why)
+        bad("patience", patience is None or patience >= 1, "must be >= 1")
+        bad("eval_limit", self.eval_limit > 0, "must be > 0")
+        for name in ("forgetting_budget", "patience", "selection", "guard_base"):
+            bad(name, getattr(self, name) is None or every is not None, "needs --eval-every")
+        bad("keep", not self.keep or every is not None, "needs --eval-every")
+        bad("patience", patience is None or budget is not None, "needs --forgetting-budget")
+
+
+@dataclass
 class RunConfig:
     """Where the run is written, how often it is saved, and who watches it."""
 
@@ -292,7 +333,7 @@ class TrainConfig:
     replay: AnchorConfig = field(default_factory=AnchorConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    # the next group here: evaluation during training (eval_every, forgetting_budget, patience, keep, selection)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
         sdft, hf = self.method == "sdft", self.engine.rollout == "hf"
@@ -309,6 +350,7 @@ class TrainConfig:
         bad("teacher_mix", self.teaching.teacher_mix == 0 or hf, "needs --rollout hf")
         bad("rollout_correction", not correcting or sdft, "is for --method sdft")
         bad("seqkd_filter", not self.teaching.seqkd_filter or self.method == "seqkd", "is for --method seqkd")
+        bad("loss_temperature", self.loss.loss_temperature == "none" or sdft, "is for --method sdft")
         why = (
             "shards full fine-tuning only; --lora is not supported with it "
             "(LoRA's trainable state is small: train it data parallel, without --fsdp)"

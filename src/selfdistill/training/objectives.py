@@ -100,6 +100,8 @@ class NLL:
 
     weighting: TISWeights | None = None
     """Importance weights when an engine other than the trainer's model sampled."""
+    temperature: float = 1.0
+    """Both logits are divided by T in the divergence (``--loss-temperature rollout``: the rollout temperature)."""
     per_position = staticmethod(completion_logits)
 
     def target(self, task: TaskBatch) -> None:
@@ -162,13 +164,14 @@ class LogitsDivergence:
             k=self.k,
             beta=self.beta,
             chunk_size=self.chunk_size,
+            temperature=self.temperature,
         )
         loss = _weighted_mean(self.weighting, loss_BC, task, student_logits_BCV, mask_BC, stats)
         return Scored(loss, loss_BC, mask_BC, token_stats_BC, student_logits_BCV, teacher_logits_BCV)
 
     def log(self, stats: Stats, scored: Scored, task: TaskBatch) -> None:
         kl_BC = scored.loss_BC  # the forward KL whatever the loss is, for runs to compare
-        if (self.divergence, self.support) != ("forward", "full"):
+        if (self.divergence, self.support, self.temperature) != ("forward", "full", 1.0):
             ids_BC = task.student.completion_ids_BC
             kl_BC = losses.distill_loss(
                 scored.student_logits_BCV, scored.teacher_logits_BCV, ids_BC, chunk_size=self.chunk_size
@@ -194,6 +197,8 @@ class HeadForwardKL:
     """Positions per chunk of the loss."""
     timer: Timer
     """Accounts the teacher's forward to the ``teacher`` phase."""
+    temperature: float = 1.0
+    """Both logits are divided by T in the divergence (``--loss-temperature rollout``: the rollout temperature)."""
     per_position = staticmethod(completion_hidden)
 
     def target(self, task: TaskBatch) -> Tensor:
@@ -211,6 +216,7 @@ class HeadForwardKL:
             losses.masked_mean_weights(mask_BC),
             chunk_size=self.chunk_size,
             teacher_temperature=self.teacher_temperature,
+            temperature=self.temperature,
         )
         return Scored(loss, kl_BC, mask_BC, token_stats_BC)
 

@@ -251,6 +251,7 @@ def _objective(cfg: TrainConfig, model, teacher: Teacher, fused: bool, timer: Ti
         )
     if cfg.method != "sdft":
         return NLL(weighting)
+    loss_temperature = cfg.sampling.temperature if cfg.loss.loss_temperature == "rollout" else 1.0
     if fused:
         return HeadForwardKL(
             model,
@@ -259,6 +260,7 @@ def _objective(cfg: TrainConfig, model, teacher: Teacher, fused: bool, timer: Ti
             cfg.loss.skip_first_tokens,
             cfg.loss.loss_chunk_size,
             timer,
+            loss_temperature,
         )
     return LogitsDivergence(
         teacher,
@@ -271,4 +273,5 @@ def _objective(cfg: TrainConfig, model, teacher: Teacher, fused: bool, timer: Ti
         cfg.loss.loss_chunk_size,
         timer,
         weighting,
+        loss_temperature,
     )
