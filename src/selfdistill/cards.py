@@ -24,6 +24,7 @@ from selfdistill.markdown import table
 DATA_INFO = "training_data.json"
 ENVIRONMENT = "environment.json"
 SCORES = "scores.json"
+SELECTION = "selection.json"
 CARD = "README.md"
 HUB_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 """Model specs with a hub name (the embedded model is a GGUF copy of this one)."""
@@ -113,6 +114,7 @@ def render_card(model_dir: Path, merged: bool = False) -> Path:
     rows = []
     if (run_dir / "metrics.jsonl").is_file():
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = [row for row in rows if "eval" not in row]  # evaluation points are not optimizer steps
     tags = ["selfdistill", cfg["method"], "continual-learning"] + (["lora"] if cfg.get("lora") else [])
     meta: dict[str, Any] = {"base_model": base_model(cfg["model"]), "library_name": "selfdistill", "tags": tags}
     if data.get("kind") == "registered task":
@@ -166,6 +168,7 @@ def render_card(model_dir: Path, merged: bool = False) -> Path:
             f"{env['precision']} on {env['device']} ({where}), {env['processes']} "
             f"process{'es' if env['processes'] != 1 else ''}; {libs}.",
         ]
+    lines += _selection_lines(run_dir / SELECTION)
     lines += ["", "## Scores", ""]
     if scores:
         score_rows = [[t, s["metric"], f"{s['value']:.3f}", str(s["n"]), s["source"]] for t, s in scores.items()]
@@ -175,3 +178,35 @@ def render_card(model_dir: Path, merged: bool = False) -> Path:
     path = model_dir / CARD
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def _selection_lines(path: Path) -> list[str]:
+    """The card's account of evaluation during training (``training/selection.py``): which step was kept and why."""
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    sel, kept, budget = doc["selection"], doc.get("kept"), doc.get("budget")
+    guards = ", ".join(f"{g['name']} ({g['n']} items)" for g in doc["guards"])
+    lines = [
+        "",
+        "## Selection",
+        "",
+        f"Evaluated every {doc['eval_every']} steps on {sel['name']} ({sel['n']} selection items) and the guards "
+        f"{guards}.",
+    ]
+    if kept is None:
+        return [*lines, "", "No forgetting budget: these are the weights of the last step."]
+    lines += ["", f"**Kept step {kept['step']}** within forgetting budget {budget:g}: {doc['rule']}"]
+    if doc.get("stopped"):
+        lines += ["", f"Training stopped at step {doc['stopped']['step']} ({doc['stopped']['reason']})."]
+    test, test_base = doc.get("test") or {}, doc.get("test_base") or {}
+    names = ["selection", *kept["guards"]]
+
+    def cell(side: dict, name: str) -> str:
+        value = side.get("selection") if name == "selection" else (side.get("guards") or {}).get(name)
+        return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+    label = {"selection": f"{sel['name']} (learned)"}
+    rows = [[label.get(n, n), cell(doc["base"], n), cell(kept, n), cell(test_base, n), cell(test, n)] for n in names]
+    lines += ["", *table(["score", "start (selection)", "kept (selection)", "start (test)", "kept (test)"], rows)]
+    return lines

@@ -32,8 +32,8 @@ import torch
 from selfdistill.cards import ENVIRONMENT
 from selfdistill.config import TrainConfig, config_dict
 from selfdistill.environment import environment
+from selfdistill.evaluation.points import resolve_evaluation
 from selfdistill.fileio import write_text_atomic
-from selfdistill.models import load_model
 from selfdistill.training import engines, trackers
 from selfdistill.training.anchor import anchor_reference, load_anchor
 from selfdistill.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
@@ -44,14 +44,15 @@ from selfdistill.training.objectives import TaskBatch, joint_forward
 from selfdistill.training.parts import build_parts, check_model, tokenize
 from selfdistill.training.ranks import Ranks
 from selfdistill.training.runlog import PhaseTimer, StepLog, truncate_metrics
+from selfdistill.training.selection import Selector
 from selfdistill.training.setup import (
     autocast,
+    load_student,
     load_training_examples,
     prepare_output,
     resolve_device,
     save_final,
     uses_bf16,
-    wrap_lora,
 )
 from selfdistill.training.sharding import full_parameters
 from selfdistill.training.teacher import Teacher
@@ -123,6 +124,9 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
         engines.require(cfg.engine.rollout)  # a missing engine or tracker fails before anything loads or is written
     trackers.require(cfg.run.report_to)
     examples = load_training_examples(cfg.data, cfg.source)
+    evaluation = resolve_evaluation(cfg)  # guards, selection split, budget: a bad one fails before any work
+    if evaluation is not None and evaluation.selection.train is not None:
+        examples = list(evaluation.selection.train)  # the rows held out for selection are not trained on
     anchor = load_anchor(cfg.replay.anchor, cfg.source.data_dir, examples) if cfg.replay.anchor else []
     accept = make_acceptor(cfg.data, examples, cfg.source.data_dir) if cfg.teaching.seqkd_filter else None
     _seed_everything(cfg.run.seed)
@@ -135,7 +139,8 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
     ranks.check_batch(cfg.optim.batch_size, len(examples))
     if not ranks.is_main:
         logging.getLogger("selfdistill").setLevel(logging.WARNING)  # rank 0 speaks for all
-    model, tok = _load_student(cfg, device)
+    model, tok = load_student(cfg, device)
+    check_model(cfg, model)
     prompts = tokenize(cfg, tok, model, examples, anchor)
     if cfg.method != "sft":
         engines.preflight(cfg.engine.rollout, model)
@@ -200,6 +205,10 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
             config=config_dict(cfg),
         ) as step_log,
     ):
+        selector = None
+        if evaluation is not None:  # scores the start model now (or reads a resumed run's points)
+            selector = Selector.start(evaluation, cfg, model, tok, ranks, step_log, step, total_steps)
+            hooks = [*hooks, selector]
         # ------------------------------------------------------------ loop
         finished = False
         while step < total_steps and not finished:
@@ -280,6 +289,8 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
 
     # ---------------------------------------------------------------- save
     checkpoint(step)
+    if selector is not None:
+        selector.finish(step)  # with a budget the kept step's weights are what is saved
     weights = full_parameters(model) if ranks.fsdp else None  # a collective: rank 0 gets the full weights
     if ranks.is_main:
         save_final(
@@ -294,21 +305,6 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
         log.info("done: model saved to %s", cfg.run.output)
     ranks.barrier()
     return cfg.run.output
-
-
-def _load_student(cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
-    """The model to train (LoRA-wrapped with --lora) in train mode, and its tokenizer."""
-    model, tok = load_model(cfg.model, device=device, trust_remote_code=cfg.source.trust_remote_code)
-    check_model(cfg, model)
-    if cfg.compute.gradient_checkpointing:  # transformers 5.24 renamed it; older releases have only the first name
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable({"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.adapter.lora:
-        model = wrap_lora(model, cfg.adapter, cfg.model)
-    model.train()
-    return model, tok
 
 
 def _sync_gradients(trained: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:

@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +20,7 @@ from selfdistill.cards import DATA_INFO, ENVIRONMENT, SCORES, render_card, write
 from selfdistill.data import DataError, Example, is_hub_name, parse_columns, read_examples
 from selfdistill.errors import UserError
 from selfdistill.fileio import write_text_atomic
+from selfdistill.models import load_model
 
 if TYPE_CHECKING:
     from selfdistill.config import AdapterConfig, RunConfig, SourceConfig, TrainConfig
@@ -49,6 +50,7 @@ def load_training_examples(data: str, source: SourceConfig | None = None) -> lis
 
 
 _OWN_OUTPUTS = ("metrics.jsonl", "checkpoints", "merged", SCORES, DATA_INFO, ENVIRONMENT)
+_OWN_OUTPUTS += ("selection.json", "selection", "frontier.png")  # evaluation during training (training/selection.py)
 TRAIN_CONFIG = "train_config.json"
 """The resolved training config. It is also config.json until the run ends, when the saved model's HF config
 takes that name and carries the training config under the key ``selfdistill``."""
@@ -116,6 +118,20 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if not uses_bf16(precision, device):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def load_student(cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
+    """The model to train (LoRA-wrapped with --lora) in train mode, and its tokenizer."""
+    model, tok = load_model(cfg.model, device=device, trust_remote_code=cfg.source.trust_remote_code)
+    if cfg.compute.gradient_checkpointing:  # transformers 5.24 renamed it; older releases have only the first name
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.adapter.lora:
+        model = wrap_lora(model, cfg.adapter, cfg.model)
+    model.train()
+    return model, tok
 
 
 def wrap_lora(
