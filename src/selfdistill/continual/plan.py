@@ -59,6 +59,8 @@ MANAGED = (
     "device",
     "progress",
     "merge",
+    "guard_base",
+    "guard_stages",
 )
 """TrainConfig fields the runner sets itself (from the plan's model, stages, seeds and output, and the command line)."""
 RESERVED = (".", "..", "base", "plan.json", "results.json", "tensorboard", "wandb")
@@ -68,6 +70,8 @@ RESERVED = (".", "..", "base", "plan.json", "results.json", "tensorboard", "wand
 def _managed_why(name: str) -> str:
     if name == "seed":
         return "set by the plan's 'seeds' (or 'seed'), one run per seed"
+    if name in ("guard_base", "guard_stages"):
+        return "set by the plan: each stage's guards are referenced to the start model and earlier stages' ends"
     return "set by the plan (model, stages' steps/epochs, output, data_dir) or the command line (device, progress)"
 
 
@@ -239,8 +243,34 @@ def _option_names(value: Any) -> set[str]:
     return {name for _, name, _ in flat_items(TrainConfig, value) if name is not None}
 
 
-def _train_overrides(f: _Fields, path: str, value: Any, allow_method: bool) -> dict[str, Any]:
-    """TrainConfig overrides at ``path``, typed and checked alone (so a bad value is blamed on where it was set)."""
+PATH_OPTIONS = ("anchor", "selection", "keep")
+"""TrainConfig options that may name a file: relative to the plan file, like a stage's ``data`` and ``test``."""
+
+
+def _plan_file(section: _Fields, where: str, spec: str, base: Path) -> str:
+    """``spec`` with a file part resolved against the plan's directory; a ``.jsonl`` that is not there fails here.
+    Names (a task, an anchor pool, a hub dataset) pass unchanged: the runner loads them before any work."""
+    if (base / spec).exists():
+        return str(base / spec)
+    path, _, scorer = spec.partition(":")
+    if (base / path).exists():
+        return str(base / path) + (f":{scorer}" if scorer else "")
+    if path.endswith(".jsonl"):
+        section.fail(where, f"{base / path}: no such file")
+    return spec
+
+
+def _resolve_files(section: _Fields, key: str, name: str, value: Any, base: Path) -> Any:
+    if name not in PATH_OPTIONS or value is None:
+        return value
+    if isinstance(value, list):
+        return [_plan_file(section, f"{section.sub(key)}[{i}]", v, base) for i, v in enumerate(value)]
+    return _plan_file(section, section.sub(key), value, base)
+
+
+def _train_overrides(f: _Fields, path: str, value: Any, allow_method: bool, base: Path) -> dict[str, Any]:
+    """TrainConfig overrides at ``path``, typed and checked alone (so a bad value is blamed on where it was set);
+    files it names are resolved against ``base``, the plan's directory."""
     section = _Fields(f.where, path, value)
     out: dict[str, Any] = {}
     for key, name, item in flat_items(TrainConfig, section.value):
@@ -257,8 +287,15 @@ def _train_overrides(f: _Fields, path: str, value: Any, allow_method: bool) -> d
             out[name] = coerce(item, _TRAIN_HINTS[name])
         except TypeError as err:
             section.fail(section.sub(key), f"expected {err}, got {item!r}")
-    _check_train(f, path, out)
+        out[name] = _resolve_files(section, key, name, out[name], base)
+    layered = path != "train"  # a method or stage layer: what it needs may come from the layer below it
+    _check_train(f, path, {**LAYER_BELOW, **out} if layered else out)
     return out
+
+
+LAYER_BELOW = {"eval_every": 1, "forgetting_budget": 0.5}
+"""Stand-ins for evaluation options a method or stage layer may take from the layer below (``patience`` here, the
+budget in ``train``): a layer checked alone must not fail for them; the merged options are checked as a whole."""
 
 
 def _check_train(f: _Fields, path: str, overrides: dict[str, Any], blame: str | None = None) -> None:
@@ -330,7 +367,7 @@ def _stage(f: _Fields, k: int, value: Any, base: Path, limit: int | None) -> Sta
     if (steps is None) == (epochs is None):
         s.fail(path, "give exactly one of 'steps' or 'epochs'")
     limit = s.get("limit", int, limit, lambda n: n > 0, "must be > 0")
-    train = _train_overrides(s, s.sub("train"), s.value.get("train") or {}, allow_method=False)
+    train = _train_overrides(s, s.sub("train"), s.value.get("train") or {}, allow_method=False, base=base)
     return Stage(name, data, EvalTask(test.spec, limit), steps, epochs, train)
 
 
@@ -435,7 +472,7 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
     out = output or Path(f.get("output", str, "runs/" + Path(where).stem))
     data_dir = f.get("data_dir", str)
     seeds, seeded = _seeds(f)
-    common = _train_overrides(f, "train", f.value.get("train") or {}, allow_method=False)
+    common = _train_overrides(f, "train", f.value.get("train") or {}, allow_method=False, base=base)
     report_to = _report_to(f)
 
     m = _Fields(where, "methods", f.value["methods"])
@@ -447,7 +484,7 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
             m.fail(m.sub(label), "a method label must be a non-empty name without '/' or '@'")
         value = dict(value or {}) if isinstance(value, dict) or value is None else value
         sweep = value.pop("sweep", None) if isinstance(value, dict) else None
-        overrides = _train_overrides(f, m.sub(label), value, allow_method=True)
+        overrides = _train_overrides(f, m.sub(label), value, allow_method=True, base=base)
         overrides.setdefault("method", label if label in METHODS else None)
         if overrides["method"] is None:
             m.fail(m.sub(label), f"set 'method' (one of {', '.join(METHODS)}) or name the method by it")
@@ -485,6 +522,9 @@ def parse_plan(raw: Any, where: str, base: Path, output: Path | None = None) -> 
             for name in sorted(_option_names(swept) & set(stage.train)):
                 f.fail(f"stages[{k}].train.{name}", f"overrides the sweep of methods.{setting}; set it in one place")
     _check_run_names(f, seeds, seeded, methods)
+    evaluating = any(methods[m].get("eval_every") or stage.train.get("eval_every") for m in methods for stage in stages)
+    if evaluating and split == "validation":
+        f.fail("eval.split", "validation: the stage tasks' validation splits select the kept step (eval_every)")
     names = [s.name for s in stages] + [t.name for t in near] + [t.name for t in prior]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)

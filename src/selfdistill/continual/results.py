@@ -20,6 +20,10 @@
             "train_seconds": 120.0, "eval": {...}}, ...]}}}
 
 ``train_dir`` is relative to the run directory and holds ``metrics.jsonl``: one JSON object per optimizer step.
+A stage trained with ``eval_every`` also has ``training_evals`` (``[{"step", "selection", "guards": {name: score}}]``),
+``kept_step``, ``budget``, ``guards`` (``{name: {"origin", "n", "resolution", "base", "test_base"}}``: each guard's
+items and the references its drop is measured from) and, where the kept model was tested, ``kept_test`` and
+``test_base`` (``{"step", "selection", "guards"}``), read from the stage's ``selection.json``.
 Files written before a field existed still load: a run without ``setting`` is a setting of its own, one without
 ``seed`` is numbered by its place among its setting's runs. Optional fields are written only when set, so a file
 reads back as it was written.
@@ -103,6 +107,34 @@ class TrainingEval:
 
 
 @dataclass
+class GuardRecord:
+    """One guard of a stage trained with a forgetting budget: how fine it measures, and what it is measured from."""
+
+    origin: str
+    """Why it guards: prior, near (the skill's near-prior task), drift (log-likelihood), keep (--keep or an earlier
+    plan stage)."""
+    n: int
+    """Selection items scored at each evaluation point (0: a continuous score)."""
+    resolution: float
+    """What one item is worth, 1/n (0 for a continuous score): the smallest drop the guard can show."""
+    base: float | None = None
+    """The reference its drop is measured from (the plan's start model, or an earlier skill's stage-end score)."""
+    test_base: float | None = None
+    """The start model's score on the guard's test items (the reference of the kept model's test-side drop)."""
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> GuardRecord:
+        n = int(raw.get("n") or 0)
+        return cls(
+            str(raw.get("origin") or ""), n, float(raw.get("resolution") or 0.0), raw.get("base"), raw.get("test_base")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"origin": self.origin, "n": self.n, "resolution": self.resolution, "base": self.base}
+        return out if self.test_base is None else {**out, "test_base": self.test_base}
+
+
+@dataclass
 class StageRecord:
     """One finished stage of one run: what was trained, for how long, and every task's scores afterwards."""
 
@@ -122,6 +154,17 @@ class StageRecord:
     """The training step whose weights the stage handed on (None: its last step)."""
     training_evals: list[TrainingEval] = field(default_factory=list)
     """Evaluations during the stage's training, in step order."""
+    budget: float | None = None
+    """The forgetting budget the kept step was chosen under (None: evaluated without a budget)."""
+    guards: dict[str, GuardRecord] = field(default_factory=dict)
+    """Guard name → its items and references, for the stages trained with ``eval_every``."""
+    kept_test: TrainingEval | None = None
+    """The kept model scored on the test items (the task's test split and the guards' test items)."""
+    test_base: TrainingEval | None = None
+    """The stage's start model on the same test items (step 0): what the test-side drops are measured from."""
+    drift_loglik: dict[str, float | None] | None = None
+    """The drift guard's reference log-likelihoods (``{"selection", "test"}``, nats per token), handed on to later
+    stages so the drift guard too is measured from the plan's start model."""
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StageRecord:
@@ -134,6 +177,11 @@ class StageRecord:
             eval={task: TaskScore.from_json(entry or {}) for task, entry in (raw.get("eval") or {}).items()},
             kept_step=raw.get("kept_step"),
             training_evals=[TrainingEval.from_json(e) for e in raw.get("training_evals") or []],
+            budget=raw.get("budget"),
+            guards={name: GuardRecord.from_json(g) for name, g in (raw.get("guards") or {}).items()},
+            kept_test=TrainingEval.from_json(raw["kept_test"]) if raw.get("kept_test") else None,
+            test_base=TrainingEval.from_json(raw["test_base"]) if raw.get("test_base") else None,
+            drift_loglik=raw.get("drift_loglik"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -149,6 +197,15 @@ class StageRecord:
             out["kept_step"] = self.kept_step
         if self.training_evals:
             out["training_evals"] = [e.to_json() for e in self.training_evals]
+        if self.budget is not None:
+            out["budget"] = self.budget
+        if self.guards:
+            out["guards"] = {name: guard.to_json() for name, guard in self.guards.items()}
+        for key, point in (("kept_test", self.kept_test), ("test_base", self.test_base)):
+            if point is not None:
+                out[key] = point.to_json()
+        if self.drift_loglik is not None:
+            out["drift_loglik"] = self.drift_loglik
         return out
 
 

@@ -14,7 +14,6 @@ stage is a fresh ``train`` call whose teacher is built from the model it loads.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -26,11 +25,19 @@ from typing import Any
 import torch
 import yaml
 
-from selfdistill.cards import add_scores
 from selfdistill.config import TrainConfig
+from selfdistill.continual.budget_report import budget_summary
+from selfdistill.continual.budgeted import (
+    check_plan_inputs,
+    evaluates_during_training,
+    guard_base_path,
+    guard_references,
+    read_selection,
+    stage_guards,
+    write_guard_base,
+)
 from selfdistill.continual.config import ContinualConfig, DemoConfig
 from selfdistill.continual.plan import (
-    EvalTask,
     Plan,
     PlanError,
     Run,
@@ -40,13 +47,11 @@ from selfdistill.continual.plan import (
     run_dir_name,
 )
 from selfdistill.continual.report import trajectories, write_report
-from selfdistill.continual.results import RESULTS_FILE, Results, RunRecord, StageRecord, TaskScore
+from selfdistill.continual.results import RESULTS_FILE, Results, RunRecord, StageRecord
+from selfdistill.continual.stage_eval import evaluate_model, load_tasks, summary, typed_scores
 from selfdistill.continual.trackers import log_report, log_run_end, log_stage, open_run, tracker_names
-from selfdistill.evaluation.evaluate import card_scores, evaluate_tasks
-from selfdistill.evaluation.tasks import get_task
 from selfdistill.evaluation.tasks.base import Task
 from selfdistill.fileio import write_json_atomic
-from selfdistill.models import load_model
 from selfdistill.training.loop import train
 from selfdistill.training.setup import OutputDirError, resolve_device
 
@@ -127,67 +132,6 @@ def _start_results(plan: Plan, run_dir: Path, overwrite: bool) -> Results:
     )
 
 
-# ---------------------------------------------------------------- evaluation
-
-
-def _load_tasks(plan: Plan) -> list[tuple[str, Task, int | None]]:
-    """Every evaluated task as ``(column name, task, limit)``, loaded now so a missing data set fails first."""
-    entries: list[tuple[str, EvalTask]] = [(s.name, s.test) for s in plan.stages]
-    entries += [(t.name, t) for t in plan.near] + [(t.name, t) for t in plan.prior]
-    out = []
-    for k, (name, entry) in enumerate(entries):
-        task = get_task(entry.spec, plan.data_dir)
-        if k < len(plan.stages) and plan.eval_split == "validation":
-            task = _on_validation(task, name)
-        if task.kind == "generate":
-            task.test_examples()
-            if entry.max_new_tokens:  # an instance attribute shadows the class's budget for this run only
-                task.max_new_tokens = entry.max_new_tokens
-            elif plan.eval_max_new_tokens:
-                task.max_new_tokens = min(task.max_new_tokens, plan.eval_max_new_tokens)
-        else:
-            task.test_items()
-        out.append((name, task, entry.limit))
-    return out
-
-
-def _evaluate(model_spec: str, plan: Plan, tasks, out_dir: Path, device: torch.device, progress: bool) -> dict:
-    """Every task's scores for one model; ``eval.json`` and per-item ``predictions.jsonl`` go into ``out_dir``."""
-    model, tok = load_model(model_spec, device=device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scores: dict[str, Any] = {}
-    with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as predictions:
-        for name, task, limit in tasks:
-            part = out_dir / f".{name}.predictions.tmp"  # evaluate_tasks writes one file per call
-            result = evaluate_tasks(
-                model,
-                tok,
-                [task],
-                limit=limit,
-                seed=plan.eval_seed,
-                batch_size=plan.eval_batch_size,
-                predictions_path=part,
-                progress=progress,
-            )
-            scores[name] = next(iter(result.values()))
-            for line in part.read_text(encoding="utf-8").splitlines():
-                predictions.write(json.dumps({**json.loads(line), "task": name}) + "\n")
-            part.unlink()
-    write_json_atomic(out_dir / "eval.json", scores, indent=1)
-    del model
-    add_scores(out_dir, card_scores(scores), source=f"continual eval after {out_dir.name}")  # the stage model's card
-    return scores
-
-
-def _typed(scores: dict[str, dict[str, Any]]) -> dict[str, TaskScore]:
-    """``evaluate_tasks``'s per-task scores as results.json records them."""
-    return {name: TaskScore.from_json(entry) for name, entry in scores.items()}
-
-
-def _summary(scores: dict[str, Any]) -> str:
-    return " · ".join(f"{name} {entry['metrics'][entry['primary']]:.3f}" for name, entry in scores.items())
-
-
 # ---------------------------------------------------------------- one stage
 
 
@@ -195,19 +139,23 @@ def _stage_dir(run: str, k: int, stage: Stage) -> str:
     return f"{run_dir_name(run)}/stage{k}-{stage.name}"
 
 
-def _on_validation(task: Task, name: str) -> Task:
-    """``task`` scored on its validation split: a copy whose ``test_examples`` are the validation examples."""
-    if not getattr(task, "has_validation", False):
-        raise PlanError(f"eval.split: stage task {name!r} has no validation split")
-    examples = task.validation_examples()
-    clone = copy.copy(task)
-    clone.test_examples = lambda: examples  # an instance attribute shadows the method for this run only
-    return clone
-
-
 def _next_model(stage_dir: Path, overrides: dict[str, Any]) -> str:
     """The model a stage hands on: its full output, or (LoRA) the merged copy, so the next stage adapts it afresh."""
     return str(stage_dir / "merged") if overrides.get("lora") else str(stage_dir)
+
+
+def _guarded(plan: Plan, record: RunRecord, run: Run, k: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Stage ``k``'s overrides with what it guards: every earlier stage's task and its near-prior tasks join the
+    guards, and the references (start model, earlier stages' kept scores) go to ``train`` as its ``guard_base``."""
+    if not evaluates_during_training(overrides):
+        return overrides
+    earlier, keep = stage_guards(plan, run.setting, k)
+    guarded = {**overrides, "keep": keep, "guard_stages": earlier}
+    refs = guard_references(plan, record, k)
+    if any(refs.values()):
+        path = guard_base_path(plan.output, _stage_dir(run.label, k, plan.stages[k - 1]))
+        guarded["guard_base"] = str(write_guard_base(path, refs))
+    return guarded
 
 
 def _train_stage(
@@ -320,12 +268,23 @@ def _run_stages(
                 continue
             what = f"{stage.steps} steps" if stage.steps else f"{stage.epochs:g} epochs"
             log.info("== %s: training %s (%s, seed %d) from %s", where, overrides["method"], what, run.seed, model_spec)
-            seconds = _train_stage(plan, stage, run.seed, overrides, model_spec, stage_dir, cfg)
+            guarded = _guarded(plan, record, run, k, overrides)
+            seconds = _train_stage(plan, stage, run.seed, guarded, model_spec, stage_dir, cfg)
             before, model_spec, previous = previous, _next_model(stage_dir, overrides), stage_dir
             log.info("== %s: trained in %.0f s; evaluating", where, seconds)
-            scores = _evaluate(model_spec, plan, tasks, stage_dir / "eval", device, cfg.progress)
-            log.info("== %s: %s", where, _summary(scores))
-            entry = StageRecord(k, stage.name, stage.data, _stage_dir(run.label, k, stage), seconds, _typed(scores))
+            scores = evaluate_model(model_spec, plan, tasks, stage_dir / "eval", device, cfg.progress)
+            log.info("== %s: %s", where, summary(scores))
+            entry = StageRecord(
+                k,
+                stage.name,
+                stage.data,
+                _stage_dir(run.label, k, stage),
+                seconds,
+                typed_scores(scores),
+                **read_selection(stage_dir),
+            )
+            if entry.kept_step is not None:
+                log.info("== %s: kept step %d (forgetting budget %s)", where, entry.kept_step, entry.budget)
             _finish_stage(run_dir, results, run.label, entry, cfg.prune_checkpoints)
             log_stage(tracked, entry)
             if before is not None and not cfg.keep_models:
@@ -355,7 +314,8 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
     run_dir = plan.output
     _check_only_seeds(plan, cfg)
     names = tracker_names(plan, cfg.report_to)
-    tasks = _load_tasks(plan)
+    tasks = load_tasks(plan)
+    check_plan_inputs(plan)  # anchors, keep tasks, selection splits: a bad one fails before anything is written
     results = _start_results(plan, run_dir, cfg.overwrite)
     device = resolve_device(cfg.device)
     runs = [r for r in plan.runs if cfg.only_seeds is None or r.seed in cfg.only_seeds]
@@ -363,9 +323,9 @@ def run_plan(plan: Plan, cfg: ContinualConfig) -> Path:
     if base is None:
         log.info("== base model %s: evaluating %d tasks", plan.model, len(tasks))
         start = time.perf_counter()
-        scores = _evaluate(plan.model, plan, tasks, run_dir / "base", device, cfg.progress)
-        log.info("== base: %s (%.0f s)", _summary(scores), time.perf_counter() - start)
-        base = StageRecord(0, "base", None, None, 0.0, _typed(scores))
+        scores = evaluate_model(plan.model, plan, tasks, run_dir / "base", device, cfg.progress)
+        log.info("== base: %s (%.0f s)", summary(scores), time.perf_counter() - start)
+        base = StageRecord(0, "base", None, None, 0.0, typed_scores(scores))
     for r, run in enumerate(runs, start=1):
         if not results.runs[run.label].stages:  # the same base model for every run: evaluated once, recorded for each
             _finish_stage(run_dir, results, run.label, dataclasses.replace(base), prune=False)
@@ -412,8 +372,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         report_to=cfg.report_to,
     )
     report = run_plan(demo_plan(cfg), continual)
-    print(
-        "\n".join(["", "Each task after each stage (primary metric):", *trajectories(Results.load(report.parent)), ""])
-    )
+    results = Results.load(report.parent)
+    print("\n".join(["", "What each stage kept: each task after each stage (primary metric):", *trajectories(results)]))
+    print("\n".join(["", *budget_summary(results, report.parent), ""]))
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; open {report} (plots beside it)")
     return report
