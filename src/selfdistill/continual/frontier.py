@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from selfdistill.continual.budget import EvalPoint, GuardBase, assess, choose
 from selfdistill.continual.metrics import mean_std, paired_difference
@@ -59,11 +60,17 @@ def plot_frontier(runs: Sequence[FrontierRun], budget: float, path: Path, title:
     """Selection score against guard retained for every run, steps labelled, the budget as a line; a PNG at ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
     figure = Figure(figsize=(7.2, 5.0), layout="constrained")
     FigureCanvasAgg(figure)  # PNG rendering without a display or pyplot's global state
-    ax = figure.subplots()
+    draw_frontier(figure.subplots(), runs, budget, title)
+    figure.savefig(path, dpi=110)
+
+
+def draw_frontier(ax: Any, runs: Sequence[FrontierRun], budget: float, title: str = "") -> None:
+    """``plot_frontier``'s chart on a given matplotlib axes (one panel of a figure with several)."""
+    from matplotlib.lines import Line2D
+
     colors: dict[str, str] = {}
     for run in runs:
         color = colors.setdefault(run.setting, f"C{len(colors) % 10}")
@@ -90,7 +97,6 @@ def plot_frontier(runs: Sequence[FrontierRun], budget: float, path: Path, title:
     ax.set_ylabel("selection score of the task learned (up = learned more)")
     ax.set_title(title or "learning–forgetting frontier (numbers: optimizer steps)")
     ax.grid(alpha=0.3)
-    figure.savefig(path, dpi=110)
 
 
 # -------------------------------------------------------------------------------------------------------- the table

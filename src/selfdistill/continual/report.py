@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from selfdistill.continual.budget_report import budget_section
 from selfdistill.continual.config import ReportConfig
 from selfdistill.continual.metrics import (
     aggregate,
@@ -297,6 +298,7 @@ def write_report(run_dir: Path) -> Path:
     ]
     if is_multi(results):
         lines += _across_seeds(results)
+    lines += budget_section(results, run_dir)
     lines += ["![accuracy by stage](accuracy_by_stage.png)", "", "![pareto](pareto.png)", ""]
     for method in methods:
         config = _config_line(results.runs[method].config)
