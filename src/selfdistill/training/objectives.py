@@ -100,8 +100,6 @@ class NLL:
 
     weighting: TISWeights | None = None
     """Importance weights when an engine other than the trainer's model sampled."""
-    temperature: float = 1.0
-    """Both logits are divided by T in the divergence (``--loss-temperature rollout``: the rollout temperature)."""
     per_position = staticmethod(completion_logits)
 
     def target(self, task: TaskBatch) -> None:
@@ -141,6 +139,8 @@ class LogitsDivergence:
     """Accounts the teacher's forward to the ``teacher`` phase."""
     weighting: TISWeights | None = None
     """Importance weights when an engine other than the trainer's model sampled."""
+    temperature: float = 1.0
+    """Both logits are divided by T in the divergence (``--loss-temperature rollout``: the rollout temperature)."""
     per_position = staticmethod(completion_logits)
 
     def target(self, task: TaskBatch) -> Tensor:

@@ -87,7 +87,7 @@ class Selector:
         else:
             self._begin()
         for point in self.points:
-            if 0 < point.step <= step and self.patience is not None:
+            if point.step <= step and self.patience is not None:  # step 0 first: it sets the best
                 self.patience.update(point, self.base)
         return self
 
