@@ -227,3 +227,24 @@ def test_plan_error_names_the_setting_and_stage(tmp_path):
     plan = _plan(tmp_path, "train: {eval_every: 2, keep: [no_such_task]}\n")
     with pytest.raises(PlanError, match=r"methods\.sft at stages\[0\] \(record_json\): --keep no_such_task"):
         check_plan_inputs(plan)
+
+
+# ----------------------------------------------------------------------------------------------------- end to end
+def test_budgeted_plan_with_seeds_runs_end_to_end(tmp_path, capsys):
+    """examples/budget.yaml: two settings × seeds [0, 1] × two stages, each stage evaluated at steps 0 and 2."""
+    out = tmp_path / "run"
+    plan = Path(__file__).resolve().parents[1] / "examples" / "budget.yaml"
+    assert main(["continual", str(plan), "--output", str(out), "--no-progress"]) == 0
+    results = Results.load(out)
+    assert set(results.runs) == {"sft@seed0", "sdft@seed0", "sft@seed1", "sdft@seed1"}
+    for run in results.runs.values():
+        first, second = run.stage(1), run.stage(2)
+        assert [p.step for p in first.training_evals] == [0, 2] and first.budget == 0.05
+        assert first.kept_step in (0, 2) and {"prior_probe", "near_record_json"} <= set(first.guards)
+        assert {"record_json", "near_record_json", "near_ticket_line"} <= set(second.guards)  # earlier stage joins
+        kept = next(p for p in first.training_evals if p.step == first.kept_step)
+        assert second.guards["record_json"].base == kept.selection  # held to its score when its stage ended
+        assert second.guards["prior_probe"].base == first.guards["prior_probe"].base  # cumulative from the start
+    text = (out / "report.md").read_text()
+    assert text.count("Best within a forgetting budget of 0.05") == 2
+    assert (out / "frontier.png").read_bytes().startswith(PNG)

@@ -60,7 +60,7 @@ def _guard_lines(results: Results, index: int) -> list[str]:
         return []
     rows = []
     for name, guard in stage.guards.items():
-        item = f"{guard.resolution:.3f}" if guard.n else "continuous"
+        item = f"{guard.resolution:.3f}" if guard.resolution else "continuous"
         reference = "—" if guard.base is None else f"{guard.base:.3f}"
         rows.append([name, guard.origin, str(guard.n or "—"), item, reference])
     note = (
