@@ -64,7 +64,9 @@ DEMO_PLAN = """\
 # The offline demo (`selfdistill demo`): SmolLM2-135M-Instruct learns three project-generated skills in a row,
 # A → B → C = record_json → ticket_line → arith_steps (sequence s1 of the forgetting benchmark, fixed before any
 # result), once with SFT and once with SDFT, from the same start. After every stage it evaluates the three skills,
-# their near-prior tasks (what the base model already does on the same prompts) and prior_probe.
+# their near-prior tasks (what the base model already does on the same prompts) and prior_probe. Each stage is scored
+# during training and keeps its best step within a forgetting budget of 0.05, counted from the start model; an earlier
+# skill is held to its score when its own stage ended. The next stage starts from the kept model.
 # `selfdistill demo` runs this plan (it is embedded in selfdistill/continual/runner.py).
 # One seed: docs/science.md says how far seeds move these numbers.
 model: smollm2-135m-instruct
@@ -76,6 +78,9 @@ train:                          # for both methods and every stage (sized to fit
   save_every: 0                 # no periodic checkpoints (each costs seconds here); Ctrl-C still saves one
   precision: fp32               # as the benchmark: `auto` takes bf16 where the CPU has it, and bf16 kernels
                                 # differ by machine
+  eval_every: 3                 # score the skill's validation split and the guards at steps 0, 3 and 6
+  forgetting_budget: 0.05       # keep the best of those points whose guards lost at most 0.05 (cumulative)
+  eval_limit: 8                 # items per task at each point (one item = 0.125: a guard may lose one)
 methods:
   sft:
     lr: 1.0e-4
@@ -88,7 +93,7 @@ stages:
   - {task: ticket_line, steps: 6}
   - {task: arith_steps, steps: 6}
 eval:
-  limit: 16                     # test items per task (a fixed seeded subset, the same for both methods)
+  limit: 12                     # test items per task (a fixed seeded subset, the same for both methods)
   batch_size: 16
   near: [near_record_json, near_ticket_line, near_arith_steps]
   prior: [prior_probe]
@@ -346,7 +351,7 @@ def run_continual(cfg: ContinualConfig) -> Path:
 
 
 def demo_plan(cfg: DemoConfig) -> Plan:
-    """The shipped demo plan (``quick``: 2 steps a stage, 8 items a task)."""
+    """The shipped demo plan (``quick``: 2 steps a stage, 8 items a task, 4 at each point in training)."""
     raw = yaml.safe_load(DEMO_PLAN)
     if cfg.data_dir:
         raw["data_dir"] = str(cfg.data_dir)
@@ -354,6 +359,7 @@ def demo_plan(cfg: DemoConfig) -> Plan:
         for stage in raw["stages"]:
             stage["steps"] = 2
         raw["eval"]["limit"] = 8
+        raw["train"]["eval_limit"] = 4
         for entry in raw["eval"]["prior"]:
             if isinstance(entry, dict):
                 entry["limit"] = 8
