@@ -130,15 +130,7 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
     anchor = load_anchor(cfg.replay.anchor, cfg.source.data_dir, examples) if cfg.replay.anchor else []
     accept = make_acceptor(cfg.data, examples, cfg.source.data_dir) if cfg.teaching.seqkd_filter else None
     _seed_everything(cfg.run.seed)
-    requested = resolve_device(cfg.compute.device)
-    ranks = Ranks.setup(
-        requested, cfg.compute.fsdp, uses_bf16(cfg.compute.precision, requested)
-    )  # one process, or a torchrun rank
-    device = ranks.device
-    bf16 = uses_bf16(cfg.compute.precision, device)  # compute in bf16 autocast over fp32 weights, or plain fp32
-    ranks.check_batch(cfg.optim.batch_size, len(examples))
-    if not ranks.is_main:
-        logging.getLogger("selfdistill").setLevel(logging.WARNING)  # rank 0 speaks for all
+    ranks, device, bf16 = _start_ranks(cfg, len(examples))
     model, tok = load_student(cfg, device)
     check_model(cfg, model)
     prompts = tokenize(cfg, tok, model, examples, anchor)
@@ -160,11 +152,7 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
     trained = ranks.wrap(model)
     if ranks.fsdp:
         teacher.shard(ranks.shard)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(int(cfg.optim.warmup_ratio * total_steps), total_steps)
-    )
+    trainable, optimizer, scheduler = _optimizer(cfg, model, total_steps)
     if ranks.world > 1:  # rollouts are seeded per row (below); what else draws (dropout) differs per rank
         _seed_everything(cfg.run.seed + 7919 * ranks.rank)
     step = _resume(cfg, model, optimizer, scheduler, teacher, ranks)
@@ -291,20 +279,37 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
     checkpoint(step)
     if selector is not None:
         selector.finish(step)  # with a budget the kept step's weights are what is saved
+    _save_final(cfg, model, tok, ranks, rows=len(examples))
+    return cfg.run.output
+
+
+def _start_ranks(cfg: TrainConfig, rows: int) -> tuple[Ranks, torch.device, bool]:
+    """This process's place in the run (one process, or a torchrun rank), its device, and whether it computes in
+    bf16 autocast over fp32 weights (else plain fp32)."""
+    requested = resolve_device(cfg.compute.device)
+    ranks = Ranks.setup(requested, cfg.compute.fsdp, uses_bf16(cfg.compute.precision, requested))
+    ranks.check_batch(cfg.optim.batch_size, rows)
+    if not ranks.is_main:
+        logging.getLogger("selfdistill").setLevel(logging.WARNING)  # rank 0 speaks for all
+    return ranks, ranks.device, uses_bf16(cfg.compute.precision, ranks.device)
+
+
+def _optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):
+    """The trainable parameters, AdamW over them, and the warmup-cosine schedule."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    schedule = warmup_cosine(int(cfg.optim.warmup_ratio * total_steps), total_steps)
+    return trainable, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _save_final(cfg: TrainConfig, model: torch.nn.Module, tok: Any, ranks: Ranks, rows: int) -> None:
+    """The final model, its tokenizer and card into the output directory (rank 0; with --fsdp, gathered first)."""
     weights = full_parameters(model) if ranks.fsdp else None  # a collective: rank 0 gets the full weights
     if ranks.is_main:
-        save_final(
-            model,
-            tok,
-            cfg.run.output,
-            merge=cfg.adapter.merge,
-            config=config_dict(cfg),
-            rows=len(examples),
-            weights=weights,
-        )
+        config = config_dict(cfg)
+        save_final(model, tok, cfg.run.output, merge=cfg.adapter.merge, config=config, rows=rows, weights=weights)
         log.info("done: model saved to %s", cfg.run.output)
     ranks.barrier()
-    return cfg.run.output
 
 
 def _sync_gradients(trained: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
