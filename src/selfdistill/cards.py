@@ -186,7 +186,8 @@ def _selection_lines(path: Path) -> list[str]:
         return []
     doc = json.loads(path.read_text())
     sel, kept, budget = doc["selection"], doc.get("kept"), doc.get("budget")
-    guards = ", ".join(f"{g['name']} ({g['n']} items)" for g in doc["guards"])
+    unit = {0.0: "passages"}  # the drift guard's continuous score has no item resolution
+    guards = ", ".join(f"{g['name']} ({g['n']} {unit.get(g['resolution'], 'items')})" for g in doc["guards"])
     lines = [
         "",
         "## Selection",
