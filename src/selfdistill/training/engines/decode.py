@@ -26,6 +26,7 @@ from torch import Tensor
 
 from selfdistill.training.engines import decoder
 from selfdistill.training.engines.base import Rollout, RolloutEngine, Sampling, check_version, row_seeds
+from selfdistill.training.engines.hf import HFEngine
 from selfdistill.training.rollout import SeededSampler, cut_at_eos, eos_ids, left_pad
 
 log = logging.getLogger(__name__)
@@ -41,27 +42,15 @@ def decode_or_hf(
     reason = decoder.unsupported(model)
     if reason is None:
         return DecodeEngine(model, tok, autocast=autocast, prepack=prepack)
-    from selfdistill.training.engines.hf import HFEngine
-
     log.info("rollout: the decode engine does not run %s; sampling with hf instead", reason)
     return HFEngine(model, tok, autocast=autocast, prepack=prepack)
 
 
-class DecodeEngine:
-    name = "decode"
+class DecodeEngine(HFEngine):
+    """The hf engine's contract (the training model itself, its weights synced by reference), sampled by the
+    hand-written decode step."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        tok,
-        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-        prepack: str = "auto",
-    ) -> None:
-        self.model = model
-        self.tok = tok
-        self.version = 0
-        self._autocast = autocast  # the training precision: bf16 autocast where the trainer runs it
-        self._prepack = prepack
+    name = "decode"
 
     def generate(
         self,
@@ -104,14 +93,6 @@ class DecodeEngine:
             sample_logprobs.append(lp[: len(comp)])
             hit_cap.append(capped)
         return Rollout(completions, prompt_index, sample_logprobs, hit_cap)
-
-    def sync_weights(self, model: torch.nn.Module, version: int) -> None:
-        if model is not self.model:
-            raise ValueError("the decode engine samples from the model it was built on; sync_weights got another")
-        self.version = version
-
-    def close(self) -> None:
-        pass
 
 
 def decode(

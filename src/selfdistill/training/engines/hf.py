@@ -57,7 +57,7 @@ class HFEngine:
 
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:
         if model is not self.model:
-            raise ValueError("the hf engine samples from the model it was built on; sync_weights got another")
+            raise ValueError(f"the {self.name} engine samples from the model it was built on; sync_weights got another")
         self.version = version
 
     def close(self) -> None:
