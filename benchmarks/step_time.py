@@ -7,6 +7,8 @@ against without, or SDFT's hf rollout with prepacked CPU matmul weights against 
     .venv/bin/python benchmarks/step_time.py --compare head --rounds 3 --steps 4     # --fused-head or not (SDFT)
     .venv/bin/python benchmarks/step_time.py --compare checkpointing --rounds 3 --steps 4  # its time cost (SDFT)
     .venv/bin/python benchmarks/step_time.py --compare prepack --rounds 3 --steps 4  # --prepack on or off (SDFT)
+    .venv/bin/python benchmarks/step_time.py --compare generation --grad-accum 4  # rollout per step or per micro-batch
+    .venv/bin/python benchmarks/step_time.py --compare engine                     # --rollout decode against hf
 
 Each round runs ``train()`` once per arm, in alternating order (so drift in machine load hits both), on the
 embedded model and a registered task, and reads ``seconds_per_step`` from ``metrics.jsonl``. The first step of
@@ -39,10 +41,12 @@ from selfdistill.training.setup import bf16_supported
 class Args:
     """Seconds per optimizer step of the real training loop, two arms measured side by side."""
 
-    compare: Literal["precision", "methods", "head", "checkpointing", "prepack"] = "precision"
+    compare: Literal["precision", "methods", "head", "checkpointing", "prepack", "generation", "engine"] = "precision"
     """precision: fp32 vs bf16 autocast for --method; methods: sdft vs sft at --precision; head: sdft with the LM
     head inside the loss vs materialized logits, at --precision; checkpointing: sdft with --gradient-checkpointing vs
-    without, at --precision; prepack: sdft with --prepack on vs off, at --precision."""
+    without, at --precision; prepack: sdft with --prepack on vs off, at --precision; generation: sdft sampling the
+    whole step's prompts in one generation vs one per micro-batch (with --grad-accum > 1); engine: sdft's rollout
+    with the decode engine vs hf."""
     model: str = "smollm2-135m-instruct"
     """The model to train."""
     data: str = "record_json"
@@ -56,7 +60,9 @@ class Args:
     steps: int = 4
     """Steps per run (the first is dropped)."""
     batch_size: int = 8
-    """Prompts per step."""
+    """Prompts per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (a step trains batch size x grad accum prompts)."""
     max_new_tokens: int = 40
     """Completion budget per prompt."""
     json: Path | None = None
@@ -74,6 +80,8 @@ def arms_of(args: Args) -> tuple[dict[str, tuple[str, str, dict]], str]:
         "head": {"fused": {}, "materialized": {"fused_head": False}},
         "prepack": {"prepack": {"prepack": "on"}, "stock": {"prepack": "off"}},
         "checkpointing": {"checkpointing": {"gradient_checkpointing": True}, "plain": {}},
+        "generation": {"per_step": {}, "per_micro_batch": {"generation_batch_size": args.batch_size}},
+        "engine": {"decode": {"rollout": "decode"}, "hf": {"rollout": "hf"}},
     }[args.compare]
     return {name: ("sdft", p, extra) for name, extra in arms.items()}, f"sdft, precision {p}"
 
@@ -88,6 +96,7 @@ def one_run(args: Args, method: str, precision: str, options: dict, out: Path) -
             overwrite=True,
             max_steps=args.steps,
             batch_size=args.batch_size,
+            grad_accum=args.grad_accum,
             max_new_tokens=args.max_new_tokens,
             precision=precision,
             save_every=0,
@@ -115,7 +124,8 @@ def run_arms(args: Args, arms: dict[str, tuple[str, str, dict]]) -> dict[str, li
 
 
 def arm_summary(rows: list[dict], batch_size: int) -> dict:
-    """Median, min and max seconds per step, per example, the mean completion length and each phase's median."""
+    """Median, min and max seconds per step, per example (``batch_size`` examples a step), the mean completion length
+    and each phase's median."""
     v = [row["seconds_per_step"] for row in rows]
     phases: dict[str, list[float]] = {}
     for row in rows:
@@ -140,11 +150,13 @@ def main(argv: list[str] | None = None) -> None:
         f"cpu {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, "
         f"bf16 used by 'auto': {bf16_supported(device)}"
     )
-    print(f"threads {torch.get_num_threads()}, {subject}, {args.data}, batch {args.batch_size}")
+    print(f"threads {torch.get_num_threads()}, {subject}, {args.data}, batch {args.batch_size} x {args.grad_accum}")
     t0 = time.perf_counter()
     rows = run_arms(args, arms)
+    per_step = args.batch_size * args.grad_accum
     summary: dict = {"cpu": cpu_model(), "compare": args.compare, "batch_size": args.batch_size}
-    summary |= {name: arm_summary(rows[name], args.batch_size) for name in arms}
+    summary |= {"grad_accum": args.grad_accum, "threads": torch.get_num_threads()}
+    summary |= {name: arm_summary(rows[name], per_step) for name in arms}
     first, second = arms
     ratio_key = f"{first}_over_{second}"
     summary[ratio_key] = summary[first]["median_s"] / summary[second]["median_s"]

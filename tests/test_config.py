@@ -17,7 +17,7 @@ from selfdistill.continual.plan import parse_plan
 
 BEFORE = json.loads((Path(__file__).parent / "fixtures" / "train_flags_619af6e.json").read_text())
 """The flags of ``selfdistill train --help`` and what tyro parsed from four argument lists, at 619af6e (flat)."""
-ADDED_KEYS = {  # issue 28: evaluation during training, and the loss at the rollout temperature
+ADDED_KEYS = {  # issue 28: evaluation during training, and the loss at the rollout temperature; issue 29: rollouts
     "eval_every": None,
     "forgetting_budget": None,
     "patience": None,
@@ -28,6 +28,7 @@ ADDED_KEYS = {  # issue 28: evaluation during training, and the loss at the roll
     "guard_base": None,
     "guard_stages": [],
     "loss_temperature": "none",
+    "generation_batch_size": None,
 }
 ADDED_FLAGS = ["--" + k.replace("_", "-") for k in ADDED_KEYS] + ["--no-drift"]
 

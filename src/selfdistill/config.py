@@ -110,6 +110,9 @@ class SamplingConfig:
     """Longest sampled completion."""
     min_new_tokens: int = 0
     """Sampled completions do not end before this many tokens (fixed-length rollouts, for benchmarks)."""
+    generation_batch_size: int | None = None
+    """Prompts sampled in one generation, at most (default: all of an optimizer step's, batch size x grad accum,
+    so every weight is read once per step); whole micro-batches only. Lower it to cap the rollout's memory."""
 
     def __post_init__(self) -> None:
         bad("temperature", self.temperature > 0, "must be > 0")
@@ -117,6 +120,8 @@ class SamplingConfig:
         bad("num_generations", self.num_generations > 0, "must be > 0")
         bad("max_new_tokens", self.max_new_tokens > 0, "must be > 0")
         bad("min_new_tokens", 0 <= self.min_new_tokens <= self.max_new_tokens, "must be in [0, max-new-tokens]")
+        cap = self.generation_batch_size
+        bad("generation_batch_size", cap is None or cap > 0, "must be > 0")
 
 
 @dataclass

@@ -37,8 +37,7 @@ from selfdistill.fileio import write_text_atomic
 from selfdistill.training import engines, trackers
 from selfdistill.training.anchor import anchor_reference, load_anchor
 from selfdistill.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
-from selfdistill.training.completions import batch_order, collect
-from selfdistill.training.engines import seed_for
+from selfdistill.training.completions import batch_order, collect, micro_rows, step_completions
 from selfdistill.training.filtering import make_acceptor
 from selfdistill.training.objectives import TaskBatch, joint_forward
 from selfdistill.training.parts import build_parts, check_model, tokenize
@@ -202,16 +201,18 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
         while step < total_steps and not finished:
             t0 = time.perf_counter()
             stats: dict[str, list[float]] = {}
-            for micro in range(cfg.optim.grad_accum):
-                micro_index = step * cfg.optim.grad_accum + micro
-                global_idx = batch_order(len(examples), cfg.optim.batch_size, cfg.run.seed, micro_index)
-                idx = ranks.share(global_idx)
-                # each row samples from its own stream: the rollouts are the same at any rank count, and on resume
-                seeds = ranks.share([seed_for(cfg.run.seed, micro_index, j) for j in range(len(global_idx))])
-                # -------- completions: the task's (the source's), and each term's own rows
-                with timer("rollout"), ranks.gathered(parts.samplers):
-                    batch = parts.source(idx, seeds, step, stats)
-                    draws = [term.draw(micro_index, step) for term in parts.terms]
+            # -------- completions for the whole step: the task's (the source's) and each term's own rows, in one
+            # generation over every micro-batch (--generation-batch-size caps it); each row samples from its own
+            # stream, so the rollouts are the same at any rank count and grouping, and on resume
+            micro_indices = [step * cfg.optim.grad_accum + micro for micro in range(cfg.optim.grad_accum)]
+            shares = [micro_rows(len(examples), cfg.optim.batch_size, cfg.run.seed, ranks, m) for m in micro_indices]
+            cap = cfg.sampling.generation_batch_size
+            with timer("rollout"), ranks.gathered(parts.samplers):
+                batches = step_completions(parts.source, [(i, s) for i, s, _ in shares], step, stats, cap)
+                term_draws = [term.draws(micro_indices, step, cap) for term in parts.terms]
+            for micro, batch in enumerate(batches):
+                idx, global_rows = shares[micro][0], shares[micro][2]
+                draws = [drawn[micro] for drawn in term_draws]
                 task = TaskBatch.of(batch, prompts.student, prompts.teacher, pad_id, device)
                 # -------- loss: targets (no grad), one student forward over every row, the objective + the terms
                 with _sync_gradients(trained, micro == cfg.optim.grad_accum - 1):
@@ -226,7 +227,7 @@ def train(cfg: TrainConfig, hooks: Sequence[StepHook] = ()) -> Path:
                             )
                             scored = objective.loss(student_BC_, target, task, stats)
                             # DDP averages over ranks; the scale makes it the mean over the global rows
-                            loss = scored.loss * ranks.loss_scale(len(idx), len(global_idx))
+                            loss = scored.loss * ranks.loss_scale(len(idx), global_rows)
                             for draw, out in zip(draws, term_outs, strict=True):
                                 loss = loss + draw.loss(out)
                     with timer("student"):

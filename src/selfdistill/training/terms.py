@@ -1,6 +1,6 @@
 """Extra loss terms and weightings of the objective, chosen once at setup.
 
-    draw = anchor.draw(micro_index, step)        # its own rows, sampled from its own seeded streams
+    draw, *_ = anchor.draws(micro_indices, step, cap)   # each micro-batch's own rows, sampled in one generation
     draw.reference()                             # its frozen target, no grad (before the student's forward)
     loss = loss + draw.loss(student_AC_)         # the student's outputs on its rows, from the one joint forward
     draw.log(stats)
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from selfdistill.training import losses
 from selfdistill.training.anchor import AnchorReference
-from selfdistill.training.completions import Stats, batch_order, collect
+from selfdistill.training.completions import Stats, batch_order, collect, sampled, step_completions
 from selfdistill.training.correction import tis_stats, tis_weights, token_logprobs
 from selfdistill.training.engines import RolloutEngine, Sampling, seed_for
 from selfdistill.training.ranks import Ranks
@@ -49,7 +49,9 @@ class TermBatch(Protocol):
 
 
 class Term(Protocol):
-    def draw(self, micro_index: int, step: int) -> TermBatch: ...
+    def draws(self, micro_indices: Sequence[int], step: int, cap: int | None) -> list[TermBatch]:
+        """One batch per micro-batch of the step; rows sampled in calls of at most ``cap`` rows (None: one)."""
+        ...
 
 
 @dataclass
@@ -87,15 +89,21 @@ class ReplayAnchor:
     timer: Timer
     """Accounts the reference's forward to the ``anchor`` phase."""
 
-    def draw(self, micro_index: int, step: int) -> AnchorBatch:
-        """This micro-batch's anchor rows and the student's samples on them (weights of version ``step``)."""
-        global_idx = batch_order(len(self.prompts), self.batch_size, self.seed + 1, micro_index)
-        idx = self.ranks.share(global_idx)
-        seeds = self.ranks.share([seed_for(self.seed, micro_index, j, ANCHOR_STREAM) for j in range(len(global_idx))])
-        ro = self.engine.generate([self.prompts[i] for i in idx], self.sampling, version=step, seeds=seeds)
-        rows = ([self.prompts[idx[j]] for j in ro.prompt_index], ro.completions)
-        packed = pack(*rows, self.pad_id).to(self.device)
-        return AnchorBatch(self, rows, packed, self.ranks.loss_scale(len(idx), len(global_idx)))
+    def draws(self, micro_indices: Sequence[int], step: int, cap: int | None) -> list[AnchorBatch]:
+        """Each micro-batch's anchor rows and the student's samples on them (weights of version ``step``), sampled
+        for several micro-batches at once (``completions.step_completions``)."""
+        micro, scales = [], []
+        for micro_index in micro_indices:
+            global_idx = batch_order(len(self.prompts), self.batch_size, self.seed + 1, micro_index)
+            streams = [seed_for(self.seed, micro_index, j, ANCHOR_STREAM) for j in range(len(global_idx))]
+            micro.append((self.ranks.share(global_idx), self.ranks.share(streams)))
+            scales.append(self.ranks.loss_scale(len(micro[-1][0]), len(global_idx)))
+        source = sampled(self.engine, self.prompts, self.sampling)
+        out = []
+        for batch, scale in zip(step_completions(source, micro, step, {}, cap), scales, strict=True):
+            rows = ([self.prompts[i] for i in batch.rows], batch.ids)
+            out.append(AnchorBatch(self, rows, pack(*rows, self.pad_id).to(self.device), scale))
+        return out
 
 
 @dataclass
