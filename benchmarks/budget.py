@@ -137,7 +137,7 @@ def seed_plan(seed: int, where: Where, smoke: bool) -> Path:
         common.shrink_to_smoke(raw, [{"task": "prior_probe", "limit": 2}])
         raw["train"] |= {"eval_every": 1, "eval_limit": 2}
     comment = f"Budgeted study, seed {seed}: {' → '.join(SKILLS)} under a forgetting budget of {BUDGET}."
-    return common.write_plan(where.plans, f"budget_s1_seed{seed}", raw, comment)
+    return common.write_plan(where.plans, f"budget_s1_seed{seed}", raw, comment, "benchmarks/budget.py")
 
 
 def unit_command(unit: Unit, jobs: int, cores: list[int], where: Where, smoke: bool) -> list[str]:

@@ -25,7 +25,7 @@ from selfdistill.environment import cpu_model
 
 ROOT = Path(__file__).resolve().parent
 RESULTS_ROOT = ROOT / "results"
-PLAN_HEADER = "# Written by benchmarks/forgetting.py; run it with that script (or selfdistill continual).\n"
+PLAN_HEADER = "# Written by {script}; run it with that script (or selfdistill continual).\n"
 
 log = logging.getLogger("benchmarks")
 
@@ -80,11 +80,13 @@ def write_json(path: Path, value: Any) -> None:
 # ---------------------------------------------------------------- plans and runs
 
 
-def write_plan(plans: Path, name: str, raw: Mapping[str, Any], comment: str) -> Path:
+def write_plan(
+    plans: Path, name: str, raw: Mapping[str, Any], comment: str, script: str = "benchmarks/forgetting.py"
+) -> Path:
     """``plans/<name>.yaml`` holding ``raw`` under a comment; left untouched when it already says the same."""
     plans.mkdir(parents=True, exist_ok=True)
     path = plans / f"{name}.yaml"
-    text = f"# {comment}\n{PLAN_HEADER}" + yaml.safe_dump(dict(raw), sort_keys=False)
+    text = f"# {comment}\n{PLAN_HEADER.format(script=script)}" + yaml.safe_dump(dict(raw), sort_keys=False)
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
     return path

@@ -1,12 +1,14 @@
-"""Rollout throughput of the hf and vllm engines on the same model and batch, measured side by side.
+"""Rollout throughput of the hf, decode and vllm engines on the same model and batch, measured side by side.
 
     .venv-vllm/bin/python benchmarks/rollout_speed.py --rounds 3 --batch-size 8 --new-tokens 64
 
-Both engines sample the same prompts at T=1 with exactly ``--new-tokens`` new tokens per row (end of turn is
+    .venv/bin/python benchmarks/rollout_speed.py --hf-only --batch-size 32 --new-tokens 64   # hf against decode
+
+The engines sample the same prompts at T=1 with exactly ``--new-tokens`` new tokens per row (end of turn is
 blocked until then), so they do the same work. Rounds alternate the engines (drift in machine load hits both);
 the first call of each engine is a warm-up and dropped. Prints the median seconds and completion tokens/s per
-engine and the ratio of medians; ``--json FILE`` writes them. hf runs in fp32 and, where the CPU has native bf16,
-under bf16 autocast as training does; vllm runs in fp32 (and bf16 with ``--vllm-bf16``).
+engine and the ratio of medians; ``--json FILE`` writes them. hf and decode run in fp32 and, where the CPU has
+native bf16, under bf16 autocast as training does; vllm runs in fp32 (and bf16 with ``--vllm-bf16``).
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ class Args:
 def start_engines(args: Args, model, tok) -> tuple[dict, dict[str, float]]:
     """The engines to compare (name → engine) and the seconds each vllm engine took to start."""
     device = torch.device("cpu")
-    engines = {"hf fp32": make_engine("hf", model, tok)}
+    engines = {"hf fp32": make_engine("hf", model, tok), "decode fp32": make_engine("decode", model, tok)}
     if bf16_supported(device):
-        engines["hf bf16 autocast"] = make_engine("hf", model, tok, autocast=lambda: autocast("bf16", device))
+        bf16 = lambda: autocast("bf16", device)  # noqa: E731
+        engines["hf bf16 autocast"] = make_engine("hf", model, tok, autocast=bf16)
+        engines["decode bf16 autocast"] = make_engine("decode", model, tok, autocast=bf16)
     start_seconds = {}
     for name, dtype, wanted in (("vllm fp32", None, True), ("vllm bf16", "bfloat16", args.vllm_bf16)):
         if wanted and not args.hf_only:
