@@ -3,6 +3,7 @@ matmuls come to that, and how long a real rollout takes beside the floor.
 
     .venv/bin/python benchmarks/decode_floor.py                    # embedded model, 8 rows, 64 new tokens
     .venv/bin/python benchmarks/decode_floor.py --model tiny-random --rounds 1 --new-tokens 8   # the script runs
+    .venv/bin/python benchmarks/decode_floor.py --rows 32 --precisions fp32   # a CPU without native bf16
 
 At a rollout's batch size, a decode step multiplies a few rows by every weight matrix of the model once. The
 weights do not fit in cache, so every sampled token reads all of them from memory, and a rollout can take no less
@@ -12,7 +13,8 @@ than (weight bytes) × (new tokens) / (read bandwidth). Measured, each as the me
 2. **the model's linears** (the LM head included), each called once with ``--rows`` rows, as a decode step calls
    them: bf16 autocast with prepacked weights (the default rollout) and fp32 with the stock kernels (the
    forgetting benchmark's), as GB/s of weights read;
-3. **``rollout.sample``**, exactly ``--new-tokens`` tokens a row, in both precisions, beside its floor;
+3. **``rollout.sample``** (the hf engine's decode loop) and **the decode engine** (``--rollout decode``), exactly
+   ``--new-tokens`` tokens a row, in each precision, beside the floor;
 4. a CPU profile of one bf16 ``sample``: its op time split into the linears, attention, KV-cache concatenation and
    the rest;
 5. with ``--variants``, two ways to run the same bf16 rollout that are not built into selfdistill, side by side with
@@ -25,13 +27,16 @@ Prints a table and writes ``--json FILE``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import tyro
@@ -39,6 +44,7 @@ from torch import nn
 
 from selfdistill.environment import cpu_model
 from selfdistill.models import load_model
+from selfdistill.training.engines import Sampling, make_engine
 from selfdistill.training.prepack import prepacked_linears
 from selfdistill.training.rollout import SeededSampler, left_pad, sample
 
@@ -67,6 +73,8 @@ class Args:
     """Repeats of every timing (their median is reported)."""
     variants: bool = False
     """Also time a bf16 weight copy, compiled or not."""
+    precisions: list[Literal["bf16", "fp32"]] = field(default_factory=lambda: ["bf16", "fp32"])
+    """Which precisions to time (fp32 alone on a CPU without native bf16, where bf16 is emulated)."""
     json: Path | None = None
     """Also write the summary to this file."""
 
@@ -166,10 +174,12 @@ def variants(model: nn.Module, tok, prompts: list[list[int]], new_tokens: int, r
 
 
 def sample_vs_floor(model: nn.Module, tok, prompts: list[list[int]], args: Args, bandwidth: float) -> dict:
-    """Per precision (bf16 autocast, fp32): the weights a token reads, its floor, the linears alone and ``sample``;
-    printed as table rows. Also returns the bf16 ``sample`` call under ``"profiled"`` (for the profile)."""
+    """Per precision (bf16 autocast, fp32): the weights a token reads, its floor, the linears alone, ``sample`` and
+    the decode engine; printed as table rows. Also returns the bf16 ``sample`` call under ``"profiled"``."""
     summary: dict = {}
-    for name, bf16 in (("bf16 autocast", True), ("fp32", False)):
+    spec = Sampling(temperature=1.0, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+    chosen = [(n, b) for n, b in (("bf16 autocast", True), ("fp32", False)) if n.split()[0] in args.precisions]
+    for name, bf16 in chosen:
         nbytes, pass_s = linear_pass(model, args.rows, bf16, args.rounds)
         floor_s = nbytes * args.new_tokens / bandwidth
 
@@ -186,16 +196,21 @@ def sample_vs_floor(model: nn.Module, tok, prompts: list[list[int]], args: Args,
                 )
 
         sample_s = median_seconds(run, args.rounds)
+        cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        engine = make_engine("decode", model, tok, autocast=cast)
+        seeds = list(range(args.rows))
+        decode_s = median_seconds(functools.partial(engine.generate, prompts, spec, seeds=seeds), args.rounds)
         summary[name] = {
             "weight_mb": nbytes / 1e6,
             "floor_s": floor_s,
             "linear_pass_s": pass_s,
             "linear_gb_s": nbytes / pass_s / 1e9,
             "sample_s": sample_s,
+            "decode_s": decode_s,
         }
         print(
             f"| {name} | {nbytes / 1e6:.0f} MB | {floor_s:.2f} s | {nbytes / pass_s / 1e9:.1f} | "
-            f"{sample_s:.2f} s | {sample_s / floor_s:.1f}x |"
+            f"{sample_s:.2f} s ({sample_s / floor_s:.1f}x) | {decode_s:.2f} s ({decode_s / floor_s:.1f}x) |"
         )
         if bf16:
             summary["profiled"] = run
@@ -223,15 +238,18 @@ def main(argv: list[str] | None = None) -> None:
         f"cpu {summary['cpu']}, {summary['threads']} threads; {args.model}, {args.rows} rows, "
         f"{args.new_tokens} new tokens; read bandwidth {bandwidth / 1e9:.1f} GB/s"
     )
-    print("| precision | weights read per token | floor | linears alone (GB/s) | sample | sample / floor |")
+    print(
+        "| precision | weights read per token | floor | linears alone (GB/s) | hf sample (/ floor) | decode (/ floor) |"
+    )
     print("|---|---|---|---|---|---|")
     summary |= sample_vs_floor(model, tok, prompts, args, bandwidth)
-    groups = summary["bf16_profile_s"] = profile_groups(summary.pop("profiled"))
-    total = sum(groups.values())
-    print(
-        "bf16 sample, self CPU time by op group: "
-        + ", ".join(f"{g} {s:.2f} s ({s / total:.0%})" for g, s in sorted(groups.items(), key=lambda kv: -kv[1]))
-    )
+    if "profiled" in summary:
+        groups = summary["bf16_profile_s"] = profile_groups(summary.pop("profiled"))
+        total = sum(groups.values())
+        print(
+            "bf16 sample, self CPU time by op group: "
+            + ", ".join(f"{g} {s:.2f} s ({s / total:.0%})" for g, s in sorted(groups.items(), key=lambda kv: -kv[1]))
+        )
     if args.variants:
         summary["variants"] = found = variants(model, tok, prompts, args.new_tokens, args.rounds)
         print(f"torch.compile's first call (compiles): {found['compile_first_call_s']:.1f} s")
