@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from selfdistill.environment import cpu_model
+from selfdistill.markdown import table
 
 ROOT = Path(__file__).resolve().parent
 RESULTS_ROOT = ROOT / "results"
@@ -274,9 +275,8 @@ def run_side_by_side(
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
-    """A markdown table (no trailing newline)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    """A markdown table (no trailing newline): ``selfdistill.markdown.table``'s lines joined."""
+    return "\n".join(table(header, rows))
 
 
 def pm(value: tuple[float, float, int]) -> str:
