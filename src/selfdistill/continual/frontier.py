@@ -23,6 +23,7 @@ from typing import Any
 
 from selfdistill.continual.budget import EvalPoint, GuardBase, assess, choose
 from selfdistill.continual.metrics import mean_std, paired_difference
+from selfdistill.markdown import table
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def best_within_budget_table(runs: Sequence[FrontierRun], budget: float) -> list
     header += ["test selection", "test guard drop"] if tested else []
     reference = next(iter(rows), None)
     header += [f"Δ selection vs {reference} [95% CI]"] if len(rows) > 1 else []
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for setting, entry in rows.items():
         kept = ", ".join(str(entry["kept"][seed]) for seed in sorted(entry["kept"]))
         cells = [setting, str(len(entry["kept"])), kept, _pm(entry["selection"]), _pm(entry["mean_drop"])]
@@ -155,5 +156,6 @@ def best_within_budget_table(runs: Sequence[FrontierRun], budget: float) -> list
         if len(rows) > 1:
             same = setting == reference
             cells += ["—" if same else _paired(entry["selection"], rows[reference]["selection"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return [f"Best within a forgetting budget of {budget:g} (guard drop = reference minus now):", "", *lines]
+        body.append(cells)
+    title = f"Best within a forgetting budget of {budget:g} (guard drop = reference minus now):"
+    return [title, "", *table(header, body)]
