@@ -5,6 +5,7 @@ samples, for the task rows, seqkd's teacher, the warm start and the replay ancho
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def test_the_warm_start_draws_its_teacher_rows_over_the_whole_generation(engine_
 
 def _run(data: Path, out: Path, **options) -> tuple[list[dict], dict[str, torch.Tensor]]:
     cfg = TrainConfig.from_mapping(
-        {"data": str(data), "output": out, **FAST, "max_steps": 2, "grad_accum": 3, "save_every": 0, **options}
+        {"data": str(data), "output": out, **FAST, "max_steps": 2, "grad_accum": 3, "save_every": 0} | options
     )
     train(cfg)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -123,3 +124,19 @@ def test_training_on_one_generation_per_step_matches_one_per_micro_batch(small_j
 def test_a_generation_batch_below_one_prompt_is_refused():
     with pytest.raises(ConfigError, match="generation-batch-size"):
         TrainConfig.from_mapping({"data": "x.jsonl", "generation_batch_size": 0})
+
+
+def test_a_resume_mid_run_samples_and_trains_as_the_run_that_never_stopped(small_jsonl, tmp_path):
+    options = {"method": "sdft", "max_steps": 4, "save_every": 2, "grad_accum": 2, "resume": True}
+    whole, whole_weights = _run(small_jsonl, tmp_path / "whole", **options)
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "whole", cut)
+    shutil.rmtree(cut / "checkpoints" / "step-000004")
+    (cut / "model.safetensors").unlink()
+    resumed, resumed_weights = _run(small_jsonl, cut, **options)
+
+    def timeless(lines: list[dict]) -> list[dict]:
+        return [{k: v for k, v in line.items() if not k.startswith("seconds")} for line in lines]
+
+    assert timeless(resumed) == timeless(whole)
+    assert all(torch.equal(tensor, resumed_weights[name]) for name, tensor in whole_weights.items())
