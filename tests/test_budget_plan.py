@@ -248,3 +248,5 @@ def test_budgeted_plan_with_seeds_runs_end_to_end(tmp_path, capsys):
     text = (out / "report.md").read_text()
     assert text.count("Best within a forgetting budget of 0.05") == 2
     assert (out / "frontier.png").read_bytes().startswith(PNG)
+    # a finished stage keeps its model, not the budget's scratch copy of the kept weights
+    assert not list(out.glob("*/*/selection/*.safetensors")) and len(list(out.glob("*/*/selection.json"))) == 8

@@ -53,6 +53,7 @@ from selfdistill.continual.trackers import log_report, log_run_end, log_stage, o
 from selfdistill.evaluation.tasks.base import Task
 from selfdistill.fileio import write_json_atomic
 from selfdistill.training.loop import train
+from selfdistill.training.selection import KEPT_FILE
 from selfdistill.training.setup import OutputDirError, resolve_device
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,9 @@ def _train_stage(
 def _finish_stage(run_dir: Path, results: Results, run: str, stage: StageRecord, prune: bool) -> None:
     results.runs[run].stages.append(stage)
     results.save(run_dir)
-    if prune and stage.train_dir:
+    if prune and stage.train_dir:  # a finished stage's scratch weights: its checkpoints and the budget's kept copy
         shutil.rmtree(run_dir / stage.train_dir / "checkpoints", ignore_errors=True)
+        (run_dir / stage.train_dir / KEPT_FILE).unlink(missing_ok=True)
 
 
 def _drop_weights(stage_dir: Path) -> None:
@@ -210,6 +212,7 @@ def _drop_weights(stage_dir: Path) -> None:
     """
     shutil.rmtree(stage_dir / "merged", ignore_errors=True)
     shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    (stage_dir / KEPT_FILE).unlink(missing_ok=True)
     (stage_dir / "tokenizer.json").unlink(missing_ok=True)
     for pattern in ("*.safetensors", "*.bin"):
         for path in stage_dir.glob(pattern):
