@@ -216,9 +216,14 @@ def test_demo_plan_is_the_example_file_and_runs_offline(tmp_path):
     assert [s.name for s in offline.stages] == ["record_json", "ticket_line", "arith_steps"]
     assert [t.spec for t in offline.near] == [f"near_{s.name}" for s in offline.stages]
     assert {m["method"] for m in offline.methods.values()} == {"sft", "sdft"}
+    assert all(m["drift"] is False for m in offline.methods.values())  # no LAMBADA there: no drift guard, said so
     quick = demo_plan(DemoConfig(quick=True))
     assert [t.limit for t in (*quick.near, *quick.prior)] == [8, 8, 8, 8]
     assert all(s.steps == 2 and s.test.limit == 8 for s in quick.stages)
+
+
+def test_the_demo_keeps_the_drift_guard_where_its_text_is_found(data_dir):
+    assert all("drift" not in m for m in demo_plan(DemoConfig(data_dir=data_dir)).methods.values())
 
 
 def test_demo_is_a_sequence_of_the_forgetting_benchmark(monkeypatch):

@@ -70,9 +70,9 @@ def drift_sample(data_dir: Path | None = None, rows: int = DRIFT_ROWS) -> DriftS
     try:
         path = task_dir(Path(data_dir) if data_dir is not None else default_data_dir(), "lambada") / LAMBADA_FILE
     except TaskError as err:
-        raise GuardError(f"drift guard: {err}") from None
+        raise GuardError(f"drift guard: {err}; or --no-drift to go without it") from None
     if not path.is_file():
-        raise GuardError(f"drift guard: {path}: file not found")
+        raise GuardError(f"drift guard: {path}: file not found (--no-drift goes without it)")
     passages = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
