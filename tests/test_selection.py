@@ -87,6 +87,26 @@ def test_points_are_recorded_and_the_kept_weights_are_what_is_saved(tmp_path, co
     assert mean_loglik(saved, tok, setup.drift.selection) == doc["drift_loglik"]["selection"]
 
 
+def test_kept_step_0_reads_its_test_side_from_the_start_not_a_second_scoring(tmp_path, counted, monkeypatch):
+    from selfdistill.evaluation import evaluate
+
+    scored: list[str] = []
+    real = evaluate.evaluate_tasks
+
+    def spy(model, tok, tasks, **kwargs):
+        scored.extend(task.name for task in tasks)
+        return real(model, tok, tasks, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_tasks", spy)
+    out = tmp_path / "run"
+    train(_config(out, max_steps=4, forgetting_budget=0.05))
+    doc = _doc(out)
+    assert doc["kept"]["step"] == 0 and doc["test"] == doc["test_base"]
+    # three tasks (the skill, prior_probe, the near task) on the selection side at steps 0, 2 and 4 and on the test
+    # side once, at the start: kept step 0 is the start model, so the end reads that scoring back
+    assert len(scored) == 3 * 3 + 3
+
+
 def test_a_resumed_run_computes_no_point_twice(tmp_path, counted):
     out = tmp_path / "run"
     cfg = _config(out, max_steps=4, save_every=2, forgetting_budget=0.05)

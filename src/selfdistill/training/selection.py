@@ -269,7 +269,9 @@ class Selector:
             guards,
             self.setup.budget,
         )
-        test = self._on_main(lambda: score(self.model, self.tok, self.setup, "test", None, self.progress))
+        # kept step 0 is the start model, whose test side was scored (and cached by its weights) at the start
+        fp = fingerprint(self.model) if kept_step == 0 and self.ranks.is_main and not self.ranks.fsdp else None
+        test = self._on_main(lambda: score(self.model, self.tok, self.setup, "test", fp, self.progress))
         self.doc["test"] = {"selection": test.selection, "guards": self._guard_scores(test, "test")}
         self._write()
         if self.ranks.is_main:
