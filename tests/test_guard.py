@@ -192,3 +192,20 @@ def test_guards_and_the_selection_split_score_through_evaluate_tasks(tiny, data_
     assert [r["n"] for r in results] == [2, 2, 2, 2, 3]
     assert all(0.0 <= r["metrics"][r["primary"]] <= 1.0 for r in results)
     assert guards[0].task.test_examples() != guards[0].selection_task().test_examples()  # the original is untouched
+
+
+def test_the_start_models_fingerprint_survives_a_save_that_kept_its_weights(tmp_path):
+    """A stage that kept step 0 saves the start weights under a config naming its run: the next stage's step-0
+    scores are then read from the cache, not computed again. Other weights are another fingerprint."""
+    from selfdistill.evaluation.points import fingerprint
+    from selfdistill.models import load_model
+
+    model, tok = load_model("tiny-random")
+    model.config.selfdistill = {"method": "sft", "kept_step": 0}
+    model.save_pretrained(tmp_path / "stage1")
+    tok.save_pretrained(tmp_path / "stage1")
+    again, _ = load_model(str(tmp_path / "stage1"))
+    assert fingerprint(again) == fingerprint(load_model("tiny-random")[0])
+    with torch.no_grad():
+        next(again.parameters()).add_(1e-3)
+    assert fingerprint(again) != fingerprint(model)

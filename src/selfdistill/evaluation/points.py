@@ -152,11 +152,18 @@ def score(model, tok, setup: EvalSetup, side: str, fingerprint: str | None = Non
     return Scores(out.pop("", None), out, loglik)
 
 
+NOT_ARCHITECTURE = ("selfdistill", "transformers_version", "architectures", "dtype", "torch_dtype")
+"""Config entries a save adds or rewrites without changing what the model computes (each tensor's dtype is hashed)."""
+
+
 def fingerprint(model: torch.nn.Module) -> str:
-    """A hash of the weights and the architecture: the cache key of the start model's scores."""
-    digest = hashlib.blake2b(model.config.to_json_string().encode(), digest_size=16)
+    """A hash of the weights and the architecture: the cache key of the start model's scores. Where the model was
+    loaded from and what a save writes (``_name_or_path``, ``NOT_ARCHITECTURE``) are left out: a stage that kept its
+    start weights hands on a model with the start model's scores."""
+    config = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_") and k not in NOT_ARCHITECTURE}
+    digest = hashlib.blake2b(json.dumps(config, sort_keys=True, default=str).encode(), digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
+        digest.update(f"{name} {tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
