@@ -44,3 +44,15 @@ def test_anchor_prompts_are_on_the_skills_surface_and_never_a_guard_or_training_
         trained = {e.messages[-1]["content"] for e in task.train_examples() + task.validation_examples()}
         assert not guarded & set(rows) and not trained & set(rows)
     assert any("years old" in r for r in rows) and any(r.startswith("Ticket ") for r in rows)
+
+
+def test_the_terminal_says_where_each_run_ended_and_what_it_kept():
+    """On the committed study (seed 1, stage 1): a run that learned over budget and one that learned within it."""
+    from selfdistill.continual.budget_report import last_points
+    from selfdistill.continual.results import Results
+
+    lines = last_points(Results.load(ROOT / "benchmarks" / "results" / "budget" / "s1_seed1"), 1)
+    by_run = {line.split(":")[0].strip(): line for line in lines}
+    assert set(by_run) == {"sft@seed1", "sdft@seed1", "sdft-t0.5@seed1", "sft+anchor@seed1"}
+    assert "step 12 scored 1.00" in by_run["sft@seed1"] and by_run["sft@seed1"].endswith("(over budget); kept step 0")
+    assert by_run["sft+anchor@seed1"].endswith("(within budget); kept step 12")

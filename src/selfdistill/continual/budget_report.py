@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from selfdistill.continual.budget import EvalPoint, GuardBase
+from selfdistill.continual.budget import EvalPoint, GuardBase, within_budget
 from selfdistill.continual.frontier import FrontierRun, best_within_budget_table, draw_frontier
 from selfdistill.continual.metrics import aggregate, matrix_from_results
 from selfdistill.continual.results import Results, StageRecord, TrainingEval
@@ -144,13 +144,40 @@ def budget_section(results: Results, run_dir: Path) -> list[str]:
     return intro + lines
 
 
+def last_points(results: Results, index: int) -> list[str]:
+    """Per run, stage ``index``'s last evaluated point beside the kept one: what training reached and why the budget
+    kept what it kept (a table of zeros says little without it)."""
+    lines = []
+    for label, record in results.runs.items():
+        stage = record.stage(index)
+        if stage is None or not stage.training_evals or stage.kept_step is None:
+            continue
+        last = max(stage.training_evals, key=lambda p: p.step)
+        run = frontier_run(label, record.setting, record.seed or 0, stage)
+        verdict = ""
+        if run is not None and stage.budget is not None:
+            verdict = " (within budget)" if within_budget(_point(last), run.base, stage.budget) else " (over budget)"
+        guards = ", ".join(f"{name} {value:.2f}" for name, value in last.guards.items())
+        selection = "—" if last.selection is None else f"{last.selection:.2f}"
+        lines.append(
+            f"  {label}: step {last.step} scored {selection}, guards {guards}{verdict}; kept step {stage.kept_step}"
+        )
+    return lines
+
+
 def budget_summary(results: Results, run_dir: Path) -> list[str]:
-    """What a terminal shows after a budgeted plan: per stage the best-within-budget table, and the chart's path."""
+    """What a terminal shows after a budgeted plan: per stage the best-within-budget table, where each run's training
+    ended, and the chart's path."""
     lines = []
     for index, task in enumerate(results.stage_tasks, start=1):
         runs, budget = stage_runs(results, index)
         if runs and budget is not None:
             lines += [f"Stage {index} ({task}). " + best_within_budget_table(runs, budget)[0], ""]
             lines += [*best_within_budget_table(runs, budget)[2:], ""]
+            lines += [
+                "Where training ended (the last point, on the selection items):",
+                *last_points(results, index),
+                "",
+            ]
     frontier = run_dir / FRONTIER_FILE
     return lines + ([f"frontier (selection score against guard retained, per stage): {frontier}"] if lines else [])
