@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 # script → the dataclass its main() hands to tyro.cli
 CONFIGS = {
+    "budget": "Args",
     "decode_floor": "Args",
     "forgetting": "Args",
     "gpu_check": "Args",
