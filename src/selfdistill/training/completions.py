@@ -136,11 +136,15 @@ def batch_order(num_examples: int, batch_size: int, seed: int, batch_index: int)
     return perm[pos * batch_size : (pos + 1) * batch_size]
 
 
-def micro_rows(rows: int, batch_size: int, seed: int, ranks, micro_index: int) -> tuple[list[int], list[int], int]:
+def micro_rows(
+    rows: int, batch_size: int, seed: int, ranks, micro_index: int, *, order_seed: int | None = None, stream=()
+) -> tuple[list[int], list[int], int]:
     """This rank's example indices and sampling seeds of micro-batch ``micro_index`` (``ranks.share`` of the global
-    micro-batch, each row with its own stream), and the micro-batch's rows over all ranks."""
-    global_idx = batch_order(rows, batch_size, seed, micro_index)
-    seeds = [seed_for(seed, micro_index, j) for j in range(len(global_idx))]
+    micro-batch, row j seeded by (seed, micro_index, j, *stream)), and the micro-batch's rows over all ranks. The
+    order is ``batch_order``'s under ``order_seed`` (default: ``seed``); a term with rows of its own (the anchor)
+    passes its own order seed and stream."""
+    global_idx = batch_order(rows, batch_size, seed if order_seed is None else order_seed, micro_index)
+    seeds = [seed_for(seed, micro_index, j, *stream) for j in range(len(global_idx))]
     return ranks.share(global_idx), ranks.share(seeds), len(global_idx)
 
 

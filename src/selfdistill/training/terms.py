@@ -23,9 +23,9 @@ from torch import Tensor
 
 from selfdistill.training import losses
 from selfdistill.training.anchor import AnchorReference
-from selfdistill.training.completions import Stats, batch_order, collect, sampled, step_completions
+from selfdistill.training.completions import Stats, collect, micro_rows, sampled, step_completions
 from selfdistill.training.correction import tis_stats, tis_weights, token_logprobs
-from selfdistill.training.engines import RolloutEngine, Sampling, seed_for
+from selfdistill.training.engines import RolloutEngine, Sampling
 from selfdistill.training.ranks import Ranks
 from selfdistill.training.rollout import Packed, output_head, pack
 from selfdistill.training.teacher import Teacher
@@ -92,16 +92,24 @@ class ReplayAnchor:
     def draws(self, micro_indices: Sequence[int], step: int, cap: int | None) -> list[AnchorBatch]:
         """Each micro-batch's anchor rows and the student's samples on them (weights of version ``step``), sampled
         for several micro-batches at once (``completions.step_completions``)."""
-        micro, scales = [], []
-        for micro_index in micro_indices:
-            global_idx = batch_order(len(self.prompts), self.batch_size, self.seed + 1, micro_index)
-            streams = [seed_for(self.seed, micro_index, j, ANCHOR_STREAM) for j in range(len(global_idx))]
-            micro.append((self.ranks.share(global_idx), self.ranks.share(streams)))
-            scales.append(self.ranks.loss_scale(len(micro[-1][0]), len(global_idx)))
+        shares = [
+            micro_rows(
+                len(self.prompts),
+                self.batch_size,
+                self.seed,
+                self.ranks,
+                m,
+                order_seed=self.seed + 1,
+                stream=(ANCHOR_STREAM,),
+            )
+            for m in micro_indices
+        ]
         source = sampled(self.engine, self.prompts, self.sampling)
+        batches = step_completions(source, [(idx, seeds) for idx, seeds, _ in shares], step, {}, cap)
         out = []
-        for batch, scale in zip(step_completions(source, micro, step, {}, cap), scales, strict=True):
+        for batch, (idx, _, global_rows) in zip(batches, shares, strict=True):
             rows = ([self.prompts[i] for i in batch.rows], batch.ids)
+            scale = self.ranks.loss_scale(len(idx), global_rows)
             out.append(AnchorBatch(self, rows, pack(*rows, self.pad_id).to(self.device), scale))
         return out
 
