@@ -30,8 +30,10 @@ so each seed's report draws all methods on one frontier) run into ``benchmarks/r
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,12 +116,7 @@ def anchor_prompts(per_skill: int = ANCHOR_PER_SKILL) -> list[dict]:
 
 
 def write_anchor(plans: Path) -> Path:
-    path = plans / ANCHOR_FILE
-    text = "".join(json.dumps(row) + "\n" for row in anchor_prompts())
-    plans.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return common.write_if_changed(plans / ANCHOR_FILE, "".join(json.dumps(row) + "\n" for row in anchor_prompts()))
 
 
 def seed_plan(seed: int, where: Where, smoke: bool) -> Path:
@@ -141,8 +138,6 @@ def seed_plan(seed: int, where: Where, smoke: bool) -> Path:
 
 
 def unit_command(unit: Unit, jobs: int, cores: list[int], where: Where, smoke: bool) -> list[str]:
-    import sys
-
     cmd = [sys.executable, str(Path(__file__).resolve()), "run", "--seeds", str(unit[1])]
     cmd += ["--side-by-side", str(jobs), "--results", str(where.results), "--cores", *map(str, cores)]
     return cmd + (["--smoke"] if smoke else [])
@@ -151,7 +146,7 @@ def unit_command(unit: Unit, jobs: int, cores: list[int], where: Where, smoke: b
 def cmd_run(args: Args, where: Where) -> None:
     if args.jobs > 1:
         units: list[Unit] = [(f"s1_seed{seed}", seed) for seed in args.seeds]
-        command = lambda u, j, c: unit_command(u, j, c, where, args.smoke)  # noqa: E731
+        command = functools.partial(unit_command, where=where, smoke=args.smoke)
         common.run_side_by_side(units, args.jobs, command, where.results)
         return
     how = {"side_by_side": args.side_by_side, "threads": common.torch_threads()} if args.side_by_side else {}
@@ -165,7 +160,7 @@ def cmd_run(args: Args, where: Where) -> None:
 
 
 def finished(where: Where) -> list[Results]:
-    return [Results.load(path.parent) for path in sorted(where.results.glob("s1_seed*/results.json")) if path.is_file()]
+    return [Results.load(path.parent) for path in sorted(where.results.glob("s1_seed*/results.json"))]
 
 
 def headline(all_results: list[Results]) -> tuple[list[list[str]], dict]:

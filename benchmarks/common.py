@@ -85,9 +85,13 @@ def write_plan(
     plans: Path, name: str, raw: Mapping[str, Any], comment: str, script: str = "benchmarks/forgetting.py"
 ) -> Path:
     """``plans/<name>.yaml`` holding ``raw`` under a comment; left untouched when it already says the same."""
-    plans.mkdir(parents=True, exist_ok=True)
-    path = plans / f"{name}.yaml"
     text = f"# {comment}\n{PLAN_HEADER.format(script=script)}" + yaml.safe_dump(dict(raw), sort_keys=False)
+    return write_if_changed(plans / f"{name}.yaml", text)
+
+
+def write_if_changed(path: Path, text: str) -> Path:
+    """``text`` into ``path``, left untouched when it already holds it (a committed file keeps its timestamp)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
     return path

@@ -196,7 +196,7 @@ def sample_vs_floor(model: nn.Module, tok, prompts: list[list[int]], args: Args,
                 )
 
         sample_s = median_seconds(run, args.rounds)
-        cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        cast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext
         engine = make_engine("decode", model, tok, autocast=cast)
         seeds = list(range(args.rows))
         decode_s = median_seconds(functools.partial(engine.generate, prompts, spec, seeds=seeds), args.rounds)

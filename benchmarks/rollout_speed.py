@@ -13,6 +13,7 @@ native bf16, under bf16 autocast as training does; vllm runs in fp32 (and bf16 w
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -58,7 +59,7 @@ def start_engines(args: Args, model, tok) -> tuple[dict, dict[str, float]]:
     device = torch.device("cpu")
     engines = {"hf fp32": make_engine("hf", model, tok), "decode fp32": make_engine("decode", model, tok)}
     if bf16_supported(device):
-        bf16 = lambda: autocast("bf16", device)  # noqa: E731
+        bf16 = functools.partial(autocast, "bf16", device)
         engines["hf bf16 autocast"] = make_engine("hf", model, tok, autocast=bf16)
         engines["decode bf16 autocast"] = make_engine("decode", model, tok, autocast=bf16)
     start_seconds = {}
