@@ -1,6 +1,7 @@
 """One generation per optimizer step (completions.step_completions): micro-batches grouped into one engine call
 hand each micro-batch back its own rows, and on tiny-random in fp32 those rows are the ones one call per micro-batch
-samples, for the task rows, seqkd's teacher, the warm start and the replay anchor, with the same training after."""
+samples, for the task rows, seqkd's teacher and the replay anchor, with the same training after. The warm start
+draws its teacher rows per call, so there only each row's place is checked."""
 
 from __future__ import annotations
 
